@@ -1,0 +1,207 @@
+"""One socket to Redis, shared by many trio tasks.
+
+Callers send whole pipelines under a lock and queue a ticket; one reader task
+feeds the bytes it receives to hiredis and hands each reply to the oldest
+ticket. So concurrent callers are pipelined on the wire without waiting for
+each other's round trips.
+"""
+
+import collections
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import hiredis
+import trio
+from redis.connection import Connection as _RedisPyConnection
+
+from bus.address import BusAddress
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+_RECEIVE_SIZE = 256 * 1024
+_PUSH_KINDS = (b"message", b"pmessage")
+
+#: redis-py's encoder, used only to pack commands (it never connects).
+_packer = _RedisPyConnection()
+
+
+class ReplyError(Exception):
+    """Redis answered a command with an error reply."""
+
+
+class ConnectionLost(ConnectionError):
+    """The connection broke. A command that was in flight may or may not have run."""
+
+
+class _Ticket:
+    __slots__ = ("done", "error", "remaining", "replies")
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self.replies: list[Any] = []
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class Connection:
+    """A live connection. Use ``connect()`` to get one."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._reader = hiredis.Reader(replyError=ReplyError)
+        self._tickets: collections.deque[_Ticket] = collections.deque()
+        self._send_lock = trio.Lock()
+        self._broken: ConnectionLost | None = None
+        self._closed = trio.Event()
+        self._push_in, self._push_out = trio.open_memory_channel[tuple[bytes, bytes]](10_000)
+        self._subscribed = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._broken is None
+
+    async def execute(self, *args: Any) -> Any:
+        """Run one command; an error reply raises ``ReplyError``."""
+        return (await self.pipeline([args]))[0]
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]], *, raise_errors: bool = True) -> list[Any]:
+        """Run several commands in one round trip; replies in order.
+
+        With ``raise_errors=False`` an error reply is returned in place as a
+        ``ReplyError`` instead of raised.
+        """
+        if not commands:
+            return []
+        payload = b"".join(_packer.pack_commands(commands))
+        ticket = _Ticket(len(commands))
+        async with self._send_lock:
+            self._raise_if_broken()
+            self._tickets.append(ticket)
+            try:
+                await self._stream.send_all(payload)
+            except BaseException as exc:
+                # A send cut short (by an error or a cancellation) leaves half a
+                # command on the wire: nothing more can be sent on this socket.
+                self._break(ConnectionLost(f"sending to the bus failed: {exc!r}"))
+                if isinstance(exc, trio.Cancelled):
+                    raise
+                raise self._broken from exc
+        await ticket.done.wait()
+        if ticket.error is not None:
+            raise ticket.error
+        if raise_errors:
+            for reply in ticket.replies:
+                if isinstance(reply, ReplyError):
+                    raise reply
+        return ticket.replies
+
+    async def psubscribe(self, *patterns: str) -> None:
+        """Enter pub/sub mode; messages then come from ``next_message()``."""
+        self._subscribed = True
+        await self.pipeline([("PSUBSCRIBE", *patterns)])
+
+    async def next_message(self) -> tuple[bytes, bytes]:
+        """The next pub/sub message as ``(channel, data)``."""
+        try:
+            return await self._push_out.receive()
+        except trio.EndOfChannel:
+            raise self._broken or ConnectionLost("connection closed") from None
+
+    async def wait_closed(self) -> ConnectionLost:
+        """Wait until the connection breaks; return why."""
+        await self._closed.wait()
+        return self._broken
+
+    def _raise_if_broken(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+
+    def _break(self, reason: ConnectionLost) -> None:
+        if self._broken is not None:
+            return
+        self._broken = reason
+        for ticket in self._tickets:
+            ticket.error = reason
+            ticket.done.set()
+        self._tickets.clear()
+        self._push_in.close()
+        self._closed.set()
+
+    async def _read_replies(self) -> None:
+        try:
+            while True:
+                data = await self._stream.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    raise ConnectionLost("the bus closed the connection")
+                self._reader.feed(data)
+                while (reply := self._reader.gets()) is not False:
+                    await self._deliver(reply)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) as exc:
+            self._break(ConnectionLost(f"connection to the bus lost: {exc!r}"))
+        except ConnectionLost as exc:
+            self._break(exc)
+
+    async def _deliver(self, reply: Any) -> None:
+        if self._subscribed and isinstance(reply, list) and reply and reply[0] in _PUSH_KINDS:
+            await self._push_in.send((reply[-2], reply[-1]))
+            return
+        if not self._tickets:
+            raise ConnectionLost(f"unexpected reply from the bus: {reply!r:.100}")
+        ticket = self._tickets[0]
+        ticket.replies.append(reply)
+        ticket.remaining -= 1
+        if ticket.remaining == 0:
+            self._tickets.popleft()
+            ticket.done.set()
+
+
+@asynccontextmanager
+async def connect(address: BusAddress, name: str = "") -> AsyncIterator[Connection]:
+    """Open, authenticate and select the database; close on exit.
+
+    Raises ``ConnectionLost`` when the bus cannot be reached and
+    ``ReplyError`` when it refuses the credentials.
+    """
+    stream = await _open_stream(address)
+    try:
+        async with trio.open_nursery() as nursery:
+            connection = Connection(stream)
+            nursery.start_soon(connection._read_replies)
+            try:
+                await _handshake(connection, address, name)
+                yield connection
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _open_stream(address: BusAddress) -> trio.abc.Stream:
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            if address.unix_path:
+                stream: trio.abc.Stream = await trio.open_unix_socket(address.unix_path)
+            else:
+                stream = await trio.open_tcp_stream(address.host, address.port)
+            context = address.ssl_context()
+            if context is not None:
+                stream = trio.SSLStream(stream, context, server_hostname=address.host)
+                await stream.do_handshake()
+            return stream
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        raise ConnectionLost(f"cannot reach the bus at {address.url}: {exc!r}") from None
+
+
+async def _handshake(connection: Connection, address: BusAddress, name: str) -> None:
+    commands: list[tuple[Any, ...]] = []
+    if address.password is not None:
+        user = (address.username,) if address.username else ()
+        commands.append(("AUTH", *user, address.password))
+    if address.db:
+        commands.append(("SELECT", address.db))
+    if name:
+        commands.append(("CLIENT", "SETNAME", name.replace(" ", "_")))
+    await connection.pipeline(commands)

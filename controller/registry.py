@@ -1,0 +1,89 @@
+"""What a controller knows of the agents: who is alive, which roles, how busy.
+
+The truth is in Redis (the registry hash, heartbeat keys, running-jobs
+hashes); this is a local copy, kept fresh by registration events and the
+liveness sweep, so that routing a command needs no round trip.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.keys import AGENTS, AgentKeys, parse_agent_name, running_jobs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class AgentView:
+    gid: int
+    nid: int
+    roles: frozenset[str] = frozenset()
+    registration: dict[str, Any] = field(default_factory=dict)
+    alive: bool = False
+    load: int = 0  # unfinished jobs routed to it
+
+    @property
+    def name(self) -> str:
+        return f"{self.gid}:{self.nid}"
+
+    @property
+    def keys(self) -> AgentKeys:
+        return AgentKeys(self.gid, self.nid)
+
+    def holds(self, roles: tuple[str, ...]) -> bool:
+        return all(role == "*" or role in self.roles for role in roles)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.agents: dict[tuple[int, int], AgentView] = {}
+
+    def get(self, gid: int, nid: int) -> AgentView | None:
+        return self.agents.get((gid, nid))
+
+    def register(self, gid: int, nid: int, registration: dict[str, Any], alive: bool = True) -> AgentView:
+        """Record a (re)registration: its roles are current from now on."""
+        view = self.agents.get((gid, nid)) or AgentView(gid, nid)
+        roles = registration.get("roles")
+        view.registration = registration
+        view.roles = frozenset(role for role in roles if isinstance(role, str)) if isinstance(roles, list) \
+            else frozenset()
+        view.alive = view.alive or alive
+        self.agents[(gid, nid)] = view
+        return view
+
+    def live(self) -> list[AgentView]:
+        return [view for view in self.agents.values() if view.alive]
+
+    async def load_registrations(self, bus: Any) -> None:
+        """Read the registry hash (at start, and now and then as a safety net)."""
+        flat = await bus.execute("HGETALL", AGENTS)
+        for index in range(0, len(flat), 2):
+            name = flat[index].decode()
+            try:
+                gid, nid = parse_agent_name(name)
+                registration = json.loads(flat[index + 1])
+            except ValueError:
+                log.warning("ignoring an unreadable registration of agent %r", name)
+                continue
+            if isinstance(registration, dict):
+                self.register(gid, nid, registration, alive=False)
+
+    async def refresh_liveness(self, bus: Any) -> list[AgentView]:
+        """Read every heartbeat and load; return the agents that have just died."""
+        views = list(self.agents.values())
+        if not views:
+            return []
+        commands: list[tuple[str, ...]] = [("EXISTS", view.keys.alive) for view in views]
+        commands += [("HLEN", running_jobs(view.gid, view.nid)) for view in views]
+        replies = await bus.pipeline(commands)
+        died = []
+        for view, alive, load in zip(views, replies, replies[len(views):], strict=False):
+            if view.alive and not alive:
+                died.append(view)
+            view.alive = bool(alive)
+            view.load = load
+        return died
+

@@ -1,0 +1,108 @@
+"""Collecting what agents write to their outboxes.
+
+Agents ring a pub/sub bell after each outbox write. This module listens for
+bells and drains the outboxes that rang with ``drain.lua``, which moves each
+envelope to the client-facing keys in one atomic step. Bells can be missed
+(while this controller is disconnected), so on every (re)connection every
+outbox is drained once, and the sweep drains now and then as a safety net.
+"""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from bus import Bus, Connection, ConnectionLost
+from controller import scripts
+from controller.config import ControllerConfig
+from protocol import keys
+
+log = logging.getLogger(__name__)
+
+#: Envelopes taken from one outbox per script call, to keep each call short.
+DRAIN_BATCH = 256
+
+#: Called with (gid, nid, registration) after an agent (re)registered.
+RegistrationHandler = Callable[[int, int, dict], Awaitable[None]]
+
+
+class Collector:
+    def __init__(self, config: ControllerConfig, bus: Bus, on_registration: RegistrationHandler) -> None:
+        self.config = config
+        self.bus = bus
+        self.on_registration = on_registration
+        self._dirty: set[tuple[int, int]] = set()
+        self._wakeup = trio.Event()
+        self.dropped = 0
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.bus.serve_dedicated, self._listen)
+            nursery.start_soon(self._drain_forever)
+
+    def mark(self, gid: int, nid: int) -> None:
+        self._dirty.add((gid, nid))
+        self._wakeup.set()
+
+    async def mark_all_outboxes(self) -> None:
+        """Find every outbox on the bus (new agents included) and drain it."""
+        for key in await self.bus.scan(keys.AGENT_OUTBOX_PATTERN):
+            self.mark(*keys.agent_of(key))
+
+    async def _listen(self, connection: Connection) -> None:
+        await connection.psubscribe(keys.AGENT_BELL_PATTERN)
+        await self.mark_all_outboxes()
+        while True:
+            channel, _ = await connection.next_message()
+            self.mark(*keys.agent_of(channel.decode()))
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            agents, self._dirty = self._dirty, set()
+            try:
+                await self._drain(sorted(agents))
+            except ConnectionLost as exc:
+                log.warning("draining outboxes interrupted (%s); will drain again", exc)
+                for gid, nid in agents:
+                    self.mark(gid, nid)
+                await self.bus.connection()
+
+    async def _drain(self, agents: list[tuple[int, int]]) -> None:
+        ttl = self.config.result_ttl
+        commands = [
+            scripts.DRAIN.evalsha(
+                [keys.AgentKeys(gid, nid).outbox, keys.running_jobs(gid, nid), keys.AGENTS],
+                [keys.agent_name(gid, nid), ttl, DRAIN_BATCH, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX],
+            )
+            for gid, nid in agents
+        ]
+        replies = await self.bus.pipeline(commands, raise_errors=False)
+        if any(_is_noscript(reply) for reply in replies):
+            connection = await self.bus.connection()
+            await scripts.DRAIN.load(connection)
+            replies = await self.bus.pipeline(commands)
+        for (gid, nid), reply in zip(agents, replies, strict=True):
+            if isinstance(reply, Exception):
+                log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
+                continue
+            taken, registration, *dropped = reply
+            if taken >= DRAIN_BATCH:
+                self.mark(gid, nid)
+            for job_id in dropped:
+                self.dropped += 1
+                log.warning("dropped a result from agent %d:%d for job %s: that job was not sent to it",
+                            gid, nid, job_id.decode("utf-8", "replace"))
+            if registration:
+                try:
+                    details = json.loads(registration)
+                except ValueError:
+                    log.warning("agent %d:%d sent an unreadable registration", gid, nid)
+                    continue
+                await self.on_registration(gid, nid, details)
+
+
+def _is_noscript(reply: object) -> bool:
+    return isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")

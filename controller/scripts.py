@@ -1,0 +1,45 @@
+"""The Lua scripts that make each controller step atomic inside Redis.
+
+Each script is one step that must happen all at once or not at all (see the
+comment at the top of each ``.lua`` file). They are called by hash and sent
+again in full when Redis has forgotten them (after a restart).
+"""
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bus import Bus, Connection, ReplyError
+
+_FOLDER = Path(__file__).parent / "scripts"
+
+
+class Script:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = (_FOLDER / f"{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def evalsha(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The command to run the script, for use in a pipeline."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def run(self, connection: Connection | Bus, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await connection.execute(*self.evalsha(keys, args))
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await connection.execute("EVAL", self.source, len(keys), *keys, *args)
+
+    async def load(self, connection: Connection) -> None:
+        await connection.execute("SCRIPT", "LOAD", self.source)
+
+
+ROUTE = Script("route")
+DRAIN = Script("drain")
+FAIL_JOBS = Script("fail_jobs")
+RECOVER = Script("recover")
+CLAIM = Script("claim")
+ALL = (ROUTE, DRAIN, FAIL_JOBS, RECOVER, CLAIM)

@@ -1,0 +1,63 @@
+-- Move envelopes from one agent's outbox to where clients and controllers read them.
+--
+-- Runs inside Redis, so popping an envelope and storing what it says are one
+-- step: a controller dying at any instant neither loses nor repeats a result.
+-- Only the small header line of an envelope is decoded; bodies are stored
+-- byte for byte as the agent wrote them.
+--
+-- KEYS[1]  the agent's outbox     KEYS[2]  the agent's running-jobs hash
+-- KEYS[3]  the agents registry
+-- ARGV[1]  agent name "<gid>:<nid>"   ARGV[2]  result ttl (s)   ARGV[3]  max envelopes
+-- ARGV[4]  jobresult key prefix       ARGV[5]  result queue key prefix
+--
+-- Returns {envelopes taken, registration body or '', dropped job ids...}: a
+-- job id is dropped when that job was never sent to this agent.
+local agent, ttl = ARGV[1], ARGV[2]
+local taken, registration, dropped = 0, '', {}
+for _ = 1, tonumber(ARGV[3]) do
+  local envelope = redis.call('LPOP', KEYS[1])
+  if not envelope then
+    break
+  end
+  taken = taken + 1
+  local newline = string.find(envelope, '\n', 1, true)
+  local ok, header = false, nil
+  if newline then
+    ok, header = pcall(cjson.decode, string.sub(envelope, 1, newline - 1))
+  end
+  if not ok or type(header) ~= 'table' then
+    table.insert(dropped, '(malformed envelope)')
+  else
+    local body = string.sub(envelope, newline + 1)
+    if header.kind == 'job' then
+      local id = tostring(header.id)
+      local results = ARGV[4] .. id
+      if redis.call('HEXISTS', results, agent) == 0 then
+        table.insert(dropped, id)
+      else
+        redis.call('HSET', results, agent, body)
+        redis.call('EXPIRE', results, ttl)
+        if header.push then
+          local queue = ARGV[5] .. id
+          redis.call('RPUSH', queue, body)
+          redis.call('EXPIRE', queue, ttl)
+        end
+        if header.final then
+          redis.call('HDEL', KEYS[2], id)
+        else
+          redis.call('HSET', KEYS[2], id, 1)
+        end
+      end
+    elseif header.kind == 'register' then
+      redis.call('HSET', KEYS[3], agent, body)
+      registration = body
+    else
+      table.insert(dropped, '(unknown envelope kind ' .. tostring(header.kind) .. ')')
+    end
+  end
+end
+local reply = {taken, registration}
+for _, id in ipairs(dropped) do
+  table.insert(reply, id)
+end
+return reply

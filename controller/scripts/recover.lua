@@ -1,0 +1,13 @@
+-- Put the unrouted commands of a dead controller back at the head of cmds_queue.
+--
+-- KEYS[1]  the dead controller's inflight list    KEYS[2]  cmds_queue
+-- KEYS[3]  the dead controller's heartbeat key
+-- Returns how many commands were put back, or -1 if that controller is alive.
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return -1
+end
+local moved = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') do
+  moved = moved + 1
+end
+return moved

@@ -1,0 +1,1 @@
+"""What the controller and agent daemons share: strict config files and logging."""

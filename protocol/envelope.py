@@ -1,0 +1,59 @@
+"""Envelopes: what an agent writes to its outbox for the controller.
+
+An envelope is one line of header JSON, a newline, then a body kept verbatim:
+
+    {"kind":"job","id":"<job id>","push":true,"final":true}\n<job JSON>
+
+The controller's drain script reads only the small header (inside Redis) and
+stores the body as it is, so a job JSON reaches the client byte for byte as
+the agent wrote it.
+
+Kinds and their headers:
+
+``register``  no more fields; body: the agent's registration JSON.
+``job``       ``id``, ``push`` (append to ``cmds_queue_<id>``: a run ended),
+              ``final`` (the job is over: nothing more will come);
+              body: the job JSON.
+``log``       body: message JSONs, one per line, for the controller's
+              bounded per-agent log.
+``stats``     ``id``; body: the job's aggregated stats JSON.
+"""
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from protocol.errors import ProtocolError
+from protocol.job import Job
+
+
+class Kind(StrEnum):
+    REGISTER = "register"
+    JOB = "job"
+    LOG = "log"
+    STATS = "stats"
+
+
+def encode(kind: Kind, body: str, **header: Any) -> str:
+    header["kind"] = kind.value
+    return json.dumps(header, separators=(",", ":")) + "\n" + body
+
+
+def decode(raw: bytes | str) -> tuple[dict[str, Any], str]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    head, newline, body = text.partition("\n")
+    if not newline:
+        raise ProtocolError("envelope", "no header line")
+    header = json.loads(head)
+    if not isinstance(header, dict) or header.get("kind") not in Kind.__members__.values():
+        raise ProtocolError("envelope.kind", f"unknown envelope header {head[:80]!r}")
+    return header, body
+
+
+def job_envelope(job: Job, *, push: bool, final: bool) -> str:
+    """An update of ``job``; ``push`` when a run ended, ``final`` when the job is over."""
+    return encode(Kind.JOB, job.to_json(), id=job.id, push=push, final=final)
+
+
+def register_envelope(registration: dict[str, Any]) -> str:
+    return encode(Kind.REGISTER, json.dumps(registration, separators=(",", ":")))

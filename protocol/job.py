@@ -1,0 +1,71 @@
+"""Job JSON: what a client reads back for each agent that runs a command."""
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.command import Command
+from protocol.states import FINAL_STATES, State
+
+#: Lines of stdout and stderr kept in a job's ``streams``.
+STREAM_TAIL_LINES = 1000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class Job:
+    """One agent's view of one command (one run, for recurring jobs)."""
+
+    id: str
+    gid: int
+    nid: int
+    cmd: str
+    args: dict[str, Any] = field(default_factory=dict)
+    data: str = ""
+    level: int = 0
+    state: str = State.QUEUED
+    starttime: int = 0
+    time: int = 0
+    streams: list[str] = field(default_factory=lambda: ["", ""])
+    critical: str = ""
+    tags: str | None = None
+    pid: int | None = None
+
+    @classmethod
+    def for_command(cls, command: Command, gid: int, nid: int, state: State = State.QUEUED,
+                    data: str = "") -> "Job":
+        return cls(command.id, gid, nid, command.cmd, command.args.to_wire(), data=data,
+                   state=state, tags=command.tags)
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> "Job":
+        known = {key: wire[key] for key in cls.__slots__ if key in wire}
+        return cls(**known)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "Job":
+        return cls.from_wire(json.loads(raw))
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {key: getattr(self, key) for key in self.__slots__}
+        if wire["pid"] is None:
+            del wire["pid"]
+        return wire
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_wire(), separators=(",", ":"))
+
+
+def error_job(command_id: str, data: str, *, gid: int = 0, nid: int = 0, cmd: str = "",
+              args: dict[str, Any] | None = None, tags: str | None = None) -> Job:
+    """A final ``ERROR`` job carrying a reason, for a command that could not run."""
+    return Job(command_id, gid, nid, cmd, args or {}, data=data, state=State.ERROR,
+               starttime=now_ms(), tags=tags)

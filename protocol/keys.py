@@ -1,0 +1,140 @@
+"""Every Redis key and channel name used on the bus.
+
+Three families:
+
+* client-facing keys, spelled exactly as the 2015 client expects them;
+* per-agent keys, all under ``ac:agent:<gid>:<nid>:`` so that one Redis ACL
+  user per agent can be limited to that prefix;
+* controller bookkeeping under ``ac:ctl:``, never writable by an agent.
+"""
+
+from dataclasses import dataclass
+
+# -- client-facing (2015 wire) ------------------------------------------------
+
+CMDS_QUEUE = "cmds_queue"
+JOBLOG = "joblog"
+RESULT_QUEUE_PREFIX = "cmds_queue_"
+JOB_RESULTS_PREFIX = "jobresult:"
+
+
+def result_queue(command_id: str) -> str:
+    """List the client pops: one job JSON per result of the command."""
+    return RESULT_QUEUE_PREFIX + command_id
+
+
+def job_results(command_id: str) -> str:
+    """Hash ``"<gid>:<nid>"`` -> latest job JSON of that agent for the command."""
+    return JOB_RESULTS_PREFIX + command_id
+
+
+def agent_name(gid: int, nid: int) -> str:
+    """How an agent is named on the wire: the field name in ``jobresult:<id>``."""
+    return f"{gid}:{nid}"
+
+
+def parse_agent_name(name: str) -> tuple[int, int]:
+    gid, _, nid = name.partition(":")
+    return int(gid), int(nid)
+
+
+# -- per agent ----------------------------------------------------------------
+
+AGENT_PREFIX = "ac:agent:"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeys:
+    """The keys of one agent. An agent touches no key outside ``prefix``."""
+
+    gid: int
+    nid: int
+
+    @property
+    def name(self) -> str:
+        return agent_name(self.gid, self.nid)
+
+    @property
+    def prefix(self) -> str:
+        return f"{AGENT_PREFIX}{self.gid}:{self.nid}:"
+
+    @property
+    def commands(self) -> str:
+        """List: commands routed to this agent (controller RPUSH, agent BLMOVE)."""
+        return self.prefix + "cmds"
+
+    @property
+    def inflight(self) -> str:
+        """List: commands the agent took and has not finished yet."""
+        return self.prefix + "inflight"
+
+    @property
+    def outbox(self) -> str:
+        """List: envelopes from the agent (results, registration, logs, stats)."""
+        return self.prefix + "outbox"
+
+    @property
+    def outbox_seq(self) -> str:
+        """String: sequence number of the last envelope written to the outbox.
+
+        Written in the same transaction as the envelopes, so after a lost
+        connection the agent knows exactly which envelopes arrived.
+        """
+        return self.prefix + "outseq"
+
+    @property
+    def alive(self) -> str:
+        """String with a TTL: the heartbeat."""
+        return self.prefix + "alive"
+
+    @property
+    def bell(self) -> str:
+        """Pub/sub channel: rung after each outbox write to wake the controllers."""
+        return self.prefix + "bell"
+
+
+#: Pattern a controller subscribes to, to hear every agent's bell.
+AGENT_BELL_PATTERN = AGENT_PREFIX + "*:bell"
+#: Pattern matching every agent's outbox.
+AGENT_OUTBOX_PATTERN = AGENT_PREFIX + "*:outbox"
+
+
+def agent_of(key: str) -> tuple[int, int]:
+    """The agent a per-agent key or channel belongs to: ``ac:agent:1:7:bell`` -> ``(1, 7)``."""
+    gid, nid, _ = key[len(AGENT_PREFIX):].split(":", 2)
+    return int(gid), int(nid)
+
+
+# -- controller bookkeeping ---------------------------------------------------
+
+CONTROLLER_PREFIX = "ac:ctl:"
+
+#: Hash ``"<gid>:<nid>"`` -> registration JSON of every agent ever seen.
+AGENTS = CONTROLLER_PREFIX + "agents"
+
+#: Pub/sub channel where controllers announce what happened (JSON events).
+EVENTS = CONTROLLER_PREFIX + "events"
+
+#: List of inputs that could not be answered at all, newest first, with reasons.
+DEAD_LETTERS = CONTROLLER_PREFIX + "deadletters"
+
+#: Counter of every dead letter ever (the list above is trimmed).
+DEAD_LETTER_COUNT = CONTROLLER_PREFIX + "deadletters:count"
+
+
+def running_jobs(gid: int, nid: int) -> str:
+    """Hash job id -> run count: the unfinished jobs routed to that agent."""
+    return f"{CONTROLLER_PREFIX}running:{gid}:{nid}"
+
+
+def controller_inflight(controller_id: str) -> str:
+    """List: commands a controller took from ``cmds_queue`` and has not routed yet."""
+    return f"{CONTROLLER_PREFIX}inflight:{controller_id}"
+
+
+CONTROLLER_INFLIGHT_PATTERN = CONTROLLER_PREFIX + "inflight:*"
+
+
+def controller_alive(controller_id: str) -> str:
+    """String with a TTL: a controller's heartbeat."""
+    return f"{CONTROLLER_PREFIX}alive:{controller_id}"
