@@ -76,10 +76,6 @@ def positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must not be negative"
-
-
 def list_of_strings(value: list) -> str | None:
     return None if all(isinstance(item, str) for item in value) else "must be a list of strings"
 

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, type_name
 from protocol.levels import parse_levels
 
 MAX_ID_LENGTH = 128
@@ -59,7 +59,7 @@ class RunArgs:
         if value is None:
             return cls()
         if not isinstance(value, dict):
-            raise ProtocolError(prefix, f"expected an object, got {_type_name(value)}")
+            raise ProtocolError(prefix, f"expected an object, got {type_name(value)}")
         unknown = sorted(set(value) - set(cls.__slots__))
         if unknown:
             raise ProtocolError(f"{prefix}.{unknown[0]}", "unknown run argument")
@@ -143,7 +143,7 @@ def decode_command(raw: bytes | str, max_data_bytes: int = DEFAULT_MAX_DATA_BYTE
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedCommand(ProtocolError("", f"not valid JSON: {exc}"), None, {}) from None
     if not isinstance(fields, dict):
-        error = ProtocolError("", f"expected a JSON object, got {_type_name(fields)}")
+        error = ProtocolError("", f"expected a JSON object, got {type_name(fields)}")
         raise MalformedCommand(error, None, {})
     command_id = usable_id(fields.get("id"))
     try:
@@ -177,7 +177,7 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     if fanout is None:
         fanout = False
     elif not isinstance(fanout, bool):
-        raise ProtocolError("fanout", f"expected true or false, got {_type_name(fanout)}")
+        raise ProtocolError("fanout", f"expected true or false, got {type_name(fanout)}")
     cmd = fields.get("cmd")
     if cmd is None:
         raise ProtocolError("cmd", "missing")
@@ -186,14 +186,14 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     if data is None:
         data = ""
     elif not isinstance(data, str):
-        raise ProtocolError("data", f"expected a string (JSON-encode objects first), got {_type_name(data)}")
+        raise ProtocolError("data", f"expected a string (JSON-encode objects first), got {type_name(data)}")
     if len(data) * 4 > max_data_bytes:  # cheap test first: a character is at most 4 bytes
         size = len(data.encode("utf-8", "surrogatepass"))
         if size > max_data_bytes:
             raise ProtocolError("data", f"{size} bytes exceeds the limit of {max_data_bytes}")
     tags = fields.get("tags")
     if tags is not None and not isinstance(tags, str):
-        raise ProtocolError("tags", f"expected a string, got {_type_name(tags)}")
+        raise ProtocolError("tags", f"expected a string, got {type_name(tags)}")
     _check_target(gid, nid, roles, fanout)
     args = RunArgs.from_wire(fields.get("args"))
     return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags)
@@ -214,7 +214,7 @@ def _check_id(value: object) -> str:
     if value is None:
         raise ProtocolError("id", "missing")
     if not isinstance(value, str):
-        raise ProtocolError("id", f"expected a string, got {_type_name(value)}")
+        raise ProtocolError("id", f"expected a string, got {type_name(value)}")
     if not value or len(value) > MAX_ID_LENGTH:
         raise ProtocolError("id", f"must be 1 to {MAX_ID_LENGTH} characters, got {len(value)}")
     if not value.isprintable():
@@ -226,7 +226,7 @@ def _optional_node_number(value: object, field: str) -> int:
     if value is None:
         return 0
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(field, f"expected a positive integer or null, got {_type_name(value)}")
+        raise ProtocolError(field, f"expected a positive integer or null, got {type_name(value)}")
     if not 0 <= value <= MAX_NODE_NUMBER:
         raise ProtocolError(field, f"{value} is out of range 1-{MAX_NODE_NUMBER}")
     return value
@@ -246,7 +246,7 @@ def _roles(role: object, roles: object) -> tuple[str, ...]:
 
 def _check_name(value: object, field: str) -> str:
     if not isinstance(value, str):
-        raise ProtocolError(field, f"expected a string, got {_type_name(value)}")
+        raise ProtocolError(field, f"expected a string, got {type_name(value)}")
     if not value or len(value) > MAX_NAME_LENGTH:
         raise ProtocolError(field, f"must be 1 to {MAX_NAME_LENGTH} characters")
     return value
@@ -254,22 +254,22 @@ def _check_name(value: object, field: str) -> str:
 
 def _string(value: object, field: str) -> str:
     if not isinstance(value, str):
-        raise ProtocolError(field, f"expected a string, got {_type_name(value)}")
+        raise ProtocolError(field, f"expected a string, got {type_name(value)}")
     return value
 
 
 def _string_list(value: object, field: str) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
-        raise ProtocolError(field, f"expected a list of strings, got {_type_name(value)}")
+        raise ProtocolError(field, f"expected a list of strings, got {type_name(value)}")
     for index, item in enumerate(value):
         if not isinstance(item, str):
-            raise ProtocolError(f"{field}[{index}]", f"expected a string, got {_type_name(item)}")
+            raise ProtocolError(f"{field}[{index}]", f"expected a string, got {type_name(item)}")
     return tuple(value)
 
 
 def _number(value: object, field: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
-        raise ProtocolError(field, f"expected a number, got {_type_name(value)}")
+        raise ProtocolError(field, f"expected a number, got {type_name(value)}")
     return value
 
 
@@ -289,7 +289,7 @@ def _non_negative(value: object, field: str) -> float:
 
 def _count(value: object, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(field, f"expected an integer, got {_type_name(value)}")
+        raise ProtocolError(field, f"expected an integer, got {type_name(value)}")
     if value < 0:
         raise ProtocolError(field, f"{value} is negative")
     return value
@@ -302,20 +302,13 @@ def _level_spec(value: object, field: str) -> object:
 
 def _environment(value: object, field: str) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise ProtocolError(field, f"expected an object of strings, got {_type_name(value)}")
+        raise ProtocolError(field, f"expected an object of strings, got {type_name(value)}")
     for key, item in value.items():
         if not key or "=" in key or "\0" in key:
             raise ProtocolError(f"{field}.{key}", "not a valid environment variable name")
         if not isinstance(item, str) or "\0" in item:
-            raise ProtocolError(f"{field}.{key}", f"expected a string without NUL, got {_type_name(item)}")
+            raise ProtocolError(f"{field}.{key}", f"expected a string without NUL, got {type_name(item)}")
     return dict(value)
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 _RUN_ARG_CHECKS = {

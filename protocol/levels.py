@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, type_name
 
 STDOUT = 1
 STDERR = 2
@@ -38,7 +38,7 @@ def parse_levels(spec: object, field: str = "levels") -> frozenset[int]:
         return _parse_level_string(spec, field)
     if isinstance(spec, list | tuple | set | frozenset):
         return frozenset(_check_level(item, field) for item in spec)
-    raise ProtocolError(field, f"expected '*', a string like '1,2,6-9' or a list of ints, got {type(spec).__name__}")
+    raise ProtocolError(field, f"expected '*', a string like '1,2,6-9' or a list of ints, got {type_name(spec)}")
 
 
 def format_levels(levels: frozenset[int]) -> str:

@@ -1,0 +1,226 @@
+"""``agent2.toml``, strictly checked: see ``configs/agent2.toml`` for every key.
+
+Relative paths are taken relative to the folder of the config file, so a
+config and its data can move together.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bus.address import BusAddress
+from daemon.config import (
+    SECURITY_SCHEMA,
+    ConfigError,
+    Option,
+    bus_address,
+    bus_url,
+    check_sections,
+    list_of_strings,
+    load_toml,
+    positive,
+    take_section,
+)
+from protocol.command import RunArgs
+from protocol.errors import ProtocolError
+from protocol.levels import parse_levels
+
+MAIN_SCHEMA = {
+    "gid": Option(int, check=positive),
+    "nid": Option(int, check=positive),
+    "max_jobs": Option(int, 100, positive),
+    "message_id_file": Option(str, "message.id"),
+    "history_file": Option(str, "history.db"),
+    "roles": Option(list, [], list_of_strings),
+    "heartbeat_interval": Option((int, float), 2.0, positive),
+}
+CONTROLLER_SCHEMA = {"url": Option(str, check=bus_url), "security": Option(dict, None)}
+CHANNEL_SCHEMA = {"cmds": Option(list, [], list_of_strings)}
+EXTENSION_SCHEMA = {
+    "binary": Option(str),
+    "cwd": Option(str, ""),
+    "args": Option(list, [], list_of_strings),
+    "env": Option(dict, {}),
+}
+LOGGER_TYPES = ("DB", "AC", "console")
+LOGGER_SCHEMAS = {
+    "DB": {"type": Option(str), "log_dir": Option(str), "levels": Option((str, list), "*"),
+           "max_bytes": Option(int, 256 * 1024 * 1024, positive), "max_age": Option(int, 7 * 24 * 3600, positive)},
+    "AC": {"type": Option(str), "flush_int": Option((int, float), 1.0, positive),
+           "batch_size": Option(int, 1000, positive), "controllers": Option(list, [], list_of_strings),
+           "levels": Option((str, list), "*")},
+    "console": {"type": Option(str), "levels": Option((str, list), "*")},
+}
+STATS_SCHEMA = {"interval": Option((int, float), 60, positive), "controllers": Option(list, [], list_of_strings)}
+STARTUP_SCHEMA = {"name": Option(str), "data": Option(str, ""), "args": Option(dict, {})}
+SECTIONS = {"main", "controllers", "channel", "extensions", "logging", "stats", "startup"}
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    binary: str
+    cwd: str
+    args: tuple[str, ...]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Logger:
+    name: str
+    type: str
+    levels: frozenset[int]
+    log_dir: str = ""
+    max_bytes: int = 0
+    max_age: int = 0
+    flush_int: float = 1.0
+    batch_size: int = 1000
+    controllers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StartupJob:
+    id: str
+    cmd: str
+    data: str
+    args: RunArgs
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    path: Path
+    gid: int
+    nid: int
+    roles: tuple[str, ...]
+    max_jobs: int
+    heartbeat_interval: float
+    message_id_file: Path
+    history_file: Path
+    controllers: dict[str, BusAddress]
+    channel_cmds: tuple[str, ...]
+    extensions: dict[str, Extension] = field(default_factory=dict)
+    loggers: tuple[Logger, ...] = ()
+    stats_interval: float = 60
+    stats_controllers: tuple[str, ...] = ()
+    startup: tuple[StartupJob, ...] = ()
+
+    @property
+    def home(self) -> Path:
+        """The folder of the config file: ``AGENT_HOME`` for jobs, base of relative paths."""
+        return self.path.parent
+
+    @property
+    def bus(self) -> BusAddress:
+        """The bus commands come from: the first controller of ``[channel] cmds`` (or of all)."""
+        name = self.channel_cmds[0] if self.channel_cmds else next(iter(self.controllers))
+        return self.controllers[name]
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    path = Path(path).resolve()
+    document = load_toml(path)
+    check_sections(document, SECTIONS, path)
+    if "main" not in document:
+        raise ConfigError(f"{path}: missing section [main]")
+    main = take_section(document["main"], MAIN_SCHEMA, f"{path} [main]")
+    controllers = _controllers(document.get("controllers"), path)
+    channel = take_section(document.get("channel"), CHANNEL_SCHEMA, f"{path} [channel]")
+    for name in channel["cmds"]:
+        if name not in controllers:
+            raise ConfigError(f"{path} [channel] cmds: no controller {name!r} (configured: {', '.join(controllers)})")
+    stats = take_section(document.get("stats"), STATS_SCHEMA, f"{path} [stats]")
+    loggers = _loggers(document.get("logging"), path, controllers)
+    _check_controller_names(stats["controllers"], controllers, f"{path} [stats] controllers")
+    return AgentConfig(
+        path=path,
+        gid=main["gid"],
+        nid=main["nid"],
+        roles=tuple(main["roles"]),
+        max_jobs=main["max_jobs"],
+        heartbeat_interval=float(main["heartbeat_interval"]),
+        message_id_file=path.parent / main["message_id_file"],
+        history_file=path.parent / main["history_file"],
+        controllers=controllers,
+        channel_cmds=tuple(channel["cmds"]),
+        extensions=_extensions(document.get("extensions"), path),
+        loggers=loggers,
+        stats_interval=float(stats["interval"]),
+        stats_controllers=tuple(stats["controllers"]),
+        startup=_startup(document.get("startup"), path),
+    )
+
+
+def _tables(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
+        raise ConfigError(f"{where}: expected sub-tables like [{where.rsplit('[', 1)[-1].rstrip(']')}.<name>]")
+    return value
+
+
+def _controllers(value: object, path: Path) -> dict[str, BusAddress]:
+    tables = _tables(value, f"{path} [controllers]")
+    if not tables:
+        raise ConfigError(f"{path}: missing section [controllers.<name>] with the bus url")
+    controllers = {}
+    for name, table in tables.items():
+        where = f"{path} [controllers.{name}]"
+        checked = take_section(table, CONTROLLER_SCHEMA, where)
+        security = take_section(checked["security"], SECURITY_SCHEMA, f"{path} [controllers.{name}.security]")
+        controllers[name] = bus_address(checked["url"], _resolve_files(security, path))
+    return controllers
+
+
+def _resolve_files(security: dict[str, Any], path: Path) -> dict[str, Any]:
+    files = ("client_certificate", "client_certificate_key", "certificate_authority")
+    return {key: str(path.parent / value) if key in files and value else value for key, value in security.items()}
+
+
+def _extensions(value: object, path: Path) -> dict[str, Extension]:
+    extensions = {}
+    for name, table in _tables(value, f"{path} [extensions]").items():
+        checked = take_section(table, EXTENSION_SCHEMA, f"{path} [extensions.{name}]")
+        env = checked["env"]
+        if not all(isinstance(item, str) for item in env.values()):
+            raise ConfigError(f"{path} [extensions.{name}] env: values must be strings")
+        extensions[name] = Extension(checked["binary"], checked["cwd"], tuple(checked["args"]), dict(env))
+    return extensions
+
+
+def _loggers(value: object, path: Path, controllers: dict[str, BusAddress]) -> tuple[Logger, ...]:
+    loggers = []
+    for name, table in _tables(value, f"{path} [logging]").items():
+        where = f"{path} [logging.{name}]"
+        kind = table.get("type")
+        if kind not in LOGGER_TYPES:
+            raise ConfigError(f"{where} type: expected one of {', '.join(LOGGER_TYPES)}, got {kind!r}")
+        checked = take_section(table, LOGGER_SCHEMAS[kind], where)
+        try:
+            checked["levels"] = parse_levels(checked["levels"], "levels")
+        except ProtocolError as exc:
+            raise ConfigError(f"{where} {exc}") from None
+        if kind == "DB":
+            checked["log_dir"] = str(path.parent / checked["log_dir"])
+        if kind == "AC":
+            _check_controller_names(checked["controllers"], controllers, f"{where} controllers")
+            checked["controllers"] = tuple(checked["controllers"])
+        loggers.append(Logger(name=name, **checked))
+    return tuple(loggers)
+
+
+def _startup(value: object, path: Path) -> tuple[StartupJob, ...]:
+    jobs = []
+    for job_id, table in _tables(value, f"{path} [startup]").items():
+        where = f"{path} [startup.{job_id}]"
+        checked = take_section(table, STARTUP_SCHEMA, where)
+        try:
+            args = RunArgs.from_wire(checked["args"])
+        except ProtocolError as exc:
+            raise ConfigError(f"{where} {exc}") from None
+        jobs.append(StartupJob(job_id, checked["name"], checked["data"], args))
+    return tuple(jobs)
+
+
+def _check_controller_names(names: list[str], controllers: dict[str, BusAddress], where: str) -> None:
+    for name in names:
+        if name not in controllers:
+            raise ConfigError(f"{where}: no controller {name!r} (configured: {', '.join(controllers)})")

@@ -1,0 +1,2 @@
+"""Scripts the agent runs for extensions: the jumpscript runner and helpers for
+emitting level messages."""

@@ -1,0 +1,241 @@
+"""Starting and stopping a whole grid of real processes.
+
+Everything lives in one temporary directory (configs, logs, agent data,
+the redis-server's files) that is removed on stop. Readiness is awaited,
+never guessed: redis-server reports it on a notify socket (its systemd
+support), and the controller announces each agent's registration on the
+events channel.
+"""
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import tomli_w
+
+import acclient
+from bus.address import BusAddress
+from grid.processes import READY_TIMEOUT, GridError, spawn, stop_process
+from grid.redis_server import RedisServer
+from protocol import keys
+
+
+@dataclass
+class AgentSpec:
+    gid: int
+    nid: int
+    roles: tuple[str, ...] = ()
+    #: Extra agent2.toml content, merged over the generated config (e.g. extensions).
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return keys.agent_name(self.gid, self.nid)
+
+
+class Grid:
+    """A private bus, ``controllers`` controllers and the given agents.
+
+    Use as a context manager, or call ``start()`` and ``stop()``.
+    """
+
+    def __init__(self, agents: list[AgentSpec] | None = None, *, controllers: int = 1, bus_url: str | None = None,
+                 heartbeat_interval: float = 0.5, controller_config: dict[str, Any] | None = None,
+                 log_level: str = "INFO", keep_files: bool = False) -> None:
+        self.agent_specs = {spec.name: spec for spec in (agents or [AgentSpec(1, 1)])}
+        self.controller_count = controllers
+        self.external_bus = bus_url
+        self.heartbeat_interval = heartbeat_interval
+        self.controller_config = controller_config or {}
+        self.log_level = log_level
+        self.keep_files = keep_files
+        self.workdir: Path | None = None
+        self.bus_url = bus_url or ""
+        self.redis_server: RedisServer | None = None
+        self.controllers: list[subprocess.Popen | None] = []
+        self.agents: dict[str, subprocess.Popen] = {}
+        self._redis: redis.Redis | None = None
+        self._log_names: dict[int, str] = {}  # pid -> name of its log
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def __enter__(self) -> "Grid":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="ac-grid-"))
+        try:
+            if not self.external_bus:
+                self.redis_server = RedisServer(self.workdir / "redis")
+                self.redis_server.workdir.mkdir()
+                self.bus_url = self.redis_server.start()
+            for index in range(self.controller_count):
+                self.start_controller(index)
+            self.start_agents(list(self.agent_specs.values()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every process (agents first) and remove the grid's files."""
+        for name in list(self.agents):
+            self.stop_agent(name)
+        for index in range(len(self.controllers)):
+            self.stop_controller(index)
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+        if self.redis_server is not None:
+            self.redis_server.stop()
+            self.redis_server = None
+        if self.workdir is not None and not self.keep_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- access ---------------------------------------------------------------------
+
+    @property
+    def address(self) -> BusAddress:
+        return BusAddress.from_url(self.bus_url)
+
+    @property
+    def redis(self) -> redis.Redis:
+        """A plain redis-py client of the grid's bus."""
+        if self._redis is None:
+            self._redis = redis.Redis(**self.address.redis_kwargs())
+        return self._redis
+
+    def client(self) -> acclient.Client:
+        address = self.address
+        return acclient.Client(address.host, address.port, address.password, address.db)
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+    def agent_dir(self, name: str) -> Path:
+        return self.workdir / "agents" / name.replace(":", "-")
+
+    # -- controllers ------------------------------------------------------------------
+
+    def start_controller(self, index: int | None = None) -> int:
+        """Start controller ``index`` (a new one if None) and wait until it runs."""
+        if index is None:
+            index = len(self.controllers)
+        while len(self.controllers) <= index:
+            self.controllers.append(None)
+        config_path = self.workdir / f"controller-{index}.toml"
+        config = _merge({"bus": {"url": self.bus_url}}, self.controller_config)
+        config_path.write_text(tomli_w.dumps(config))
+        with self._events() as events:
+            process = self._spawn(f"controller-{index}", [sys.executable, "-m", "controller", "-c", str(config_path),
+                                                          "--log-level", self.log_level])
+            self.controllers[index] = process
+            self._await_event(events, "controller_started", lambda event: True, process, f"controller-{index}")
+        return index
+
+    def stop_controller(self, index: int, kill: bool = False) -> None:
+        process = self.controllers[index]
+        if process is not None:
+            stop_process(process, signal.SIGKILL if kill else signal.SIGTERM)
+            self.controllers[index] = None
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def start_agents(self, specs: list[AgentSpec]) -> None:
+        """Start agents and wait until a controller has registered each of them."""
+        with self._events() as events:
+            started = {}
+            for spec in specs:
+                self.agent_specs[spec.name] = spec
+                started[spec.name] = self.agents[spec.name] = self._spawn_agent(spec)
+            waiting = set(started)
+            while waiting:
+                event = self._await_event(events, "agent_registered", lambda event: event["agent"] in waiting,
+                                          started, "agents " + ", ".join(sorted(waiting)))
+                waiting.discard(event["agent"])
+
+    def start_agent(self, name: str) -> None:
+        """(Re)start a known agent, keeping its data directory."""
+        self.start_agents([self.agent_specs[name]])
+
+    def stop_agent(self, name: str, kill: bool = False) -> None:
+        process = self.agents.pop(name, None)
+        if process is not None:
+            stop_process(process, signal.SIGKILL if kill else signal.SIGTERM)
+
+    def write_agent_config(self, spec: AgentSpec) -> Path:
+        folder = self.agent_dir(spec.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "main": {"gid": spec.gid, "nid": spec.nid, "roles": list(spec.roles),
+                     "heartbeat_interval": self.heartbeat_interval},
+            "controllers": {"main": {"url": self.bus_url}},
+        }
+        path = folder / "agent2.toml"
+        path.write_text(tomli_w.dumps(_merge(config, spec.config)))
+        return path
+
+    def _spawn_agent(self, spec: AgentSpec) -> subprocess.Popen:
+        path = self.write_agent_config(spec)
+        return self._spawn(f"agent-{spec.gid}-{spec.nid}", [sys.executable, "-m", "agent", "-c", str(path),
+                                                            "--log-level", self.log_level])
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        process = spawn(argv, self.log_path(name))
+        self._log_names[process.pid] = name
+        return process
+
+    @contextlib.contextmanager
+    def _events(self):
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.EVENTS)
+        try:
+            yield pubsub
+        finally:
+            pubsub.close()
+
+    def _await_event(self, events: Any, kind: str, wanted: Any, processes: Any, what: str) -> dict[str, Any]:
+        """Wait for a matching event; fail early if a process we wait for dies."""
+        watched = processes.values() if isinstance(processes, dict) else [processes]
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            message = events.get_message(timeout=0.25)
+            if message is not None:
+                event = json.loads(message["data"])
+                if event.get("event") == kind and wanted(event):
+                    return event
+                continue
+            for process in watched:
+                if process.poll() is not None:
+                    name = self._log_names[process.pid]
+                    raise GridError(f"{name} exited with code {process.returncode} while starting; "
+                                    f"its log:\n{self._tail(name)}")
+        raise GridError(f"{what} not ready within {READY_TIMEOUT:g} s")
+
+    def _tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged

@@ -1,0 +1,71 @@
+"""``ac-grid``: a local grid on this machine, for trying things out.
+
+    ac-grid --agents 3 --roles web          # run until Ctrl-C
+    ac-grid --demo                          # start, run the demo, stop
+    ac-grid --config grid.toml              # agents from a file
+"""
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+
+from daemon.config import ConfigError, Option, list_of_strings, load_toml, positive, take_section
+from grid.demo import run_demo
+from grid.launcher import AgentSpec, Grid, GridError
+
+GRID_SCHEMA = {"controllers": Option(int, 1, positive), "heartbeat_interval": Option((int, float), 0.5, positive)}
+AGENT_SCHEMA = {"gid": Option(int, check=positive), "nid": Option(int, check=positive),
+                "roles": Option(list, [], list_of_strings), "config": Option(dict, {})}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ac-grid", description="Run a local grid: redis, controllers, agents.")
+    parser.add_argument("--agents", type=int, default=2, help="number of agents (default 2)")
+    parser.add_argument("--gid", type=int, default=1, help="grid id of the agents (default 1)")
+    parser.add_argument("--roles", default="", help="comma-separated roles of every agent")
+    parser.add_argument("--controllers", type=int, default=None, help="number of controllers (default 1)")
+    parser.add_argument("--config", help="grid TOML: [grid] and [[agents]] tables (overrides --agents)")
+    parser.add_argument("--bus", help="use this Redis instead of starting a private one")
+    parser.add_argument("--demo", action="store_true", help="run the demo through the client, then stop")
+    parser.add_argument("--log-level", default="WARNING", help="log level of the daemons (default WARNING)")
+    options = parser.parse_args(argv)
+    try:
+        grid = _grid_from(options)
+    except ConfigError as exc:
+        sys.exit(f"ac-grid: {exc}")
+    try:
+        with grid:
+            print(f"grid up: bus {grid.bus_url}, agents {', '.join(grid.agents)}; files in {grid.workdir}")
+            if options.demo:
+                run_demo(grid.client(), sorted(grid.agent_specs.values(), key=lambda spec: (spec.gid, spec.nid)))
+                return
+            print("press Ctrl-C to stop")
+            stopped = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+            with contextlib.suppress(KeyboardInterrupt):
+                stopped.wait()
+            print("stopping")
+    except GridError as exc:
+        sys.exit(f"ac-grid: {exc}")
+
+
+def _grid_from(options: argparse.Namespace) -> Grid:
+    controllers, heartbeat = 1, 0.5
+    if options.config:
+        document = load_toml(options.config)
+        settings = take_section(document.get("grid"), GRID_SCHEMA, f"{options.config} [grid]")
+        controllers, heartbeat = settings["controllers"], settings["heartbeat_interval"]
+        tables = document.get("agents", [])
+        if not isinstance(tables, list) or not tables:
+            raise ConfigError(f"{options.config}: expected one or more [[agents]] tables")
+        specs = []
+        for index, table in enumerate(tables):
+            agent = take_section(table, AGENT_SCHEMA, f"{options.config} [[agents]] #{index + 1}")
+            specs.append(AgentSpec(agent["gid"], agent["nid"], tuple(agent["roles"]), agent["config"]))
+    else:
+        roles = tuple(role for role in options.roles.split(",") if role)
+        specs = [AgentSpec(options.gid, nid, roles) for nid in range(1, options.agents + 1)]
+    return Grid(specs, controllers=options.controllers or controllers, bus_url=options.bus,
+                heartbeat_interval=heartbeat, log_level=options.log_level)

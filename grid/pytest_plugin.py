@@ -1,0 +1,37 @@
+"""pytest fixtures that run real grids.
+
+Load with ``pytest_plugins = ["grid.pytest_plugin"]`` in a ``conftest.py``.
+
+``grid``       one grid per test module: agents 1:1 (roles web, db), 1:2 (web), 2:1 (db).
+``make_grid``  start grids of your own inside a test; all are stopped after it.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from grid.launcher import AgentSpec, Grid
+
+DEFAULT_AGENTS = (AgentSpec(1, 1, ("web", "db")), AgentSpec(1, 2, ("web",)), AgentSpec(2, 1, ("db",)))
+
+
+@pytest.fixture(scope="module")
+def grid() -> Iterator[Grid]:
+    with Grid(list(DEFAULT_AGENTS)) as running:
+        yield running
+
+
+@pytest.fixture
+def make_grid() -> Iterator[Callable[..., Grid]]:
+    grids: list[Grid] = []
+
+    def start(agents: list[AgentSpec] | None = None, **options: Any) -> Grid:
+        started = Grid(agents, **options)
+        grids.append(started)
+        started.start()
+        return started
+
+    yield start
+    for started in reversed(grids):
+        started.stop()

@@ -1,0 +1,107 @@
+"""A private redis-server for a grid or a test, ready when ``start`` returns."""
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from grid.processes import READY_TIMEOUT, GridError, spawn, stop_process
+
+
+class RedisServer:
+    """redis-server on a free loopback port, its files in ``workdir``.
+
+    Readiness comes from redis-server itself over a notify socket (its
+    systemd support), not from polling.
+    """
+
+    def __init__(self, workdir: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ac-redis-"))
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "redis.log"
+
+    def start(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise GridError("redis-server not found on PATH: install it (Debian: apt-get install -y "
+                                   "redis-server) or give the URL of a running Redis with --bus")
+        for _ in range(5):  # a free port can be taken by someone else before redis binds it
+            self.port = _free_port()
+            notify_path = self.workdir / "redis.notify"
+            with _notify_socket(notify_path) as notify:
+                self.process = spawn(self._argv(binary), self.log_path, {"NOTIFY_SOCKET": str(notify_path)})
+                if _await_ready(notify, self.process):
+                    return self.url
+            stop_process(self.process)
+        raise GridError(f"redis-server did not start; its log:\n{self.log_path.read_text(errors='replace')}")
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            stop_process(self.process, signum)
+            self.process = None
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Start again on the same port (after ``stop``), with an empty dataset."""
+        binary = shutil.which("redis-server")
+        notify_path = self.workdir / "redis.notify"
+        with _notify_socket(notify_path) as notify:
+            self.process = spawn(self._argv(binary), self.log_path, {"NOTIFY_SOCKET": str(notify_path)})
+            if not _await_ready(notify, self.process):
+                raise GridError(f"redis-server did not restart on port {self.port}")
+
+    def _argv(self, binary: str) -> list[str]:
+        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+                "--save", "", "--appendonly", "no", "--supervised", "systemd", *self.extra_args]
+
+    def __enter__(self) -> "RedisServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _notify_socket(path: Path):
+    path.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(path))
+        try:
+            yield notify
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _await_ready(notify: socket.socket, process: subprocess.Popen) -> bool:
+    """Wait for ``READY=1`` (systemd's notify protocol) while the process lives."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    notify.settimeout(0.25)
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if b"READY=1" in notify.recv(4096):
+                return True
+        except TimeoutError:
+            continue
+    return False

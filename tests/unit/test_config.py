@@ -1,0 +1,93 @@
+"""Config files: every problem names the file, the section and the key."""
+
+import pytest
+
+from agent.config import load_config as load_agent_config
+from controller.config import load_config as load_controller_config
+from daemon.config import ConfigError
+
+GOOD_AGENT = """
+[main]
+gid = 1
+nid = 2
+roles = ["web"]
+
+[controllers.main]
+url = "redis://127.0.0.1:6379/0"
+"""
+
+
+def write(tmp_path, text, name="agent2.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_good_agent_config(tmp_path):
+    config = load_agent_config(write(tmp_path, GOOD_AGENT + '\n[channel]\ncmds = ["main"]\n'))
+    assert (config.gid, config.nid, config.roles, config.max_jobs) == (1, 2, ("web",), 100)
+    assert config.bus.port == 6379
+    assert config.history_file == tmp_path / "history.db"
+    assert config.home == tmp_path
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (GOOD_AGENT.replace("gid = 1\n", ""), "[main]: missing required key 'gid'"),
+    (GOOD_AGENT + "\n[main2]\n", "unknown section [main2]"),
+    (GOOD_AGENT.replace("nid = 2", "nid = 2\ncolour = 1"), "[main]: unknown key 'colour'"),
+    (GOOD_AGENT.replace("nid = 2", "nid = 2\nmax_jobs = 0"), "[main] max_jobs: must be greater than 0, got 0"),
+    (GOOD_AGENT.replace("nid = 2", "nid = 2\nmax_jobs = -3"), "[main] max_jobs: must be greater than 0"),
+    (GOOD_AGENT.replace("nid = 2", "nid = 2\nheartbeat_interval = 0"), "[main] heartbeat_interval: must be greater"),
+    (GOOD_AGENT.replace("nid = 2", 'nid = "2"'), "[main] nid: expected an integer, got '2'"),
+    (GOOD_AGENT.replace('roles = ["web"]', 'roles = ["web", 1]'), "[main] roles: must be a list of strings"),
+    (GOOD_AGENT.replace("redis://", "http://"), "[controllers.main] url: bus URL"),
+    (GOOD_AGENT.replace('url = "redis://127.0.0.1:6379/0"', ""), "[controllers.main]: missing required key 'url'"),
+    ("[main]\ngid = 1\nnid = 1\n", "missing section [controllers.<name>]"),
+    ("[controllers.main]\nurl = 'redis://x'\n", "missing section [main]"),
+    (GOOD_AGENT + "\n[controllers.main.security]\ncertfile = 'x'\n", "[controllers.main.security]: unknown key"),
+    (GOOD_AGENT + '\n[channel]\ncmds = ["other"]\n', "[channel] cmds: no controller 'other'"),
+    (GOOD_AGENT + "\n[stats]\ninterval = 0\n", "[stats] interval: must be greater than 0"),
+    (GOOD_AGENT + "\n[logging.db]\ntype = 'file'\n", "[logging.db] type: expected one of DB, AC, console"),
+    (GOOD_AGENT + "\n[logging.db]\ntype = 'DB'\n", "[logging.db]: missing required key 'log_dir'"),
+    (GOOD_AGENT + "\n[logging.db]\ntype = 'DB'\nlog_dir = 'x'\nlevels = '1-x'\n", "[logging.db] levels: 'x'"),
+    (GOOD_AGENT + "\n[logging.ac]\ntype = 'AC'\nflush_int = -1\n", "[logging.ac] flush_int: must be greater"),
+    (GOOD_AGENT + "\n[logging.ac]\ntype = 'AC'\nlog_dir = 'x'\n", "[logging.ac]: unknown key 'log_dir'"),
+    (GOOD_AGENT + "\n[extensions.js]\ncwd = '/opt'\n", "[extensions.js]: missing required key 'binary'"),
+    (GOOD_AGENT + "\n[extensions.js]\nbinary = 'py'\nenv = {A = 1}\n", "[extensions.js] env: values must be strings"),
+    (GOOD_AGENT + "\n[startup.x]\nname = 'execute'\nargs = {max_time = 'x'}\n", "[startup.x] args.max_time"),
+    (GOOD_AGENT + "\n[startup.x]\ndata = ''\n", "[startup.x]: missing required key 'name'"),
+    ("[main\n", "not valid TOML"),
+])
+def test_broken_agent_config_is_named_precisely(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_agent_config(path)
+    assert str(path) in str(error.value)
+    assert message in str(error.value)
+
+
+def test_missing_agent_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_agent_config(tmp_path / "nope.toml")
+
+
+def test_controller_defaults_and_override(tmp_path):
+    config = load_controller_config(None)
+    assert (config.result_ttl, config.joblog_max) == (86400, 100_000)
+    path = write(tmp_path, '[bus]\nurl = "redis://h:1/0"\n[results]\nresult_ttl = 60\n', "controller.toml")
+    config = load_controller_config(path, bus_override="redis://other:2/3")
+    assert (config.bus.host, config.bus.port, config.bus.db, config.result_ttl) == ("other", 2, 3, 60)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[results]\nresult_ttl = 0\n", "[results] result_ttl: must be greater than 0"),
+    ("[results]\njoblog_max = 'many'\n", "[results] joblog_max: expected an integer"),
+    ("[routing]\nbatch = 5\n", "[routing]: unknown key 'batch'"),
+    ("[bus]\nurl = 'tcp://x'\n", "[bus] url: bus URL"),
+    ("[buss]\n", "unknown section [buss]"),
+])
+def test_broken_controller_config(tmp_path, text, message):
+    path = write(tmp_path, text, "controller.toml")
+    with pytest.raises(ConfigError, match=None) as error:
+        load_controller_config(path)
+    assert message in str(error.value)
