@@ -15,7 +15,7 @@ def parse(data: bytes, level: int = 1, **limits) -> list[Message]:
 def parse_in_chunks(data: bytes, cuts: list[int], level: int = 1, **limits) -> list[Message]:
     parser = OutputParser(level, **limits)
     messages, start = [], 0
-    for cut in sorted(cuts) + [len(data)]:
+    for cut in [*sorted(cuts), len(data)]:
         messages += parser.feed(data[start:cut])
         start = cut
     return messages + parser.close()
