@@ -21,6 +21,7 @@ BUS_SCHEMA = {"url": Option(str, DEFAULT_URL, bus_url), "security": Option(dict,
 RESULTS_SCHEMA = {
     "result_ttl": Option(int, 24 * 3600, positive),
     "joblog_max": Option(int, 100_000, positive),
+    "agent_log_max": Option(int, 10_000, positive),
 }
 ROUTING_SCHEMA = {
     "batch_size": Option(int, 256, positive),
@@ -36,6 +37,7 @@ class ControllerConfig:
     bus: BusAddress = field(default_factory=lambda: BusAddress.from_url(DEFAULT_URL))
     result_ttl: int = 24 * 3600
     joblog_max: int = 100_000
+    agent_log_max: int = 10_000
     batch_size: int = 256
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
     sweep_interval: float = 0.5

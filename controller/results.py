@@ -74,8 +74,10 @@ class Collector:
         ttl = self.config.result_ttl
         commands = [
             scripts.DRAIN.evalsha(
-                [keys.AgentKeys(gid, nid).outbox, keys.running_jobs(gid, nid), keys.AGENTS],
-                [keys.agent_name(gid, nid), ttl, DRAIN_BATCH, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX],
+                [keys.AgentKeys(gid, nid).outbox, keys.running_jobs(gid, nid), keys.AGENTS,
+                 keys.agent_logs(gid, nid), keys.job_stats(gid, nid)],
+                [keys.agent_name(gid, nid), ttl, DRAIN_BATCH, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX,
+                 self.config.agent_log_max],
             )
             for gid, nid in agents
         ]

@@ -57,3 +57,12 @@ def job_envelope(job: Job, *, push: bool, final: bool) -> str:
 
 def register_envelope(registration: dict[str, Any]) -> str:
     return encode(Kind.REGISTER, json.dumps(registration, separators=(",", ":")))
+
+
+def log_envelope(messages: list[dict[str, Any]]) -> str:
+    """Messages for the controller's bounded per-agent log, one JSON per line."""
+    return encode(Kind.LOG, "\n".join(json.dumps(message, separators=(",", ":")) for message in messages))
+
+
+def stats_envelope(job_id: str, stats: dict[str, Any]) -> str:
+    return encode(Kind.STATS, json.dumps(stats, separators=(",", ":")), id=job_id)

@@ -122,6 +122,16 @@ DEAD_LETTERS = CONTROLLER_PREFIX + "deadletters"
 DEAD_LETTER_COUNT = CONTROLLER_PREFIX + "deadletters:count"
 
 
+def agent_logs(gid: int, nid: int) -> str:
+    """List: messages an agent's AC logger sent, newest first, trimmed."""
+    return f"{CONTROLLER_PREFIX}logs:{gid}:{nid}"
+
+
+def job_stats(gid: int, nid: int) -> str:
+    """Hash job id -> latest aggregated stats JSON of that agent's running jobs."""
+    return f"{CONTROLLER_PREFIX}stats:{gid}:{nid}"
+
+
 def running_jobs(gid: int, nid: int) -> str:
     """Hash job id -> run count: the unfinished jobs routed to that agent."""
     return f"{CONTROLLER_PREFIX}running:{gid}:{nid}"

@@ -6,9 +6,10 @@
 -- byte for byte as the agent wrote them.
 --
 -- KEYS[1]  the agent's outbox     KEYS[2]  the agent's running-jobs hash
--- KEYS[3]  the agents registry
+-- KEYS[3]  the agents registry    KEYS[4]  the agent's log list    KEYS[5]  the agent's stats hash
 -- ARGV[1]  agent name "<gid>:<nid>"   ARGV[2]  result ttl (s)   ARGV[3]  max envelopes
 -- ARGV[4]  jobresult key prefix       ARGV[5]  result queue key prefix
+-- ARGV[6]  messages kept in the log list
 --
 -- Returns {envelopes taken, registration body or '', dropped job ids...}: a
 -- job id is dropped when that job was never sent to this agent.
@@ -44,6 +45,7 @@ for _ = 1, tonumber(ARGV[3]) do
         end
         if header.final then
           redis.call('HDEL', KEYS[2], id)
+          redis.call('HDEL', KEYS[5], id)
         else
           redis.call('HSET', KEYS[2], id, 1)
         end
@@ -51,6 +53,14 @@ for _ = 1, tonumber(ARGV[3]) do
     elseif header.kind == 'register' then
       redis.call('HSET', KEYS[3], agent, body)
       registration = body
+    elseif header.kind == 'log' then
+      for line in string.gmatch(body, '[^\n]+') do
+        redis.call('LPUSH', KEYS[4], line)
+      end
+      redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+    elseif header.kind == 'stats' then
+      redis.call('HSET', KEYS[5], tostring(header.id), body)
+      redis.call('EXPIRE', KEYS[5], ttl)
     else
       table.insert(dropped, '(unknown envelope kind ' .. tostring(header.kind) .. ')')
     end
