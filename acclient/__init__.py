@@ -6,9 +6,26 @@
     print(job.data)
 """
 
+from typing import Any
+
 from acclient.client import Client
 from acclient.cmd import BaseCmd, Cmd
+from acclient.errors import JobError, NoTargetError
 from acclient.job import Job
 from acclient.runargs import RunArgs
 
-__all__ = ["BaseCmd", "Client", "Cmd", "Job", "RunArgs"]
+__all__ = ["BaseCmd", "Client", "Cmd", "Job", "JobError", "NoTargetError", "RunArgs", "get", "getRunArgs",
+           "runArgs"]
+
+
+def get(address: str = "localhost", port: int = 6379, password: str | None = None, db: int = 0) -> Client:
+    """The usage page's spelling of ``Client(address, port, password, db)``."""
+    return Client(address, port, password, db)
+
+
+def getRunArgs(**args: Any) -> RunArgs:
+    """The usage page's spelling of ``RunArgs(...)``."""
+    return RunArgs(**args)
+
+
+runArgs = getRunArgs

@@ -1,15 +1,27 @@
-"""``Client``: send commands to agents through the controller."""
+"""``Client``: send commands to agents through the controller, read their results."""
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import redis
 
-from acclient.cmd import Cmd
+from acclient.cmd import BaseCmd, Cmd
+from acclient.errors import JobError
 from acclient.job import Job
 from acclient.runargs import RunArgs
+from bus.address import BusAddress
 from protocol import keys
+from protocol.command import CONTROLLER_COMMAND
+from protocol.states import State
+
+#: Seconds the shortcut methods (``get_os_info``, ``get_msgs``, ...) wait for their answer.
+DEFAULT_TIMEOUT = 60.0
+
+#: The command the ``execute_js_py`` extension runs jumpscripts with.
+JUMPSCRIPT_COMMAND = "execute_js_py"
 
 
 class Client:
@@ -19,47 +31,171 @@ class Client:
     :param port: Redis port
     :param password: (optional) Redis password
     :param db: Redis database number
+    :param redis_options: more redis-py options (``username``, ``ssl``, ``ssl_ca_certs``, ...)
     """
 
-    def __init__(self, address: str = "localhost", port: int = 6379, password: str | None = None,
-                 db: int = 0, **redis_options: Any) -> None:
+    def __init__(self, address: str = "localhost", port: int = 6379, password: str | None = None, db: int = 0,
+                 **redis_options: Any) -> None:
         self._redis = redis.Redis(host=address, port=port, password=password, db=db, **redis_options)
+
+    @classmethod
+    def from_url(cls, url: str, **security: Any) -> "Client":
+        """A client of the bus at ``url`` (``redis://``, ``rediss://``, ``unix://``).
+
+        ``security``: ``username``, ``password``, ``ca_file``, ``cert_file``, ``key_file``.
+        """
+        client = cls.__new__(cls)
+        client._redis = redis.Redis(**BusAddress.from_url(url, **security).redis_kwargs())
+        return client
+
+    # -- sending --------------------------------------------------------------------
 
     def cmd(self, gid: int | None, nid: int | None, cmd: str, args: RunArgs | None, data: Any = None,
             id: str | None = None, role: str | None = None, fanout: bool = False) -> Cmd:
-        """Send a command; return its ``Cmd`` descriptor.
+        """Send a command; return its ``Cmd``.
 
         :param gid: grid id (can be None)
         :param nid: node id (can be None)
         :param cmd: the command (``execute``, ``get_os_info``, an extension, ...)
-        :param args: a ``RunArgs``
-        :param data: sent to the command's stdin; anything but a string is JSON-encoded
+        :param args: a ``RunArgs`` (or None)
+        :param data: the command's input (``execute``: its stdin); anything but a string is JSON-encoded
         :param id: command id; a random uuid4 when None
-        :param role: only agents holding this role may run it; excludes ``nid``. ``"*"`` means any agent
-        :param fanout: send to every agent holding ``role``
+        :param role: only agents holding this role may run it (``"*"``: any agent). With a role, give no
+            nid; a gid limits it to that grid
+        :param fanout: with a role, send it to every live agent holding the role
         """
         if role is not None and nid:
-            raise ValueError("role and nid are mutually exclusive: give gid and nid, or a role (and maybe gid)")
-        if role is None and not (gid and nid):
+            raise ValueError("role and nid exclude each other: give gid and nid, or a role (and maybe a gid)")
+        if role is None and not (gid and nid) and cmd != CONTROLLER_COMMAND:
             raise ValueError("give gid and nid, or a role")
-        args = args if args is not None else RunArgs()
-        if not isinstance(args, RunArgs):
-            raise ValueError("args must be a RunArgs")
+        if args is None:
+            args = RunArgs()
+        elif not isinstance(args, RunArgs):
+            raise ValueError(f"args must be a RunArgs, got {type(args).__name__}")
         id = id or str(uuid.uuid4())
-        payload = data if data is None or isinstance(data, str) else json.dumps(data)
+        wire_data = data if data is None or isinstance(data, str) else json.dumps(data)
         command = {"id": id, "gid": gid or None, "nid": nid or None, "role": role, "fanout": bool(fanout),
-                   "cmd": cmd, "args": args.dump(), "data": payload}
+                   "cmd": cmd, "args": args.dump(), "data": wire_data}
         self._redis.rpush(keys.CMDS_QUEUE, json.dumps(command))
         return Cmd(self, id, gid, nid, cmd, args, data, role, fanout)
 
     def execute(self, gid: int | None, nid: int | None, executable: str, cmdargs: list[str] | None = None,
                 args: RunArgs | None = None, data: Any = None, id: str | None = None, role: str | None = None,
                 fanout: bool = False) -> Cmd:
-        """Run ``executable`` with ``cmdargs`` on the agent (no shell)."""
+        """Run ``executable`` with ``cmdargs`` on the agent: no shell, ``data`` to its stdin."""
         args = (args or RunArgs()).update({"name": executable, "args": list(cmdargs or [])})
         return self.cmd(gid, nid, "execute", args, data, id, role, fanout)
+
+    def execute_jumpscript(self, gid: int | None, nid: int | None, domain: str, name: str, data: Any = None,
+                           args: RunArgs | None = None, role: str | None = None, fanout: bool = False) -> Cmd:
+        """Run the jumpscript ``<domain>/<name>.py`` on the agent (the ``execute_js_py`` extension must be
+        configured there); ``data`` (any JSON value) is passed to it and its return value is the result."""
+        args = (args or RunArgs()).update({"domain": domain, "name": name})
+        return self.cmd(gid, nid, JUMPSCRIPT_COMMAND, args, json.dumps(data), role=role, fanout=fanout)
+
+    # -- reading back -----------------------------------------------------------------
+
+    def get_by_id(self, gid: int, nid: int, id: str) -> BaseCmd:
+        """A handle on command ``id`` as it ran on agent ``gid:nid``, to read it later."""
+        return BaseCmd(self, id, gid, nid)
 
     def get_cmd_jobs(self, id: str) -> dict[tuple[int, int], Job]:
         """Every available job result of command ``id``, keyed by ``(gid, nid)``."""
         results = self._redis.hgetall(keys.job_results(id))
         return {keys.parse_agent_name(field.decode()): Job(self, raw) for field, raw in results.items()}
+
+    def get_cmds(self, start: int = 0, count: int = 100) -> list[dict[str, Any]]:
+        """Command history, newest first: ``count`` commands from index ``start``."""
+        return [json.loads(raw) for raw in self._redis.lrange(keys.JOBLOG, start, start + count - 1)]
+
+    # -- asking agents ----------------------------------------------------------------
+
+    def get_cpu_info(self, gid: int, nid: int, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """CPU info of the agent's node: one entry per logical CPU."""
+        return self._ask(gid, nid, "get_cpu_info", timeout=timeout)
+
+    def get_disk_info(self, gid: int, nid: int, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Disk partitions of the agent's node, with their usage."""
+        return self._ask(gid, nid, "get_disk_info", timeout=timeout)
+
+    def get_mem_info(self, gid: int, nid: int, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Memory of the agent's node."""
+        return self._ask(gid, nid, "get_mem_info", timeout=timeout)
+
+    def get_nic_info(self, gid: int, nid: int, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Network interfaces of the agent's node."""
+        return self._ask(gid, nid, "get_nic_info", timeout=timeout)
+
+    def get_os_info(self, gid: int, nid: int, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """OS of the agent's node: hostname, uptime, platform, virtualization, ..."""
+        return self._ask(gid, nid, "get_os_info", timeout=timeout)
+
+    def get_msgs(self, gid: int, nid: int, jobid: str | None = None, timefrom: int | None = None,
+                 timeto: int | None = None, levels: Any = "*", limit: int = 20,
+                 timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Log messages stored in the agent's DB, newest first.
+
+        :param jobid: only this job's
+        :param timefrom: from this time (epoch seconds)
+        :param timeto: up to this time (epoch seconds)
+        :param levels: ``"*"``, ``"1,2,6-9"`` or a list of levels
+        :param limit: at most this many (the agent returns 1000 at the most)
+        """
+        query = {"jobid": jobid, "timefrom": timefrom, "timeto": timeto, "levels": levels, "limit": limit}
+        return self._ask(gid, nid, "get_msgs", {key: value for key, value in query.items() if value is not None},
+                         timeout=timeout)
+
+    def get_processes(self, gid: int, nid: int, domain: str | None = None, name: str | None = None,
+                      timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Stats of the jobs running on the agent now, optionally of one ``domain`` and/or ``name``."""
+        query = {key: value for key, value in {"domain": domain, "name": name}.items() if value is not None}
+        return self._ask(gid, nid, "get_processes_stats", query, timeout=timeout)
+
+    def list_agents(self, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Every agent the controllers know: gid, nid, roles, alive, running jobs, host, version."""
+        return self._ask(None, None, CONTROLLER_COMMAND, timeout=timeout, name="list_agents")
+
+    # -- tunnels ------------------------------------------------------------------------
+
+    def tunnel_open(self, gid: int, nid: int, local: int, gateway: str, ip: str, remote: int,
+                    timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Open a tunnel: the agent listens on port ``local`` (0: any free port, reported back) and carries
+        each connection, over the controller, to agent ``gateway`` (``"<gid>.<nid>"``, or ``"controller"``),
+        which connects it to ``ip:remote``."""
+        return self._ask(gid, nid, "hubble_open_tunnel", _tunnel(local, gateway, ip, remote), timeout=timeout)
+
+    def tunnel_close(self, gid: int, nid: int, local: int, gateway: str, ip: str, remote: int,
+                     timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Close a tunnel opened by ``tunnel_open`` (``local`` is the port it reported). Closing a tunnel that
+        is not open is not an error."""
+        return self._ask(gid, nid, "hubble_close_tunnel", _tunnel(local, gateway, ip, remote), timeout=timeout)
+
+    def tunnel_list(self, gid: int, nid: int, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """The tunnels open on the agent."""
+        return self._ask(gid, nid, "hubble_list_tunnels", timeout=timeout)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _ask(self, gid: int | None, nid: int | None, cmd: str, query: Any = None,
+             timeout: float = DEFAULT_TIMEOUT, **run_args: Any) -> Any:
+        """Send a command that answers with a JSON result and return that result.
+
+        Raises ``JobError`` when it did not succeed, ``TimeoutError`` when no answer came.
+        """
+        job = self.cmd(gid, nid, cmd, RunArgs(**run_args), query).get_next_result(timeout)
+        if job.state != State.SUCCESS:
+            raise JobError(job)
+        return json.loads(job.data) if job.data else None
+
+    @contextlib.contextmanager
+    def _subscribe(self, *channels: str) -> Iterator[redis.client.PubSub]:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(*channels)
+        try:
+            yield pubsub
+        finally:
+            pubsub.close()
+
+
+def _tunnel(local: int, gateway: str, ip: str, remote: int) -> dict[str, Any]:
+    return {"local": local, "gateway": gateway, "ip": ip, "remote": remote}

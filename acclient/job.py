@@ -3,24 +3,49 @@
 import json
 from typing import Any
 
+from protocol import keys
+from protocol.states import FINAL_STATES
+
 
 class Job:
-    """A job JSON, readable as attributes (``job.data``) or as a dict (``job['data']``)."""
+    """A job JSON, readable as attributes (``job.data``) or as a dict (``job['data']``).
+
+    While the job has no final state, reading it fetches its latest version,
+    so ``job.state`` of a running job is never stale.
+    """
 
     def __init__(self, client: Any, jobdata: dict[str, Any] | str | bytes) -> None:
         self._client = client
         self._data = json.loads(jobdata) if isinstance(jobdata, str | bytes) else dict(jobdata)
 
+    def refresh(self) -> "Job":
+        """Fetch the latest version of this job from ``jobresult:<id>``."""
+        raw = self._client._redis.hget(keys.job_results(self.id), keys.agent_name(self.gid or 0, self.nid or 0))
+        if raw is not None:
+            self._data = json.loads(raw)
+        return self
+
+    def _read(self, key: str) -> Any:
+        if self._data.get("state") not in FINAL_STATES and self._client is not None:
+            self.refresh()
+        return self._data.get(key)
+
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        value = self._read(key)
+        if value is None and key not in self._data:
+            raise KeyError(key)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
+        value = self._read(key)
+        return default if value is None else value
 
     def keys(self):
         return self._data.keys()
 
     def dump(self) -> dict[str, Any]:
+        """The job as a dict."""
+        self._read("state")
         return dict(self._data)
 
     def __repr__(self) -> str:
@@ -30,12 +55,24 @@ class Job:
     gid = property(lambda self: self._data.get("gid"), doc="Grid id of the agent")
     nid = property(lambda self: self._data.get("nid"), doc="Node id of the agent")
     cmd = property(lambda self: self._data.get("cmd"), doc="Job cmd")
-    args = property(lambda self: self._data.get("args"), doc="Job args")
-    data = property(lambda self: self._data.get("data"), doc="Job data")
-    level = property(lambda self: self._data.get("level"), doc="Job level")
-    state = property(lambda self: self._data.get("state"), doc="Job state")
-    starttime = property(lambda self: self._data.get("starttime"), doc="Job starttime")
-    time = property(lambda self: self._data.get("time"), doc="Job runtime in milliseconds")
-    streams = property(lambda self: self._data.get("streams"), doc="[stdout tail, stderr tail]")
-    critical = property(lambda self: self._data.get("critical"), doc="Last critical (level 9) message")
-    tags = property(lambda self: self._data.get("tags"), doc="Tags of the command")
+    args = property(lambda self: self._read("args"), doc="Job args")
+    data = property(lambda self: self._read("data"), doc="Job data")
+    level = property(lambda self: self._read("level"), doc="Job level")
+    state = property(lambda self: self._read("state"), doc="Job state")
+    starttime = property(lambda self: self._read("starttime"), doc="Job starttime (epoch ms)")
+    time = property(lambda self: self._read("time"), doc="Job runtime in milliseconds")
+    streams = property(lambda self: self._read("streams"), doc="[stdout tail, stderr tail]")
+    critical = property(lambda self: self._read("critical"), doc="Last critical (level 9) message")
+    tags = property(lambda self: self._read("tags"), doc="Tags of the command")
+
+    def get_msgs(self, levels: Any = "*", limit: int = 20) -> list[dict[str, Any]]:
+        """This job's log messages from the agent's DB, newest first (``limit`` at most 1000)."""
+        return self._client.get_msgs(self.gid, self.nid, jobid=self.id, levels=levels, limit=limit)
+
+    def get_stats(self) -> dict[str, Any]:
+        """CPU and memory of the job's process on the agent; an error if it is not running."""
+        return self._client._ask(self.gid, self.nid, "get_process_stats", {"id": self.id})
+
+    def kill(self) -> Any:
+        """Kill this job on its agent (if it is running)."""
+        return self._client._ask(self.gid, self.nid, "kill", {"id": self.id})

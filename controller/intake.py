@@ -95,7 +95,7 @@ class Intake:
             await self._decide(raw, batch)
         args = [len(raws), self.config.result_ttl, self.config.joblog_max, keys.JOB_RESULTS_PREFIX,
                 keys.RESULT_QUEUE_PREFIX, keys.DEAD_LETTERS, keys.DEAD_LETTER_COUNT, DEAD_LETTERS_KEPT,
-                *batch.records]
+                keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX, *batch.records]
         committed = await scripts.ROUTE.run(connection, [self.inflight, keys.JOBLOG], args)
         if not committed:
             log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))

@@ -78,7 +78,8 @@ class Liveness:
                 pairs += [raw_id.decode(), self._lost_job(raw_id.decode(), raw_job, view).to_json()]
             reply = await scripts.FAIL_JOBS.run(
                 self.bus, [running, view.keys.commands],
-                [view.name, self.config.result_ttl, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX, *pairs])
+                [view.name, self.config.result_ttl, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX,
+                 keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX, *pairs])
             answered += reply[0]
             ids = reply[1:]
         view.load = 0

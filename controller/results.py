@@ -77,7 +77,7 @@ class Collector:
                 [keys.AgentKeys(gid, nid).outbox, keys.running_jobs(gid, nid), keys.AGENTS,
                  keys.agent_logs(gid, nid), keys.job_stats(gid, nid)],
                 [keys.agent_name(gid, nid), ttl, DRAIN_BATCH, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX,
-                 self.config.agent_log_max],
+                 self.config.agent_log_max, keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX, keys.MESSAGES_SUFFIX],
             )
             for gid, nid in agents
         ]

@@ -20,6 +20,8 @@ DEFAULT_MAX_DATA_BYTES = 16 * 1024 * 1024
 #: ``max_time`` of a long-running job: persisted and restarted with the agent.
 LONG_RUNNING = -1
 ANY_ROLE = "*"
+#: Commands with this ``cmd`` are answered by the controller itself and need no target.
+CONTROLLER_COMMAND = "controller"
 
 
 class MalformedCommand(ProtocolError):
@@ -194,7 +196,8 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     tags = fields.get("tags")
     if tags is not None and not isinstance(tags, str):
         raise ProtocolError("tags", f"expected a string, got {type_name(tags)}")
-    _check_target(gid, nid, roles, fanout)
+    if cmd != CONTROLLER_COMMAND:
+        _check_target(gid, nid, roles, fanout)
     args = RunArgs.from_wire(fields.get("args"))
     return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags)
 

@@ -28,6 +28,21 @@ def job_results(command_id: str) -> str:
     return JOB_RESULTS_PREFIX + command_id
 
 
+JOB_CHANNEL_PREFIX = "ac:jobs:"
+UPDATES_SUFFIX = ":updates"
+MESSAGES_SUFFIX = ":msgs"
+
+
+def job_updates(command_id: str) -> str:
+    """Pub/sub channel: every update of the command's jobs (job JSON), as it is stored."""
+    return JOB_CHANNEL_PREFIX + command_id + UPDATES_SUFFIX
+
+
+def job_messages(command_id: str) -> str:
+    """Pub/sub channel: the command's messages as the agents' AC loggers send them (message JSON)."""
+    return JOB_CHANNEL_PREFIX + command_id + MESSAGES_SUFFIX
+
+
 def agent_name(gid: int, nid: int) -> str:
     """How an agent is named on the wire: the field name in ``jobresult:<id>``."""
     return f"{gid}:{nid}"

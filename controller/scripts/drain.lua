@@ -10,6 +10,7 @@
 -- ARGV[1]  agent name "<gid>:<nid>"   ARGV[2]  result ttl (s)   ARGV[3]  max envelopes
 -- ARGV[4]  jobresult key prefix       ARGV[5]  result queue key prefix
 -- ARGV[6]  messages kept in the log list
+-- ARGV[7]  job channel prefix   ARGV[8]  updates channel suffix   ARGV[9]  messages channel suffix
 --
 -- Returns {envelopes taken, registration body or '', dropped job ids...}: a
 -- job id is dropped when that job was never sent to this agent.
@@ -38,6 +39,7 @@ for _ = 1, tonumber(ARGV[3]) do
       else
         redis.call('HSET', results, agent, body)
         redis.call('EXPIRE', results, ttl)
+        redis.call('PUBLISH', ARGV[7] .. id .. ARGV[8], body)
         if header.push then
           local queue = ARGV[5] .. id
           redis.call('RPUSH', queue, body)
@@ -56,6 +58,10 @@ for _ = 1, tonumber(ARGV[3]) do
     elseif header.kind == 'log' then
       for line in string.gmatch(body, '[^\n]+') do
         redis.call('LPUSH', KEYS[4], line)
+        local decoded, message = pcall(cjson.decode, line)
+        if decoded and type(message) == 'table' and message.jobid then
+          redis.call('PUBLISH', ARGV[7] .. tostring(message.jobid) .. ARGV[9], line)
+        end
       end
       redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
     elseif header.kind == 'stats' then

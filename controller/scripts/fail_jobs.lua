@@ -8,12 +8,13 @@
 -- KEYS[1]  the agent's running-jobs hash    KEYS[2]  the agent's command queue
 -- ARGV[1]  agent name    ARGV[2]  result ttl (s)
 -- ARGV[3]  jobresult key prefix    ARGV[4]  result queue key prefix
--- ARGV[5..] pairs: job id, error job JSON
+-- ARGV[5]  job updates channel prefix    ARGV[6]  job updates channel suffix
+-- ARGV[7..] pairs: job id, error job JSON
 --
 -- Returns {jobs answered, ids still unfinished (routed meanwhile)...}.
 local agent, ttl = ARGV[1], ARGV[2]
 local answered = 0
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local id, job = ARGV[i], ARGV[i + 1]
   if redis.call('HDEL', KEYS[1], id) == 1 then
     local results, queue = ARGV[3] .. id, ARGV[4] .. id
@@ -21,6 +22,7 @@ for i = 5, #ARGV, 2 do
     redis.call('EXPIRE', results, ttl)
     redis.call('RPUSH', queue, job)
     redis.call('EXPIRE', queue, ttl)
+    redis.call('PUBLISH', ARGV[5] .. id .. ARGV[6], job)
     answered = answered + 1
   end
 end

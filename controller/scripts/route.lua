@@ -9,7 +9,8 @@
 -- ARGV[1]  batch size    ARGV[2]  result ttl (s)    ARGV[3]  joblog max length
 -- ARGV[4]  jobresult key prefix                    ARGV[5]  result queue key prefix
 -- ARGV[6]  dead letter list    ARGV[7]  dead letter counter    ARGV[8]  dead letter list max length
--- ARGV[9..] records, each led by an op code:
+-- ARGV[9]  job updates channel prefix                ARGV[10] job updates channel suffix
+-- ARGV[11..] records, each led by an op code:
 --   'Q' id agent queue running command queued_job   send to an agent, show QUEUED
 --   'A' id field job                                answer at once with a final job
 --   'L' command                                     record in joblog
@@ -19,7 +20,7 @@ if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
 end
 local ttl, results_prefix, queue_prefix = ARGV[2], ARGV[4], ARGV[5]
 local dead_letters, dead_count = ARGV[6], ARGV[7]
-local i = 9
+local i = 11
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'Q' then
@@ -35,6 +36,7 @@ while i <= #ARGV do
     redis.call('EXPIRE', results, ttl)
     redis.call('RPUSH', queue, ARGV[i + 3])
     redis.call('EXPIRE', queue, ttl)
+    redis.call('PUBLISH', ARGV[9] .. ARGV[i + 1] .. ARGV[10], ARGV[i + 3])
     i = i + 4
   elseif op == 'L' then
     redis.call('LPUSH', KEYS[2], ARGV[i + 1])

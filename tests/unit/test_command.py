@@ -166,3 +166,8 @@ def test_path_components_that_could_escape_are_refused(value):
 @pytest.mark.parametrize("value", ["script", "my_script.py", "a-b.c"])
 def test_plain_path_components_pass(value):
     assert check_path_component(value, "args.name") == value
+
+
+def test_controller_commands_need_no_target():
+    command = decode_command('{"id": "c", "cmd": "controller", "args": {"name": "list_agents"}}')
+    assert (command.gid, command.nid, command.roles) == (0, 0, ())
