@@ -26,6 +26,7 @@ import acclient
 from bus.address import BusAddress
 from grid.processes import READY_TIMEOUT, GridError, spawn, stop_process
 from grid.redis_server import RedisServer
+from grid.tls import TlsFiles, make_tls_files
 from protocol import keys
 
 
@@ -50,7 +51,7 @@ class Grid:
 
     def __init__(self, agents: list[AgentSpec] | None = None, *, controllers: int = 1, bus_url: str | None = None,
                  heartbeat_interval: float = 0.5, controller_config: dict[str, Any] | None = None,
-                 log_level: str = "INFO", keep_files: bool = False) -> None:
+                 log_level: str = "INFO", keep_files: bool = False, tls: bool = False) -> None:
         self.agent_specs = {spec.name: spec for spec in (agents or [AgentSpec(1, 1)])}
         self.controller_count = controllers
         self.external_bus = bus_url
@@ -58,6 +59,8 @@ class Grid:
         self.controller_config = controller_config or {}
         self.log_level = log_level
         self.keep_files = keep_files
+        self.tls = tls
+        self.tls_files: TlsFiles | None = None
         self.workdir: Path | None = None
         self.bus_url = bus_url or ""
         self.redis_server: RedisServer | None = None
@@ -78,8 +81,10 @@ class Grid:
     def start(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="ac-grid-"))
         try:
+            if self.tls:
+                self.tls_files = make_tls_files(self.workdir / "tls")
             if not self.external_bus:
-                self.redis_server = RedisServer(self.workdir / "redis")
+                self.redis_server = RedisServer(self.workdir / "redis", tls=self.tls_files)
                 self.redis_server.workdir.mkdir()
                 self.bus_url = self.redis_server.start()
             for index in range(self.controller_count):
@@ -108,7 +113,15 @@ class Grid:
 
     @property
     def address(self) -> BusAddress:
-        return BusAddress.from_url(self.bus_url)
+        """The bus, with the credentials every part of the grid uses."""
+        return BusAddress.from_url(self.bus_url, **(self.tls_files.security() if self.tls_files else {}))
+
+    def security_table(self) -> dict[str, str]:
+        """The ``security`` table of the daemons' configs."""
+        if self.tls_files is None:
+            return {}
+        return {"certificate_authority": str(self.tls_files.ca), "client_certificate": str(self.tls_files.client_cert),
+                "client_certificate_key": str(self.tls_files.client_key)}
 
     @property
     def redis(self) -> redis.Redis:
@@ -118,8 +131,7 @@ class Grid:
         return self._redis
 
     def client(self) -> acclient.Client:
-        address = self.address
-        return acclient.Client(address.host, address.port, address.password, address.db)
+        return acclient.Client.from_url(self.bus_url, **(self.tls_files.security() if self.tls_files else {}))
 
     def log_path(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
@@ -136,7 +148,8 @@ class Grid:
         while len(self.controllers) <= index:
             self.controllers.append(None)
         config_path = self.workdir / f"controller-{index}.toml"
-        config = _merge({"bus": {"url": self.bus_url}}, self.controller_config)
+        bus = {"url": self.bus_url, **({"security": self.security_table()} if self.tls_files else {})}
+        config = _merge({"bus": bus}, self.controller_config)
         config_path.write_text(tomli_w.dumps(config))
         with self._events() as events:
             process = self._spawn(f"controller-{index}", [sys.executable, "-m", "controller", "-c", str(config_path),
@@ -181,7 +194,8 @@ class Grid:
         config = {
             "main": {"gid": spec.gid, "nid": spec.nid, "roles": list(spec.roles),
                      "heartbeat_interval": self.heartbeat_interval},
-            "controllers": {"main": {"url": self.bus_url}},
+            "controllers": {"main": {"url": self.bus_url,
+                                     **({"security": self.security_table()} if self.tls_files else {})}},
         }
         path = folder / "agent2.toml"
         path.write_text(tomli_w.dumps(_merge(config, spec.config)))

@@ -10,25 +10,29 @@ import time
 from pathlib import Path
 
 from grid.processes import READY_TIMEOUT, GridError, spawn, stop_process
+from grid.tls import TlsFiles
 
 
 class RedisServer:
     """redis-server on a free loopback port, its files in ``workdir``.
 
+    With ``tls``, it listens for TLS only and asks clients for a certificate.
     Readiness comes from redis-server itself over a notify socket (its
     systemd support), not from polling.
     """
 
-    def __init__(self, workdir: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path | None = None, extra_args: tuple[str, ...] = (),
+                 tls: TlsFiles | None = None) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ac-redis-"))
         self.extra_args = extra_args
+        self.tls = tls
         self.process: subprocess.Popen | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -66,8 +70,13 @@ class RedisServer:
                 raise GridError(f"redis-server did not restart on port {self.port}")
 
     def _argv(self, binary: str) -> list[str]:
-        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-                "--save", "", "--appendonly", "no", "--supervised", "systemd", *self.extra_args]
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.server_cert),
+                      "--tls-key-file", str(self.tls.server_key), "--tls-ca-cert-file", str(self.tls.ca),
+                      "--tls-auth-clients", "yes"]
+        return [binary, *listen, "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
+                "--appendonly", "no", "--supervised", "systemd", *self.extra_args]
 
     def __enter__(self) -> "RedisServer":
         self.start()
