@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 
 import trio
@@ -24,7 +25,17 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(options.config)
     except ConfigError as exc:
         sys.exit(f"ac-agent: {exc}")
-    try:
-        trio.run(run_agent, config)
-    except KeyboardInterrupt:
-        log.info("interrupted; stopped")
+    if trio.run(run_agent, config):
+        restart()
+    log.info("stopped")
+
+
+def restart() -> None:
+    """Replace this process with a fresh agent: same interpreter, same command line, same pid.
+
+    The old agent has already stopped every job (long-running ones are in the
+    state DB, for the new agent to start), so nothing runs twice.
+    """
+    log.info("restarting: %s", " ".join(sys.orig_argv))
+    logging.shutdown()
+    os.execv(sys.executable, sys.orig_argv)

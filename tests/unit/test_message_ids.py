@@ -1,0 +1,35 @@
+"""The message id counter: reserved in blocks in message_id_file, never repeating across restarts."""
+
+import pytest
+
+from agent.message_ids import MessageIds
+
+
+def test_ids_are_consecutive_and_survive_a_restart(tmp_path):
+    path = tmp_path / "message.id"
+    ids = MessageIds(path, block=10)
+    assert [ids.take(1), ids.take(3), ids.take(1)] == [1, 2, 5]
+    assert int(path.read_text()) == 12  # reserved: ids below 12
+    again = MessageIds(path, block=10)  # a restart (or a crash) resumes after the reserved block
+    assert again.take(1) == 12
+
+
+def test_a_large_take_reserves_past_it(tmp_path):
+    ids = MessageIds(tmp_path / "id", block=10)
+    assert ids.take(25) == 1
+    assert ids.take(1) == 26
+    assert MessageIds(tmp_path / "id").next >= 27
+
+
+def test_at_least_wins_over_an_older_file(tmp_path):
+    path = tmp_path / "message.id"
+    path.write_text("5\n")
+    assert MessageIds(path, at_least=100).take(1) == 100
+    assert MessageIds(tmp_path / "missing", at_least=7).take(1) == 7
+
+
+def test_a_garbled_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "message.id"
+    path.write_text("twelve")
+    with pytest.raises(ValueError, match="message.id"):
+        MessageIds(path)
