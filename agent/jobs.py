@@ -141,6 +141,7 @@ class ExternalJob:
             self._process = None
             context.stats.untrack(self.command.id)
             context.scheduler.leave(self.ticket)
+        await self.log.flush()
         job.level, job.critical, job.streams = output.level, output.critical, output.streams()
         job.state, reason = _judge(outcome, self.command.args.max_time)
         job.data = output.data or (self.reason if job.state == State.KILLED else reason)

@@ -52,7 +52,8 @@ class DBLogger:
         self._job_keys: dict[JobRef, int] = {}
         self._jobs: dict[int, JobRef] = {}  # the jobs of the pending rows
         self._next_key = 1
-        self._writing = False
+        self._added = 0  # rows ever added
+        self._stored = 0  # rows ever written (or given up on)
         self._wakeup = trio.Event()
         self._written = trio.Event()
         self.failed_batches = 0
@@ -70,6 +71,7 @@ class DBLogger:
             self._next_key += 1
         self._jobs[key] = job
         self._rows += [(id_, key, epoch, level, data) for id_, level, data in records]
+        self._added += len(records)
         self._chars += sum(len(record[2]) for record in records)
         self._wakeup.set()
 
@@ -99,8 +101,9 @@ class DBLogger:
                 self.db.close()
 
     async def flush(self) -> None:
-        """Wait until every message added so far is written."""
-        while self._rows or self._writing:
+        """Wait until every message added so far is written (later ones need not be)."""
+        target = self._added
+        while self._stored < target:
             await self._written.wait()
 
     async def query(self, query: MessageQuery) -> list[dict[str, Any]]:
@@ -111,14 +114,13 @@ class DBLogger:
         self._rows, self._jobs, self._chars = [], {}, 0
         if not rows:
             return
-        self._writing = True
         try:
             await trio.to_thread.run_sync(self.db.insert, rows, jobs)
         except Exception as exc:
             self.failed_batches += 1
             log.error("message DB %s: could not store %d messages: %r", self.db.path, len(rows), exc)
         finally:
-            self._writing = False
+            self._stored += len(rows)
             self._written.set()
             self._written = trio.Event()
 
@@ -210,13 +212,14 @@ def clip(data: str, limit: int = MAX_STORED_CHARS) -> str:
 class JobLog:
     """One job's view of the loggers: each with the levels that job sends it."""
 
-    __slots__ = ("ids", "job", "routes", "waits")
+    __slots__ = ("ids", "job", "routes", "sent", "waits")
 
     def __init__(self, job: JobRef, routes: list[tuple[Sink, frozenset[int] | None]], ids: MessageIds) -> None:
         self.job = job
         self.routes = routes  # levels None: all of them
         self.ids = ids
         self.waits = tuple(sink for sink, _ in routes if isinstance(sink, DBLogger))
+        self.sent: set[Sink] = set()  # sinks that got messages since the last flush
 
     def close(self) -> None:
         """The job is over."""
@@ -234,11 +237,23 @@ class JobLog:
             chosen = records if levels is None else [record for record in records if record[1] in levels]
             if chosen:
                 sink.add(self.job, epoch, chosen)
+                self.sent.add(sink)
 
     async def room(self) -> None:
         for sink in self.waits:
             if sink.congested:
                 await sink.room()
+
+    async def flush(self) -> None:
+        """Before a result is reported: the job's messages are in the DB and in the outboxes ahead of it,
+        so a client that reads the result and then asks for the messages finds them all."""
+        sent, self.sent = self.sent, set()
+        for sink in sent:
+            if isinstance(sink, ACLogger):
+                sink.flush()
+        for sink in sent:
+            if isinstance(sink, DBLogger):
+                await sink.flush()
 
 
 class Loggers:

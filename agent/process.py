@@ -33,7 +33,7 @@ from protocol.parser import Message, OutputParser
 DEFAULT_GRACE = 5.0
 _CHUNK = 256 * 1024
 #: How often to look whether a stopped group is empty yet (only while stopping one).
-_GROUP_POLL = 0.02
+_GROUP_POLL = 0.05
 
 
 class SpawnError(Exception):
@@ -257,12 +257,28 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def _group_gone(pgid: int) -> bool:
+    """No live process is left in the group (zombies waiting for init to reap them do not count)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        pass  # a member changed its uid: it is still there
+        return False  # a member changed its uid: it is still there
+    return not _has_live_member(pgid)
+
+
+def _has_live_member(pgid: int) -> bool:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue
+        state, _, group = stat[stat.rindex(b")") + 2:].split(b" ", 3)[:3]  # after "pid (comm) "
+        if int(group) == pgid and state not in (b"Z", b"X"):
+            return True
     return False
 
 
