@@ -26,12 +26,17 @@ from protocol.command import RunArgs
 from protocol.errors import ProtocolError
 from protocol.levels import ALL_LEVELS, parse_levels
 
+
+def non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
 MAIN_SCHEMA = {
     "gid": Option(int, check=positive),
     "nid": Option(int, check=positive),
     "max_jobs": Option(int, 100, positive),
-    "message_id_file": Option(str, "message.id"),
-    "history_file": Option(str, "history.db"),
+    "message_id_file": Option(str, "message.id", non_empty),
+    "history_file": Option(str, "history.db", non_empty),
     "roles": Option(list, [], list_of_strings),
     "heartbeat_interval": Option((int, float), 2.0, positive),
     "kill_grace": Option((int, float), 5.0, positive),
@@ -39,14 +44,14 @@ MAIN_SCHEMA = {
 CONTROLLER_SCHEMA = {"url": Option(str, check=bus_url), "security": Option(dict, None)}
 CHANNEL_SCHEMA = {"cmds": Option(list, [], list_of_strings)}
 EXTENSION_SCHEMA = {
-    "binary": Option(str),
+    "binary": Option(str, check=non_empty),
     "cwd": Option(str, ""),
     "args": Option(list, [], list_of_strings),
     "env": Option(dict, {}),
 }
 LOGGER_TYPES = ("DB", "AC", "console")
 LOGGER_SCHEMAS = {
-    "DB": {"type": Option(str), "log_dir": Option(str), "levels": Option((str, list), "*"),
+    "DB": {"type": Option(str), "log_dir": Option(str, check=non_empty), "levels": Option((str, list), "*"),
            "max_bytes": Option(int, 256 * 1024 * 1024, positive), "max_age": Option(int, 7 * 24 * 3600, positive)},
     "AC": {"type": Option(str), "flush_int": Option((int, float), 1.0, positive),
            "batch_size": Option(int, 1000, positive), "controllers": Option(list, [], list_of_strings),

@@ -24,7 +24,7 @@ import trio
 
 from agent.config import AgentConfig, Logger
 from agent.message_ids import MessageIds
-from agent.messagedb import MAX_STORED_CHARS, JobRef, MessageDB, MessageQuery, Row
+from agent.messagedb import MAX_STORED_CHARS, JobRef, MessageDB, MessageQuery, encode_rows, join_encoded
 from agent.outbox import Outbox
 from protocol import envelope
 from protocol.command import Command
@@ -38,8 +38,8 @@ job_log = logging.getLogger("agent.jobs")
 Record = tuple[int, int, str]
 
 #: Messages (and characters) waiting for the DB before jobs are made to wait.
-MAX_PENDING_ROWS = 200_000
-MAX_PENDING_CHARS = 64 * 1024 * 1024
+MAX_PENDING_ROWS = 50_000
+MAX_PENDING_CHARS = 16 * 1024 * 1024
 
 
 class DBLogger:
@@ -47,7 +47,8 @@ class DBLogger:
         self.name = config.name
         self.levels = config.levels
         self.db = MessageDB(config.log_dir, config.max_bytes, config.max_age)
-        self._rows: list[Row] = []
+        self._batches: list[str] = []  # pending messages, JSON-encoded a chunk at a time
+        self._pending = 0
         self._chars = 0
         self._job_keys: dict[JobRef, int] = {}
         self._jobs: dict[int, JobRef] = {}  # the jobs of the pending rows
@@ -70,9 +71,11 @@ class DBLogger:
             key = self._job_keys[job] = self._next_key
             self._next_key += 1
         self._jobs[key] = job
-        self._rows += [(id_, key, epoch, level, data) for id_, level, data in records]
+        batch = encode_rows([(id_, key, epoch, level, data) for id_, level, data in records])
+        self._batches.append(batch)
+        self._pending += len(records)
         self._added += len(records)
-        self._chars += sum(len(record[2]) for record in records)
+        self._chars += len(batch)
         self._wakeup.set()
 
     def forget_job(self, job: JobRef) -> None:
@@ -81,7 +84,7 @@ class DBLogger:
 
     @property
     def congested(self) -> bool:
-        return len(self._rows) >= MAX_PENDING_ROWS or self._chars >= MAX_PENDING_CHARS
+        return self._pending >= MAX_PENDING_ROWS or self._chars >= MAX_PENDING_CHARS
 
     async def room(self) -> None:
         while self.congested:
@@ -90,7 +93,7 @@ class DBLogger:
     async def run(self) -> None:
         try:
             while True:
-                if not self._rows:
+                if not self._batches:
                     await self._wakeup.wait()
                     self._wakeup = trio.Event()
                     continue
@@ -110,17 +113,17 @@ class DBLogger:
         return await trio.to_thread.run_sync(self.db.query, query)
 
     async def _write_pending(self) -> None:
-        rows, jobs = self._rows, self._jobs
-        self._rows, self._jobs, self._chars = [], {}, 0
-        if not rows:
+        batches, jobs, count = self._batches, self._jobs, self._pending
+        self._batches, self._jobs, self._pending, self._chars = [], {}, 0, 0
+        if not batches:
             return
         try:
-            await trio.to_thread.run_sync(self.db.insert, rows, jobs)
+            await trio.to_thread.run_sync(self.db.insert, join_encoded(batches), jobs)
         except Exception as exc:
             self.failed_batches += 1
-            log.error("message DB %s: could not store %d messages: %r", self.db.path, len(rows), exc)
+            log.error("message DB %s: could not store %d messages: %r", self.db.path, count, exc)
         finally:
-            self._stored += len(rows)
+            self._stored += count
             self._written.set()
             self._written = trio.Event()
 

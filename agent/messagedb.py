@@ -74,6 +74,16 @@ FROM json_each(?)
 """
 
 
+def encode_rows(rows: list[Row]) -> str:
+    """Rows as the JSON list ``insert`` takes."""
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
+def join_encoded(parts: list[str]) -> str:
+    """One batch from several ``encode_rows`` results."""
+    return parts[0] if len(parts) == 1 else "[" + ",".join(part[1:-1] for part in parts) + "]"
+
+
 @dataclass(frozen=True, slots=True)
 class MessageQuery:
     """A checked ``get_msgs`` request; ``None`` means no filter."""
@@ -116,14 +126,15 @@ class MessageDB:
     def next_job_key(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(key), 0) + 1 FROM jobs").fetchone()[0]
 
-    def insert(self, rows: list[Row], jobs: dict[int, JobRef]) -> None:
-        """Store a batch of messages, and the jobs their keys stand for, in one transaction; then apply the bounds."""
+    def insert(self, batch: str, jobs: dict[int, JobRef]) -> None:
+        """Store a batch of messages (``encode_rows``), and the jobs their keys stand for, in one
+        transaction; then apply the bounds."""
         db = self._db
         db.execute("BEGIN")
         try:
             db.executemany("INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?)",
                            [(key, *job) for key, job in jobs.items()])
-            db.execute(_INSERT_BATCH, (json.dumps(rows, ensure_ascii=False, separators=(",", ":")),))
+            db.execute(_INSERT_BATCH, (batch,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

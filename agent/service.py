@@ -251,7 +251,12 @@ class Agent:
             except MalformedCommand:
                 uplink.drop(raw)
                 continue
-            self._answer(uplink, raw, command, State.ERROR, "the agent restarted before this job finished")
+            if command.cmd == "restart":  # it did its work; only its answer did not reach the bus in time
+                job = self._job(command, State.SUCCESS, json.dumps("restarted"))
+                job.level = RESULT_JSON
+                uplink.report(job, push=True, final=True, command=raw)
+            else:
+                self._answer(uplink, raw, command, State.ERROR, "the agent restarted before this job finished")
 
     async def _restore_long_running(self) -> None:
         for saved in self.history.jobs():

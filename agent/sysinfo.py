@@ -28,7 +28,7 @@ def cpu_info() -> list[dict[str, Any]]:
             "vendor_id": block.get("vendor_id", ""),
             "family": block.get("cpu family", ""),
             "model": block.get("model", ""),
-            "stepping": _number(block.get("stepping")),
+            "stepping": int(_number(block.get("stepping"))),
             "physical_id": block.get("physical id", ""),
             "core_id": block.get("core id", ""),
             "cores": int(_number(block.get("cpu cores")) or cores),

@@ -24,7 +24,7 @@ import uuid
 
 import psutil
 
-from agent.messagedb import DB_FILE, MessageDB
+from agent.messagedb import DB_FILE, MessageDB, encode_rows
 from grid.launcher import AgentSpec, Grid
 from protocol.keys import AgentKeys
 
@@ -100,7 +100,7 @@ def raw_insert_rate(count: int, batch: int = 5000) -> float:
         rows = [(index, *jobs, epoch, 4, f"message number {index}") for index in range(1, count + 1)]
         started = time.perf_counter()
         for start in range(0, count, batch):
-            database.insert(rows[start:start + batch], jobs)
+            database.insert(encode_rows(rows[start:start + batch]), jobs)
         elapsed = time.perf_counter() - started
         database.close()
     return count / elapsed
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         rate = db_message_rate(grid, options.messages)
         print(f"messages into the DB: {rate:,.0f}/s from one job; limit: batched SQLite inserts {limit:,.0f}/s "
               f"(aim >= 100,000/s)")
+        rss, cpu = idle_figures(grid, options.idle)
+        print(f"idle agent after all that: RSS {rss:.1f} MB; CPU {cpu:.2f} % (informational)")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ def test_good_agent_config(tmp_path):
     (GOOD_AGENT + "\n[startup.x]\ndata = ''\n", "[startup.x]: missing required key 'name'"),
     ("[main\n", "not valid TOML"),
     (GOOD_AGENT.replace("nid = 2", "nid = 2\nkill_grace = 0"), "[main] kill_grace: must be greater than 0"),
+    (GOOD_AGENT.replace("nid = 2", "nid = 2\nhistory_file = ''"), "[main] history_file: must not be empty"),
+    (GOOD_AGENT + "\n[extensions.js]\nbinary = ' '\n", "[extensions.js] binary: must not be empty"),
     (GOOD_AGENT + "\n[extensions.js]\nbinary = 'py'\nargs = ['{nope}']\n",
      "[extensions.js] args: template '{nope}': {nope} is not a run argument"),
     (GOOD_AGENT + "\n[extensions.js]\nbinary = 'py'\nargs = ['-{args}']\n", "{args} must be a whole element"),

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from agent.messagedb import MAX_QUERY_LIMIT, MAX_STORED_CHARS, MessageDB, MessageQuery
+from agent.messagedb import MAX_QUERY_LIMIT, MAX_STORED_CHARS, MessageDB, MessageQuery, encode_rows
 
 JOB_A = ("job-a", "jumpscale", "ls")
 JOB_B = ("job-b", "", "bash")
@@ -22,7 +22,7 @@ def fill(db, count, jobs=(JOB_A, JOB_B), epoch=1000, first_id=1):
     keys = {db.next_job_key() + index: job for index, job in enumerate(jobs)}
     rows = [(first_id + index, list(keys)[index % len(keys)], epoch + index, 1 + index % 3, f"message {index}")
             for index in range(count)]
-    db.insert(rows, keys)
+    db.insert(encode_rows(rows), keys)
     return rows
 
 
@@ -56,14 +56,14 @@ def test_limit_is_capped_at_1000(database):
 
 def test_long_data_is_cut_saying_so(database):
     keys = {database.next_job_key(): JOB_A}
-    database.insert([(1, *keys, 1, 1, "x" * (MAX_STORED_CHARS + 10))], keys)
+    database.insert(encode_rows([(1, *keys, 1, 1, "x" * (MAX_STORED_CHARS + 10))]), keys)
     data = database.query(MessageQuery())[0]["data"]
     assert data.startswith("x" * MAX_STORED_CHARS) and data.endswith("[10 more characters cut]")
 
 
 def test_unicode_and_control_characters_survive(database):
     keys = {database.next_job_key(): JOB_A}
-    database.insert([(1, *keys, 1, 1, 'héllo "quoted" \\ \t ☃ \x1b[0m')], keys)
+    database.insert(encode_rows([(1, *keys, 1, 1, 'héllo "quoted" \\ \t ☃ \x1b[0m')]), keys)
     assert database.query(MessageQuery())[0]["data"] == 'héllo "quoted" \\ \t ☃ \x1b[0m'
 
 
@@ -97,7 +97,7 @@ def test_the_db_stays_under_max_bytes_oldest_first(tmp_path):
     next_id = 1
     for _ in range(20):
         rows = [(next_id + index, *keys, 10**9, 1, "y" * 500) for index in range(1000)]
-        db.insert(rows, keys)
+        db.insert(encode_rows(rows), keys)
         next_id += 1000
         assert db.size() <= 2 * 1024 * 1024 + 600 * 1000
     ids = [message["id"] for message in db.query(MessageQuery(limit=1000))]
