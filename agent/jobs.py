@@ -61,7 +61,6 @@ class ExternalJob:
         self.silent = False
         self.reason = ""
         self.runs = 0
-        self.pid: int | None = None
         self._process: ProcessRun | None = None
         self._pause: trio.CancelScope | None = None
 
@@ -122,7 +121,7 @@ class ExternalJob:
                            lambda line: context.stats.statsd(self.command.id, line))
         process = ProcessRun(self.spec, output, context.grace)
         try:
-            job.pid = self.pid = process.start()
+            job.pid = process.start()
         except SpawnError as exc:
             context.scheduler.leave(self.ticket)
             job.state, job.data = State.ERROR, str(exc)

@@ -57,7 +57,6 @@ class DBLogger:
         self._stored = 0  # rows ever written (or given up on)
         self._wakeup = trio.Event()
         self._written = trio.Event()
-        self.failed_batches = 0
 
     def open(self) -> int:
         """Open the DB; return the highest message id in it."""
@@ -120,7 +119,6 @@ class DBLogger:
         try:
             await trio.to_thread.run_sync(self.db.insert, join_encoded(batches), jobs)
         except Exception as exc:
-            self.failed_batches += 1
             log.error("message DB %s: could not store %d messages: %r", self.db.path, count, exc)
         finally:
             self._stored += count

@@ -8,7 +8,7 @@ import sys
 import trio
 
 from agent.config import load_config
-from agent.service import run_agent
+from agent.service import StartError, run_agent
 from daemon.config import ConfigError
 from daemon.logs import setup_logging
 
@@ -25,7 +25,16 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(options.config)
     except ConfigError as exc:
         sys.exit(f"ac-agent: {exc}")
-    if trio.run(run_agent, config):
+    try:
+        restarting = trio.run(run_agent, config)
+    except BaseExceptionGroup as group:  # the nurseries it crossed wrapped it
+        refused = group.subgroup(StartError)
+        if refused is None:
+            raise
+        while isinstance(refused, BaseExceptionGroup):
+            refused = refused.exceptions[0]
+        sys.exit(f"ac-agent: {refused}")
+    if restarting:
         restart()
     log.info("stopped")
 

@@ -6,8 +6,11 @@ file rewritten atomically and synced). After a crash the counter resumes at
 the end of the last reserved block: ids may skip, never repeat.
 """
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: Ids reserved per write of the file.
 BLOCK = 100_000
@@ -20,6 +23,7 @@ class MessageIds:
         self.block = block
         self._next = max(self._read(), at_least)
         self._reserved = self._next
+        self._reserve(self._next + self.block)  # at start: a file that cannot be written fails now
 
     @property
     def next(self) -> int:
@@ -30,7 +34,11 @@ class MessageIds:
         first = self._next
         self._next += count
         if self._next > self._reserved:
-            self._reserve(self._next + self.block)
+            try:
+                self._reserve(self._next + self.block)
+            except OSError as exc:  # e.g. a full disk: carry on; ids may repeat only after a restart
+                log.error("cannot write %s: %s", self.path, exc)
+                self._reserved = self._next + self.block
         return first
 
     def _read(self) -> int:

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds a stopping agent waits for its outboxes to reach the bus.
 DELIVERY_GRACE = 5.0
+
+
+class StartError(Exception):
+    """The agent cannot start; the message says why."""
 
 
 class Agent:
@@ -82,8 +87,11 @@ class Agent:
     # -- life -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.history.open()
-        self.loggers.open()
+        try:
+            self.history.open()
+            self.loggers.open()
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            raise StartError(f"cannot open the agent's files: {exc}") from None
         try:
             async with trio.open_nursery() as services:
                 services.start_soon(self.loggers.run)
