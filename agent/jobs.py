@@ -7,6 +7,10 @@ process starts, and ends ``SUCCESS`` (exit code 0), ``ERROR``, ``TIMEOUT``
 run restarted under ``max_restart`` or the next run of a
 ``recurring_period``, or is over.
 
+A restart keeps the run's slot and its place in its queue: it is part of
+the same attempt. Between recurring runs both are given back, and the next
+run lines up again.
+
 Every run's end is pushed to the client (one more result); only the last
 one is final. A kill ends the job at once, whatever it was doing: waiting
 for its turn, running, or pausing between recurring runs.
@@ -91,10 +95,12 @@ class ExternalJob:
                 if delay is None:
                     break
                 self.report(job, True, False)
-                if delay and not await self._killable(trio.sleep, delay):
-                    job = self._new_job(State.KILLED, f"{self.reason} (between runs)")
-                    break
-                self.ticket = self.context.scheduler.enter(self.command.args.queue)
+                if delay:  # the next recurring run: meanwhile the slot and the queue are free for others
+                    self.context.scheduler.leave(self.ticket)
+                    if not await self._killable(trio.sleep, delay):
+                        job = self._new_job(State.KILLED, f"{self.reason} (between runs)")
+                        break
+                    self.ticket = self.context.scheduler.enter(self.command.args.queue)
             if not self.silent:
                 self.report(job, True, True)
         finally:
@@ -123,7 +129,6 @@ class ExternalJob:
         try:
             job.pid = process.start()
         except SpawnError as exc:
-            context.scheduler.leave(self.ticket)
             job.state, job.data = State.ERROR, str(exc)
             return job, 0.0
         self._process = process
@@ -139,7 +144,6 @@ class ExternalJob:
         finally:
             self._process = None
             context.stats.untrack(self.command.id)
-            context.scheduler.leave(self.ticket)
         await self.log.flush()
         job.level, job.critical, job.streams = output.level, output.critical, output.streams()
         job.state, reason = _judge(outcome, self.command.args.max_time)

@@ -105,6 +105,17 @@ def test_a_queue_runs_its_jobs_one_after_another_in_arrival_order(jobs_grid):
         assert before.starttime + before.time <= after.starttime
 
 
+def test_restarts_keep_their_place_in_the_queue(jobs_grid):
+    client = jobs_grid.client()
+    flaky = client.execute(1, 1, "bash", ["-c", "sleep 0.1; exit 1"],
+                           args=acclient.RunArgs(queue="strict", max_restart=2))
+    after = client.execute(1, 1, "true", args=acclient.RunArgs(queue="strict"))
+    runs = [flaky.get_next_result(TIMEOUT) for _ in range(3)]
+    later = after.get_next_result(TIMEOUT)
+    assert [job.state for job in runs] == ["ERROR"] * 3
+    assert later.starttime >= runs[-1].starttime + runs[-1].time  # not between the restarts
+
+
 def test_max_jobs_holds_extra_jobs_in_order_but_never_builtins(jobs_grid):
     client = jobs_grid.client()
     names = [f"slot-{index}" for index in range(4)]
