@@ -156,8 +156,12 @@ class ACLogger:
             while True:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
+                if not self._pending:
+                    continue  # already flushed (before a job's result)
                 with trio.move_on_after(self.flush_interval):
-                    await self._full.wait()
+                    while len(self._pending) < self.batch_size:
+                        await self._full.wait()
+                        self._full = trio.Event()
                 self.flush()
         finally:
             self.flush()
@@ -165,7 +169,6 @@ class ACLogger:
     def flush(self) -> None:
         """Hand every pending message to the outboxes now."""
         pending, self._pending = self._pending, []
-        self._full = trio.Event()
         for start in range(0, len(pending), self.batch_size):
             batch = pending[start:start + self.batch_size]
             body = envelope.log_envelope(batch)

@@ -109,3 +109,14 @@ def test_binary_garbage(hostile_grid):
     assert (job.state, job.data, job.level) == ("SUCCESS", "ok", 20)
     assert "\ufffd" in job.streams[0]  # undecodable bytes are replaced, not fatal
     assert builtin(client, "ping") == "pong"
+
+
+def test_the_console_logger_writes_warnings_and_errors_to_the_agent_log(hostile_grid):
+    client = hostile_grid.client()
+    script = "echo 4::quiet; echo 9::the disk is on fire"
+    job = client.execute(1, 1, "bash", ["-c", script], id="noisy").get_next_result(TIMEOUT)
+    assert job.critical == "the disk is on fire"
+    log = hostile_grid.log_path("agent-1-1")
+    line = wait_for(lambda: [line for line in log.read_text().splitlines() if "job noisy" in line],
+                    what="the console logger's line")
+    assert len(line) == 1 and "ERROR" in line[0] and line[0].endswith("level 9: the disk is on fire")

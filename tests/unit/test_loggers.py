@@ -3,14 +3,16 @@
 import json
 
 import trio
+import trio.testing
 
-from agent.config import load_config
-from agent.loggers import Loggers
+from agent.config import Logger, load_config
+from agent.loggers import ACLogger, Loggers
 from agent.messagedb import MessageQuery
 from agent.output import RunOutput, StreamTail
 from protocol import envelope
 from protocol.command import Command, RunArgs
 from protocol.keys import AgentKeys
+from protocol.levels import ALL_LEVELS
 from protocol.parser import OutputParser
 
 CONFIG = """
@@ -114,3 +116,29 @@ def test_stream_tails_are_bounded_in_lines_and_characters():
     assert tail.text() == "b\nc\nd\n"
     tail.add("0123456789abcdef")
     assert tail.text() == "789abcdef\n"  # with its newline: 10 characters
+
+
+def test_the_ac_logger_sends_batches_of_batch_size_and_flushes_after_flush_int():
+    outbox = FakeOutbox()
+    logger = ACLogger(Logger("ac", "AC", ALL_LEVELS, flush_int=5.0, batch_size=100), [outbox])
+    job = ("job-1", "", "x")
+    logger.add(job, 1, [(index, 4, f"m{index}") for index in range(250)])
+    logger.flush()
+    assert [len(envelope.decode(body)[1].splitlines()) for body in outbox.envelopes] == [100, 100, 50]
+    outbox.envelopes.clear()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(logger.run)
+            await trio.sleep(1)
+            logger.add(job, 1, [(1, 4, "late")])
+            await trio.sleep(4.9)
+            assert outbox.envelopes == []  # not yet: flush_int counts from the first waiting message
+            await trio.sleep(0.2)
+            assert len(outbox.envelopes) == 1
+            logger.add(job, 1, [(index, 4, "m") for index in range(100)])
+            await trio.testing.wait_all_tasks_blocked()  # a full batch goes at once
+            assert len(outbox.envelopes) == 2
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
