@@ -98,6 +98,8 @@ class ProcessRun:
         """Start the process; return its pid. Raises ``SpawnError`` saying why it could not start."""
         spec = self.spec
         binary = spec.argv[0]
+        if any("\0" in text for text in (*spec.argv, spec.cwd or "")):
+            raise SpawnError(f"cannot run {binary!r}: an argument or the working directory contains a NUL byte")
         if os.sep not in binary and shutil.which(binary, path=spec.env.get("PATH", os.defpath)) is None:
             raise SpawnError(f"cannot run {binary!r}: not found on PATH")
         if spec.cwd and not os.path.isdir(spec.cwd):

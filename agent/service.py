@@ -40,7 +40,7 @@ from agent.statedb import StateDB
 from agent.stats import Stats
 from agent.uplink import Uplink
 from bus import Bus, open_bus
-from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command
+from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
 from protocol.job import Job, error_job, now_ms
 from protocol.keys import AgentKeys
 from protocol.levels import RESULT_JSON
@@ -134,8 +134,20 @@ class Agent:
     # -- commands -------------------------------------------------------------------------------
 
     def dispatch(self, uplink: Uplink, raw: bytes) -> None:
-        """Start answering one command taken from ``uplink``'s queue."""
+        """Start answering one command taken from ``uplink``'s queue; a bug here fails the command, not the agent."""
         uplink.hold(raw)
+        try:
+            self._dispatch(uplink, raw)
+        except Exception as exc:
+            log.exception("dispatching a command failed inside the agent")
+            command_id = usable_id(_field(raw, "id"))
+            if command_id is None:
+                uplink.drop(raw)
+            else:
+                uplink.report(error_job(command_id, f"internal error in the agent: {exc!r}", gid=self.config.gid,
+                                        nid=self.config.nid), push=True, final=True, command=raw)
+
+    def _dispatch(self, uplink: Uplink, raw: bytes) -> None:
         try:
             command = decode_command(raw)
         except MalformedCommand as exc:
@@ -201,7 +213,7 @@ class Agent:
             if uplink is not None:
                 uplink.report(job, push=push, final=final, command=raw if final else None)
             elif push:
-                log.info("startup job %s: %s %s", job.id, job.state, job.data[:200])
+                log.info("startup job %s: %s%s", job.id, job.state, f": {job.data[:200]}" if job.data else "")
 
         if long_running:
             self.history.add(command.id, uplink.name, raw)
@@ -303,6 +315,15 @@ class Agent:
                 "hostname": socket.gethostname(), "version": agent.__version__, "pid": os.getpid(),
                 "started": int(self._started), "max_jobs": self.config.max_jobs,
                 "heartbeat_interval": self.config.heartbeat_interval}
+
+
+def _field(raw: bytes, name: str) -> object:
+    """One field of a command that may not even be JSON."""
+    try:
+        fields = json.loads(raw)
+    except ValueError:
+        return None
+    return fields.get(name) if isinstance(fields, dict) else None
 
 
 async def run_agent(config: AgentConfig) -> bool:

@@ -198,8 +198,11 @@ class Stats:
                 await self._has_jobs.wait()
             await trio.sleep(SAMPLE_INTERVAL)
             jobs = list(self.jobs.values())
-            await trio.to_thread.run_sync(_sample_jobs, jobs)
-            self._flush_due(jobs, trio.current_time())
+            try:
+                await trio.to_thread.run_sync(_sample_jobs, jobs)
+                self._flush_due(jobs, trio.current_time())
+            except Exception:  # stats are not worth stopping the agent for
+                log.exception("sampling job stats failed")
 
     def _flush_due(self, jobs: Iterable[JobStats], now: float) -> None:
         for stats in jobs:

@@ -69,6 +69,9 @@ def test_a_missing_binary_or_folder_is_a_clear_error(hostile_grid, tmp_path):
     plain_file = tmp_path / "not-executable"
     plain_file.write_text("#!/bin/sh\n")
     plain_file.chmod(0o644)
+    nul = client.execute(1, 1, "echo", ["a\0b"]).get_next_result(TIMEOUT)
+    assert (nul.state, nul.data) == ("ERROR", "cannot run 'echo': an argument or the working directory contains "
+                                              "a NUL byte")
     not_executable = client.execute(1, 1, str(plain_file)).get_next_result(TIMEOUT)
     assert (not_executable.state, not_executable.data) == ("ERROR", f"cannot run '{plain_file}': Permission denied")
 
