@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.launch import Extension, template_fields
 from bus.address import BusAddress
 from daemon.config import (
     SECURITY_SCHEMA,
@@ -23,28 +24,34 @@ from daemon.config import (
 )
 from protocol.command import RunArgs
 from protocol.errors import ProtocolError
-from protocol.levels import parse_levels
+from protocol.levels import ALL_LEVELS, parse_levels
+
+
+def non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
 
 MAIN_SCHEMA = {
     "gid": Option(int, check=positive),
     "nid": Option(int, check=positive),
     "max_jobs": Option(int, 100, positive),
-    "message_id_file": Option(str, "message.id"),
-    "history_file": Option(str, "history.db"),
+    "message_id_file": Option(str, "message.id", non_empty),
+    "history_file": Option(str, "history.db", non_empty),
     "roles": Option(list, [], list_of_strings),
     "heartbeat_interval": Option((int, float), 2.0, positive),
+    "kill_grace": Option((int, float), 5.0, positive),
 }
 CONTROLLER_SCHEMA = {"url": Option(str, check=bus_url), "security": Option(dict, None)}
 CHANNEL_SCHEMA = {"cmds": Option(list, [], list_of_strings)}
 EXTENSION_SCHEMA = {
-    "binary": Option(str),
+    "binary": Option(str, check=non_empty),
     "cwd": Option(str, ""),
     "args": Option(list, [], list_of_strings),
     "env": Option(dict, {}),
 }
 LOGGER_TYPES = ("DB", "AC", "console")
 LOGGER_SCHEMAS = {
-    "DB": {"type": Option(str), "log_dir": Option(str), "levels": Option((str, list), "*"),
+    "DB": {"type": Option(str), "log_dir": Option(str, check=non_empty), "levels": Option((str, list), "*"),
            "max_bytes": Option(int, 256 * 1024 * 1024, positive), "max_age": Option(int, 7 * 24 * 3600, positive)},
     "AC": {"type": Option(str), "flush_int": Option((int, float), 1.0, positive),
            "batch_size": Option(int, 1000, positive), "controllers": Option(list, [], list_of_strings),
@@ -54,14 +61,6 @@ LOGGER_SCHEMAS = {
 STATS_SCHEMA = {"interval": Option((int, float), 60, positive), "controllers": Option(list, [], list_of_strings)}
 STARTUP_SCHEMA = {"name": Option(str), "data": Option(str, ""), "args": Option(dict, {})}
 SECTIONS = {"main", "controllers", "channel", "extensions", "logging", "stats", "startup"}
-
-
-@dataclass(frozen=True, slots=True)
-class Extension:
-    binary: str
-    cwd: str
-    args: tuple[str, ...]
-    env: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +92,7 @@ class AgentConfig:
     roles: tuple[str, ...]
     max_jobs: int
     heartbeat_interval: float
+    kill_grace: float
     message_id_file: Path
     history_file: Path
     controllers: dict[str, BusAddress]
@@ -128,8 +128,10 @@ def load_config(path: str | Path) -> AgentConfig:
         if name not in controllers:
             raise ConfigError(f"{path} [channel] cmds: no controller {name!r} (configured: {', '.join(controllers)})")
     stats = take_section(document.get("stats"), STATS_SCHEMA, f"{path} [stats]")
-    loggers = _loggers(document.get("logging"), path, controllers)
+    loggers = _loggers(document.get("logging"), path, controllers) if "logging" in document else \
+        _default_loggers(path)
     _check_controller_names(stats["controllers"], controllers, f"{path} [stats] controllers")
+    extensions = _extensions(document.get("extensions"), path)
     return AgentConfig(
         path=path,
         gid=main["gid"],
@@ -137,15 +139,16 @@ def load_config(path: str | Path) -> AgentConfig:
         roles=tuple(main["roles"]),
         max_jobs=main["max_jobs"],
         heartbeat_interval=float(main["heartbeat_interval"]),
+        kill_grace=float(main["kill_grace"]),
         message_id_file=path.parent / main["message_id_file"],
         history_file=path.parent / main["history_file"],
         controllers=controllers,
         channel_cmds=tuple(channel["cmds"]),
-        extensions=_extensions(document.get("extensions"), path),
+        extensions=extensions,
         loggers=loggers,
         stats_interval=float(stats["interval"]),
         stats_controllers=tuple(stats["controllers"]),
-        startup=_startup(document.get("startup"), path),
+        startup=_startup(document.get("startup"), path, extensions),
     )
 
 
@@ -178,11 +181,18 @@ def _resolve_files(security: dict[str, Any], path: Path) -> dict[str, Any]:
 def _extensions(value: object, path: Path) -> dict[str, Extension]:
     extensions = {}
     for name, table in _tables(value, f"{path} [extensions]").items():
-        checked = take_section(table, EXTENSION_SCHEMA, f"{path} [extensions.{name}]")
+        where = f"{path} [extensions.{name}]"
+        checked = take_section(table, EXTENSION_SCHEMA, where)
         env = checked["env"]
         if not all(isinstance(item, str) for item in env.values()):
-            raise ConfigError(f"{path} [extensions.{name}] env: values must be strings")
-        extensions[name] = Extension(checked["binary"], checked["cwd"], tuple(checked["args"]), dict(env))
+            raise ConfigError(f"{where} env: values must be strings")
+        for template in checked["args"]:
+            try:
+                template_fields(template)
+            except ValueError as exc:
+                raise ConfigError(f"{where} args: {exc}") from None
+        cwd = str(path.parent / checked["cwd"]) if checked["cwd"] else ""
+        extensions[name] = Extension(name, checked["binary"], cwd, tuple(checked["args"]), dict(env))
     return extensions
 
 
@@ -207,11 +217,22 @@ def _loggers(value: object, path: Path, controllers: dict[str, BusAddress]) -> t
     return tuple(loggers)
 
 
-def _startup(value: object, path: Path) -> tuple[StartupJob, ...]:
+def _default_loggers(path: Path) -> tuple[Logger, ...]:
+    """Without a [logging] section: every message in a DB in ``logs/``, warnings and errors on the console."""
+    db = LOGGER_SCHEMAS["DB"]
+    return (Logger("db", "DB", ALL_LEVELS, log_dir=str(path.parent / "logs"), max_bytes=db["max_bytes"].default,
+                   max_age=db["max_age"].default),
+            Logger("console", "console", parse_levels("7-9")))
+
+
+def _startup(value: object, path: Path, extensions: dict[str, Extension]) -> tuple[StartupJob, ...]:
     jobs = []
     for job_id, table in _tables(value, f"{path} [startup]").items():
         where = f"{path} [startup.{job_id}]"
         checked = take_section(table, STARTUP_SCHEMA, where)
+        if checked["name"] != "execute" and checked["name"] not in extensions:
+            raise ConfigError(f"{where} name: {checked['name']!r} is not a command a startup job can run "
+                              f"(execute or an extension: {', '.join(['execute', *extensions])})")
         try:
             args = RunArgs.from_wire(checked["args"])
         except ProtocolError as exc:

@@ -1,99 +1,175 @@
-"""The life of one external job: wait for a slot, run, report.
+"""The life of one external job: its runs, and what is reported about them.
 
-A job reports ``RUNNING`` (with the pid) as soon as its process starts and
-a final job when it ends: ``SUCCESS`` for exit code 0, ``ERROR`` otherwise,
-``TIMEOUT`` past ``max_time``, ``KILLED`` when killed.
+Each run waits for a ticket from the scheduler (a ``max_jobs`` slot, its
+turn in its ``queue``), reports ``RUNNING`` with the pid as soon as its
+process starts, and ends ``SUCCESS`` (exit code 0), ``ERROR``, ``TIMEOUT``
+(past ``max_time``) or ``KILLED``. Then the job either runs again, a failed
+run restarted under ``max_restart`` or the next run of a
+``recurring_period``, or is over.
+
+A restart keeps the run's slot and its place in its queue: it is part of
+the same attempt. Between recurring runs both are given back, and the next
+run lines up again.
+
+Every run's end is pushed to the client (one more result); only the last
+one is final. A kill ends the job at once, whatever it was doing: waiting
+for its turn, running, or pausing between recurring runs.
 """
 
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import psutil
 import trio
 
-from agent.output import JobOutput
-from agent.process import Ending, Outcome, ProcessRun, ProcessSpec, SpawnError
-from protocol.command import Command
+from agent.loggers import Loggers
+from agent.output import RunOutput
+from agent.process import DEFAULT_GRACE, Ending, Outcome, ProcessRun, ProcessSpec, SpawnError
+from agent.restarts import RestartPolicy
+from agent.scheduler import Scheduler, Ticket
+from agent.statedb import StateDB
+from agent.stats import Stats
+from protocol.command import LONG_RUNNING, Command
 from protocol.job import Job, now_ms
 from protocol.states import State
 
 log = logging.getLogger(__name__)
 
-#: Called with each job update; ``final`` when the job is over.
-Report = Callable[[Job, bool], None]
+#: Called with each job update: ``push`` when a run ended, ``final`` when the job is over.
+Report = Callable[[Job, bool, bool], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who runs the job: the environment every child gets."""
+@dataclass(slots=True)
+class JobContext:
+    """What every job of an agent shares."""
 
     gid: int
     nid: int
-    home: str
-
-    def environment(self, command: Command) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(AGENT_GID=str(self.gid), AGENT_NID=str(self.nid), AGENT_JOBID=command.id, AGENT_HOME=self.home)
-        env.update(command.args.env or {})
-        return env
-
-
-def execute_spec(command: Command, identity: Identity) -> ProcessSpec:
-    """``execute``: ``args.name`` is the binary, ``args.args`` its arguments, ``data`` its stdin."""
-    if not command.args.name:
-        raise SpawnError("execute needs args.name: the binary to run")
-    return ProcessSpec(
-        argv=(command.args.name, *(command.args.args or ())),
-        cwd=command.args.working_dir,
-        env=identity.environment(command),
-        stdin=command.data.encode(),
-    )
+    scheduler: Scheduler
+    loggers: Loggers
+    stats: Stats
+    history: StateDB
+    grace: float = DEFAULT_GRACE
 
 
 class ExternalJob:
-    def __init__(self, command: Command, identity: Identity, spec: Callable[[], ProcessSpec],
-                 limiter: trio.CapacityLimiter, report: Report) -> None:
+    def __init__(self, command: Command, spec: ProcessSpec, context: JobContext, report: Report) -> None:
         self.command = command
-        self.identity = identity
         self.spec = spec
-        self.limiter = limiter
+        self.context = context
         self.report = report
-        self.process: ProcessRun | None = None
+        self.log = context.loggers.for_job(command)
+        self.ticket: Ticket = context.scheduler.enter(command.args.queue)  # the order of arrival
         self.killed = False
+        self.silent = False
+        self.reason = ""
+        self.runs = 0
+        self._process: ProcessRun | None = None
+        self._pause: trio.CancelScope | None = None
 
-    def kill(self) -> None:
+    @property
+    def long_running(self) -> bool:
+        return self.command.args.max_time == LONG_RUNNING
+
+    def kill(self, *, report: bool = True, reason: str = "killed") -> None:
+        """End the job now, answered ``KILLED`` with ``reason``.
+
+        ``report=False`` (the agent is stopping): no final result, and a
+        long-running job stays saved, to run again when the agent starts.
+        """
         self.killed = True
-        if self.process is not None:
-            self.process.kill()
+        self.silent = not report
+        self.reason = reason
+        if self._pause is not None:
+            self._pause.cancel()
+        if self._process is not None:
+            self._process.kill()
 
     async def run(self) -> None:
-        job = Job.for_command(self.command, self.identity.gid, self.identity.nid, State.RUNNING)
-        async with self.limiter:
-            if self.killed:
-                self._finish(job, State.KILLED, "killed before it started")
-                return
-            job.starttime = now_ms()
-            output = JobOutput(self.command.args.levels())
-            try:
-                self.process = ProcessRun(self.spec(), output.add)
-                job.pid = await self.process.start()
-            except SpawnError as exc:
-                self._finish(job, State.ERROR, str(exc))
-                return
-            self.report(job, False)
-            outcome = await self.process.wait(self.command.args.max_time or 0)
-        job.level, job.data, job.critical = output.level, output.data, output.critical
-        job.streams = output.streams()
-        state, reason = _judge(outcome, self.command.args.max_time)
-        self._finish(job, state, job.data or reason)
+        policy = RestartPolicy(self.command.args.max_restart or 0)
+        try:
+            while True:
+                job, lived = await self._run_once()
+                delay = None if self.killed else self._next_run(policy, job, lived)
+                if delay is None:
+                    break
+                self.report(job, True, False)
+                if delay:  # the next recurring run: meanwhile the slot and the queue are free for others
+                    self.context.scheduler.leave(self.ticket)
+                    if not await self._killable(trio.sleep, delay):
+                        job = self._new_job(State.KILLED, f"{self.reason} (between runs)")
+                        break
+                    self.ticket = self.context.scheduler.enter(self.command.args.queue)
+            if not self.silent:
+                self.report(job, True, True)
+        finally:
+            self.context.scheduler.leave(self.ticket)
+            self.log.close()
 
-    def _finish(self, job: Job, state: State, data: str) -> None:
-        job.state = state
-        job.data = data
-        job.time = now_ms() - job.starttime if job.starttime else 0
-        job.starttime = job.starttime or now_ms()
-        self.report(job, True)
+    def _next_run(self, policy: RestartPolicy, job: Job, lived: float) -> float | None:
+        """Seconds until the next run (0: a restart), or None: the job is over."""
+        if policy.should_restart(job.state, lived):
+            log.info("job %s: run %d ended %s; restarting", self.command.id, self.runs, job.state)
+            return 0.0
+        return self.command.args.recurring_period or None
+
+    async def _run_once(self) -> tuple[Job, float]:
+        """One run, from waiting for a ticket to its end; the job as it ended, and how long it lived."""
+        granted = self.ticket.granted
+        ready = not self.killed if granted.is_set() else await self._killable(granted.wait)
+        if not ready:
+            return self._new_job(State.KILLED, f"{self.reason} (before it started)"), 0.0
+        self.runs += 1
+        job = self._new_job(State.RUNNING)
+        context = self.context
+        output = RunOutput(self.log, self.command.args.levels(),
+                           lambda line: context.stats.statsd(self.command.id, line))
+        process = ProcessRun(self.spec, output, context.grace)
+        try:
+            job.pid = process.start()
+        except SpawnError as exc:
+            job.state, job.data = State.ERROR, str(exc)
+            return job, 0.0
+        self._process = process
+        started = trio.current_time()
+        context.stats.track(self.command, job.pid)
+        if self.long_running:
+            self._save_process(job.pid)
+        self.report(job, False, False)
+        if self.killed:
+            process.kill()
+        try:
+            outcome = await process.wait(max(self.command.args.max_time or 0, 0))
+        finally:
+            self._process = None
+            context.stats.untrack(self.command.id)
+        await self.log.flush()
+        job.level, job.critical, job.streams = output.level, output.critical, output.streams()
+        job.state, reason = _judge(outcome, self.command.args.max_time)
+        job.data = output.data or (self.reason if job.state == State.KILLED else reason)
+        job.time = now_ms() - job.starttime
+        return job, trio.current_time() - started
+
+    async def _killable(self, wait: Callable[..., Awaitable[object]], *args: object) -> bool:
+        """Wait (for a ticket, or between runs); False if a kill came first."""
+        if not self.killed:
+            with trio.CancelScope() as self._pause:
+                await wait(*args)
+            self._pause = None
+        return not self.killed
+
+    def _new_job(self, state: State, data: str = "") -> Job:
+        job = Job.for_command(self.command, self.context.gid, self.context.nid, state, data=data)
+        job.starttime = now_ms()
+        return job
+
+    def _save_process(self, pid: int) -> None:
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.Error:
+            started = None
+        self.context.history.set_process(self.command.id, pid, started)
 
 
 def _judge(outcome: Outcome, max_time: float | None) -> tuple[State, str]:

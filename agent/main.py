@@ -2,12 +2,13 @@
 
 import argparse
 import logging
+import os
 import sys
 
 import trio
 
 from agent.config import load_config
-from agent.service import run_agent
+from agent.service import StartError, run_agent
 from daemon.config import ConfigError
 from daemon.logs import setup_logging
 
@@ -25,6 +26,25 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"ac-agent: {exc}")
     try:
-        trio.run(run_agent, config)
-    except KeyboardInterrupt:
-        log.info("interrupted; stopped")
+        restarting = trio.run(run_agent, config)
+    except BaseExceptionGroup as group:  # the nurseries it crossed wrapped it
+        refused = group.subgroup(StartError)
+        if refused is None:
+            raise
+        while isinstance(refused, BaseExceptionGroup):
+            refused = refused.exceptions[0]
+        sys.exit(f"ac-agent: {refused}")
+    if restarting:
+        restart()
+    log.info("stopped")
+
+
+def restart() -> None:
+    """Replace this process with a fresh agent: same interpreter, same command line, same pid.
+
+    The old agent has already stopped every job (long-running ones are in the
+    state DB, for the new agent to start), so nothing runs twice.
+    """
+    log.info("restarting: %s", " ".join(sys.orig_argv))
+    logging.shutdown()
+    os.execv(sys.executable, sys.orig_argv)

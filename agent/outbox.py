@@ -5,7 +5,10 @@ of the last one in ``outseq``, forget the commands that are now finished
 (``LREM`` from the inflight list) and ring the bell. If the connection breaks
 mid-write, the agent reads ``outseq`` after reconnecting and knows exactly
 which envelopes arrived; it sends the rest again. While the bus is away,
-envelopes wait here (up to a bound).
+envelopes wait here, in memory: job results always, log and stats envelopes
+only while the spool is under ``MAX_SPOOL_BYTES`` (``has_room``), so a long
+outage costs messages for the controller's log, never results and never
+unbounded memory.
 """
 
 import collections
@@ -21,10 +24,13 @@ from protocol.keys import AgentKeys
 
 log = logging.getLogger(__name__)
 
-#: Envelopes per transaction.
+#: Envelopes per transaction, and bytes (a transaction holds at least one envelope).
 WRITE_BATCH = 512
+WRITE_BATCH_BYTES = 4 * 1024 * 1024
 #: Envelopes kept while the bus is away; beyond this the oldest are dropped.
 MAX_WAITING = 200_000
+#: Bytes of waiting envelopes above which optional ones (logs, stats) are refused.
+MAX_SPOOL_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -45,20 +51,32 @@ class Outbox:
         self._wakeup = trio.Event()
         self._last_seq = 0
         self._check_delivered = True  # read outseq before the next write
+        self._bytes = 0
+        self._delivered = trio.Event()
         self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
 
+    def has_room(self, size: int) -> bool:
+        """Whether an optional envelope of ``size`` bytes may still be spooled."""
+        return self._bytes + size <= MAX_SPOOL_BYTES
+
     def put(self, envelope: str, finished_command: bytes | None = None) -> None:
         """Queue an envelope; ``finished_command`` leaves the inflight list with it."""
         if len(self._waiting) >= MAX_WAITING:
-            self._waiting.popleft()
+            self._bytes -= len(self._waiting.popleft().envelope or "")
             self.dropped += 1
             if self.dropped % 10_000 == 1:
                 log.error("outbox full while the bus is away: dropped %d envelopes so far", self.dropped)
         self._waiting.append(_Entry(envelope, finished_command))
+        self._bytes += len(envelope)
         self._wakeup.set()
+
+    async def delivered(self) -> None:
+        """Wait until every envelope put so far is on the bus."""
+        while self._waiting:
+            await self._delivered.wait()
 
     def put_removal(self, finished_command: bytes) -> None:
         """Take a command off the inflight list without telling the controller anything."""
@@ -86,7 +104,14 @@ class Outbox:
     async def _write(self) -> None:
         if self._check_delivered:
             await self._forget_delivered()
-        batch = list(itertools.islice(self._waiting, WRITE_BATCH))
+            if not self._waiting:
+                return
+        batch, size = [], 0
+        for entry in itertools.islice(self._waiting, WRITE_BATCH):
+            if batch and size > WRITE_BATCH_BYTES:
+                break
+            batch.append(entry)
+            size += len(entry.envelope or "")
         for entry in batch:
             if not entry.seq:
                 self._last_seq += 1
@@ -100,16 +125,23 @@ class Outbox:
         commands.append(("EXEC",))
         await self.bus.pipeline(commands)
         for _ in batch:
-            self._waiting.popleft()
+            self._bytes -= len(self._waiting.popleft().envelope or "")
         for raw in finished:
             self.on_delivered(raw)
+        self._announce_delivered()
 
     async def _forget_delivered(self) -> None:
         """After a reconnection: drop what the bus already has, per ``outseq``."""
         delivered = int(await self.bus.execute("GET", self.keys.outbox_seq) or 0)
         while self._waiting and self._waiting[0].seq and self._waiting[0].seq <= delivered:
             entry = self._waiting.popleft()
+            self._bytes -= len(entry.envelope or "")
             if entry.finished_command is not None:
                 self.on_delivered(entry.finished_command)
         self._last_seq = max(self._last_seq, delivered)
         self._check_delivered = False
+        self._announce_delivered()
+
+    def _announce_delivered(self) -> None:
+        self._delivered.set()
+        self._delivered = trio.Event()

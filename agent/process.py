@@ -4,6 +4,12 @@ parsed into level messages, and an end that leaves no process behind.
 A kill or a timeout sends SIGTERM to the whole group, then SIGKILL after a
 grace period. When the main process ends by itself, whatever it left running
 in its group is stopped the same way: no orphan survives a job.
+
+The group is signalled while its leader is still unreaped (its exit is seen
+through a pidfd, without reaping), so the group id cannot have been handed to
+another process in the meantime. A process that leaves the group on purpose
+(``setsid``) is out of reach; if it keeps our pipes open, reading stops after
+the grace period.
 """
 
 import contextlib
@@ -12,10 +18,12 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
+import psutil
 import trio
 
 from protocol.levels import STDERR, STDOUT
@@ -23,7 +31,9 @@ from protocol.parser import Message, OutputParser
 
 #: Seconds between SIGTERM and SIGKILL.
 DEFAULT_GRACE = 5.0
-_CHUNK = 64 * 1024
+_CHUNK = 256 * 1024
+#: How often to look whether a stopped group is empty yet (only while stopping one).
+_GROUP_POLL = 0.05
 
 
 class SpawnError(Exception):
@@ -50,96 +60,152 @@ class Outcome:
     returncode: int
 
 
-class ProcessRun:
-    """Runs one process; ``on_message(stream_level, message)`` gets its output as it comes."""
+class OutputSink(Protocol):
+    """Where the messages of a process go. ``room`` returns once the sink can take more:
+    a reader waits on it, so a process that writes faster than its output is stored is slowed down."""
 
-    def __init__(self, spec: ProcessSpec, on_message: Callable[[int, Message], None],
-                 grace: float = DEFAULT_GRACE) -> None:
+    def add(self, stream_level: int, messages: Sequence[Message]) -> None: ...
+
+    async def room(self) -> None: ...
+
+
+class ProcessRun:
+    """Runs one process, its output going to ``sink``.
+
+    The child is started with ``subprocess.Popen`` right in the event loop
+    (vfork and exec take a fraction of a millisecond; a worker thread would
+    cost more than it saves), its pipes are trio streams, and its exit is
+    awaited on a pidfd.
+    """
+
+    def __init__(self, spec: ProcessSpec, sink: OutputSink, grace: float = DEFAULT_GRACE) -> None:
         self.spec = spec
-        self.on_message = on_message
+        self.sink = sink
         self.grace = grace
         self.pid: int | None = None
         self._stop = trio.CancelScope()
         self._killed = False
-        self._process: trio.Process | None = None
+        self._popen: subprocess.Popen | None = None
+        self._pidfd: int | None = None
+        self._streams: list[trio.lowlevel.FdStream] = []
 
     def kill(self) -> None:
         """Ask the run to end now (TERM, then KILL after the grace period)."""
         self._killed = True
         self._stop.cancel()
 
-    async def start(self) -> int:
+    def start(self) -> int:
         """Start the process; return its pid. Raises ``SpawnError`` saying why it could not start."""
-        self._process = await self._spawn()
-        self.pid = self._process.pid
-        return self.pid
-
-    async def wait(self, max_time: float = 0) -> Outcome:
-        """Run to the end; ``max_time`` > 0 is a timeout."""
-        process = self._process
-        streams_closed = _Countdown(2)
-        async with trio.open_nursery() as io:
-            io.start_soon(self._feed, process.stdin, self.spec.stdin)
-            io.start_soon(self._read, process.stdout, STDOUT, streams_closed)
-            io.start_soon(self._read, process.stderr, STDERR, streams_closed)
-            with trio.move_on_after(max_time if max_time > 0 else math.inf) as deadline, self._stop:
-                await process.wait()
-            if process.returncode is None:
-                await self._stop_group(process)
-            else:
-                self._signal_group(process.pid, signal.SIGTERM)  # whatever it left behind
-            if not await streams_closed.wait(self.grace):
-                self._signal_group(process.pid, signal.SIGKILL)
-                await streams_closed.wait(self.grace)  # a process that left the group may hold our pipes
-            io.cancel_scope.cancel()
-        if self._killed:
-            return Outcome(Ending.KILLED, process.returncode)
-        if deadline.cancelled_caught:
-            return Outcome(Ending.TIMEOUT, process.returncode)
-        return Outcome(Ending.EXITED, process.returncode)
-
-    async def _spawn(self) -> trio.Process:
         spec = self.spec
         binary = spec.argv[0]
+        if any("\0" in text for text in (*spec.argv, spec.cwd or "")):
+            raise SpawnError(f"cannot run {binary!r}: an argument or the working directory contains a NUL byte")
         if os.sep not in binary and shutil.which(binary, path=spec.env.get("PATH", os.defpath)) is None:
             raise SpawnError(f"cannot run {binary!r}: not found on PATH")
         if spec.cwd and not os.path.isdir(spec.cwd):
             raise SpawnError(f"cannot run {binary!r}: working directory {spec.cwd!r} does not exist")
+        pipes = [os.pipe() for _ in range(3 if spec.stdin else 2)]
+        child_ends = [write for _, write in pipes[:2]] + ([pipes[2][0]] if spec.stdin else [])
+        ours = [read for read, _ in pipes[:2]] + ([pipes[2][1]] if spec.stdin else [])
         try:
-            return await trio.lowlevel.open_process(
-                list(spec.argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=spec.cwd or None, env=spec.env, start_new_session=True)
+            self._popen = subprocess.Popen(
+                spec.argv, stdin=child_ends[2] if spec.stdin else subprocess.DEVNULL, stdout=child_ends[0],
+                stderr=child_ends[1], cwd=spec.cwd or None, env=spec.env, start_new_session=True)
         except OSError as exc:
+            for fd in ours:
+                os.close(fd)
             raise SpawnError(f"cannot run {binary!r}: {exc.strerror or exc}") from None
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        self._streams = [trio.lowlevel.FdStream(fd) for fd in ours]
+        self.pid = self._popen.pid
+        with contextlib.suppress(OSError, AttributeError):
+            self._pidfd = os.pidfd_open(self.pid)
+        return self.pid
 
-    async def _feed(self, stdin: trio.abc.SendStream, data: bytes) -> None:
-        async with stdin:
-            if data:
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await stdin.send_all(data)  # a process may stop reading: that is its business
+    async def wait(self, max_time: float = 0) -> Outcome:
+        """Run to the end; ``max_time`` > 0 is a timeout."""
+        streams_closed = _Countdown(2)
+        try:
+            async with trio.open_nursery() as io:
+                io.start_soon(self._read, self._streams[0], STDOUT, streams_closed)
+                io.start_soon(self._read, self._streams[1], STDERR, streams_closed)
+                if len(self._streams) == 3:
+                    io.start_soon(self._feed, self._streams[2], self.spec.stdin)
+                try:
+                    with trio.move_on_after(max_time if max_time > 0 else math.inf) as deadline, self._stop:
+                        await self._exited()
+                finally:
+                    with trio.CancelScope(shield=True):  # even when the agent itself is stopping
+                        await self._end(streams_closed)
+                    io.cancel_scope.cancel()
+        finally:
+            for stream in self._streams:
+                stream.close()
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+        returncode = self._popen.returncode
+        if self._killed:
+            return Outcome(Ending.KILLED, returncode)
+        if deadline.cancelled_caught:
+            return Outcome(Ending.TIMEOUT, returncode)
+        return Outcome(Ending.EXITED, returncode)
 
-    async def _read(self, stream: trio.abc.ReceiveStream, level: int, closed: "_Countdown") -> None:
+    async def _end(self, streams_closed: "_Countdown") -> None:
+        pgid = self.pid
+        if not self._has_exited():
+            await self._terminate(pgid)
+        _signal_group(pgid, signal.SIGTERM)  # what it left behind; its unreaped leader still holds the group id
+        self._popen.wait()  # it has exited: this only reaps it
+        if not await _group_empty(pgid, self.grace):
+            _signal_group(pgid, signal.SIGKILL)
+            await _group_empty(pgid, self.grace)
+        if not await streams_closed.wait(self.grace):
+            _signal_group(pgid, signal.SIGKILL)
+            await streams_closed.wait(self.grace)
+
+    async def _exited(self) -> None:
+        """Wait until the main process has exited, without reaping it."""
+        if self._pidfd is not None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+            return
+        while not self._has_exited():  # no pidfd (very old kernel): look now and then
+            await trio.sleep(_GROUP_POLL)
+
+    def _has_exited(self) -> bool:
+        try:
+            if self._pidfd is not None:
+                return os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+        except ChildProcessError:
+            return True
+
+    async def _terminate(self, pgid: int) -> None:
+        """TERM the group, KILL it if the main process outlives the grace period."""
+        _signal_group(pgid, signal.SIGTERM)
+        with trio.move_on_after(self.grace):
+            await self._exited()
+        if not self._has_exited():
+            _signal_group(pgid, signal.SIGKILL)
+            await self._exited()
+
+    async def _feed(self, stdin: trio.lowlevel.FdStream, data: bytes) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stdin.send_all(data)  # a process may stop reading: that is its business
+        await stdin.aclose()
+
+    async def _read(self, stream: trio.lowlevel.FdStream, level: int, closed: "_Countdown") -> None:
         parser = OutputParser(level)
-        async with stream:
-            while chunk := await stream.receive_some(_CHUNK):
-                for message in parser.feed(chunk):
-                    self.on_message(level, message)
-        for message in parser.close():
-            self.on_message(level, message)
+        sink = self.sink
+        while chunk := await stream.receive_some(_CHUNK):
+            messages = parser.feed(chunk)
+            if messages:
+                sink.add(level, messages)
+                await sink.room()
+        sink.add(level, parser.close())
         closed.count_down()
-
-    async def _stop_group(self, process: trio.Process) -> None:
-        with trio.CancelScope(shield=True):
-            self._signal_group(process.pid, signal.SIGTERM)
-            with trio.move_on_after(self.grace):
-                await process.wait()
-            self._signal_group(process.pid, signal.SIGKILL)
-            await process.wait()
-
-    @staticmethod
-    def _signal_group(pgid: int, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signum)
 
 
 class _Countdown:
@@ -156,6 +222,74 @@ class _Countdown:
 
     async def wait(self, timeout: float) -> bool:
         """True if it fired within ``timeout`` seconds."""
+        if self._done.is_set():
+            return True
         with trio.move_on_after(timeout):
             await self._done.wait()
         return self._done.is_set()
+
+
+async def stop_leftover_group(pgid: int, started: float | None, grace: float = DEFAULT_GRACE) -> bool:
+    """Stop the process group a previous agent left running; True if there was one.
+
+    ``started`` is the leader's recorded start time: a live process with that
+    pid but another start time is someone else's, and is left alone.
+    """
+    try:
+        leader = psutil.Process(pgid)
+        if started is not None and abs(leader.create_time() - started) > 0.05:
+            return False
+    except psutil.NoSuchProcess:
+        pass  # the leader is gone; members of its group may live on
+    except psutil.AccessDenied:
+        return False
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if not await _group_empty(pgid, grace):
+        _signal_group(pgid, signal.SIGKILL)
+        await _group_empty(pgid, grace)
+    return True
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_gone(pgid: int) -> bool:
+    """No live process is left in the group (zombies waiting for init to reap them do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a member changed its uid: it is still there
+    return not _has_live_member(pgid)
+
+
+def _has_live_member(pgid: int) -> bool:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue
+        state, _, group = stat[stat.rindex(b")") + 2:].split(b" ", 3)[:3]  # after "pid (comm) "
+        if int(group) == pgid and state not in (b"Z", b"X"):
+            return True
+    return False
+
+
+async def _group_empty(pgid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the group to have no process left."""
+    if _group_gone(pgid):
+        return True
+    with trio.move_on_after(timeout):
+        while not _group_gone(pgid):
+            await trio.sleep(_GROUP_POLL)
+        return True
+    return False

@@ -1,31 +1,46 @@
-"""The agent daemon: its parts, each a task under one nursery.
+"""The agent daemon: its parts, each a task with an owner.
 
-* the intake takes commands from the agent's queue into its inflight list
-  (``BLMOVE``), so a command it holds is never lost;
-* each command becomes a built-in answer or an external job;
-* the outbox carries every update to the controller exactly once;
-* the heartbeat keeps the agent alive on the bus, and a registration is sent
-  on every (re)connection so the controller knows its roles.
+* one uplink per ``[controllers.<name>]`` (``agent/uplink.py``): outbox,
+  and for the controllers of ``[channel] cmds`` heartbeat, registration and
+  the intake of commands;
+* each command becomes a built-in answer (``agent/builtins.py``) or an
+  external job (``agent/jobs.py``) run under the scheduler's ``max_jobs`` and
+  queues; job output goes to the loggers, stats to the controllers;
+* long-running jobs are kept in the state DB and started again when the
+  agent starts; ``[startup.<id>]`` jobs run once at each start.
+
+Stopping (SIGTERM, SIGINT, or the ``restart`` command): take no more
+commands, kill every job (long-running ones quietly, so the next start runs
+them again; the others are answered ``KILLED``), store every message, deliver
+the outboxes (for a bounded time), and return. ``restart`` then replaces the
+process with a fresh agent (see ``agent/main.py``).
 """
 
-import collections
 import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 
 import agent
-from agent.builtins import BUILTINS, BuiltinError
+from agent.builtins import BUILTINS, Builtin, BuiltinError
 from agent.config import AgentConfig
-from agent.jobs import ExternalJob, Identity, execute_spec
-from agent.outbox import Outbox
-from bus import Bus, Connection, ConnectionLost, open_bus
-from protocol import envelope
-from protocol.command import Command, MalformedCommand, decode_command
+from agent.jobs import ExternalJob, JobContext
+from agent.launch import Identity, execute_spec, extension_spec
+from agent.loggers import Loggers
+from agent.process import ProcessSpec, SpawnError, stop_leftover_group
+from agent.scheduler import Scheduler
+from agent.statedb import StateDB
+from agent.stats import Stats
+from agent.uplink import Uplink
+from bus import Bus, open_bus
+from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
 from protocol.job import Job, error_job, now_ms
 from protocol.keys import AgentKeys
 from protocol.levels import RESULT_JSON
@@ -33,112 +48,187 @@ from protocol.states import State
 
 log = logging.getLogger(__name__)
 
+#: Seconds a stopping agent waits for its outboxes to reach the bus.
+DELIVERY_GRACE = 5.0
+
+
+class StartError(Exception):
+    """The agent cannot start; the message says why."""
+
 
 class Agent:
-    def __init__(self, config: AgentConfig, bus: Bus) -> None:
+    def __init__(self, config: AgentConfig, buses: dict[str, Bus]) -> None:
         self.config = config
-        self.bus = bus
-        self.keys = AgentKeys(config.gid, config.nid)
+        keys = AgentKeys(config.gid, config.nid)
         self.identity = Identity(config.gid, config.nid, str(config.home))
-        self.outbox = Outbox(bus, self.keys, on_delivered=self._forget_command)
-        self.limiter = trio.CapacityLimiter(config.max_jobs)
+        commanding = set(config.channel_cmds or config.controllers)
+        self.uplinks = {
+            name: Uplink(name, bus, keys, takes_commands=name in commanding,
+                         heartbeat_interval=config.heartbeat_interval, dispatch=self.dispatch,
+                         registration=self.registration, running=lambda: len(self.jobs))
+            for name, bus in buses.items()
+        }
+        outboxes = {name: uplink.outbox for name, uplink in self.uplinks.items()}
+        self.loggers = Loggers(config, outboxes)
+        stats_to = config.stats_controllers or tuple(outboxes)
+        self.stats = Stats(config.gid, config.nid, config.stats_interval, [outboxes[name] for name in stats_to])
+        self.history = StateDB(config.history_file)
+        self.scheduler = Scheduler(config.max_jobs)
+        self.context = JobContext(config.gid, config.nid, self.scheduler, self.loggers, self.stats, self.history,
+                                  config.kill_grace)
         self.jobs: dict[str, ExternalJob] = {}
-        self._held: collections.Counter[bytes] = collections.Counter()  # raw commands in our inflight list
+        self.restarting = False
         self._started = time.time()
+        self._stopping = trio.Event()
+        self._tasks = 0
+        self._tasks_done = trio.Event()
         self._nursery: trio.Nursery | None = None
 
+    # -- life -----------------------------------------------------------------------------
+
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self.outbox.run)
-            nursery.start_soon(self._heartbeat)
-            nursery.start_soon(self._register_on_connect)
-            await self._answer_leftovers()
-            nursery.start_soon(self.bus.serve_dedicated, self._take_commands)
-            log.info("agent %s taking commands from %s", self.keys.name, self.bus.address.url)
+        try:
+            self.history.open()
+            self.loggers.open()
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            raise StartError(f"cannot open the agent's files: {exc}") from None
+        try:
+            async with trio.open_nursery() as services:
+                services.start_soon(self.loggers.run)
+                services.start_soon(self.stats.run)
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await self._restore_long_running()
+                    self._start_startup_jobs()
+                    for uplink in self.uplinks.values():
+                        nursery.start_soon(uplink.run, self._answer_leftovers)
+                    log.info("agent %s:%s running; commands from %s", self.config.gid, self.config.nid,
+                             ", ".join(name for name, uplink in self.uplinks.items() if uplink.takes_commands))
+                    await self._stopping.wait()
+                    await self._wind_down()
+                    nursery.cancel_scope.cancel()
+                services.cancel_scope.cancel()
+        finally:
+            self.history.close()
 
-    # -- intake ---------------------------------------------------------------
+    def stop(self, *, restart: bool = False) -> None:
+        """Begin stopping; ``restart``: a fresh agent takes over afterwards."""
+        self.restarting = self.restarting or restart
+        self._stopping.set()
 
-    async def _take_commands(self, connection: Connection) -> None:
-        for raw in await connection.execute("LRANGE", self.keys.inflight, 0, -1):
-            if not self._held[raw]:
-                self.dispatch(raw)  # taken just before a lost connection: the reply never came
-        while True:
-            raw = await connection.execute("BLMOVE", self.keys.commands, self.keys.inflight, "LEFT", "RIGHT", 0)
-            self.dispatch(raw)
+    async def _wind_down(self) -> None:
+        log.info("agent stopping%s: killing %d jobs", " for a restart" if self.restarting else "", len(self.jobs))
+        for uplink in self.uplinks.values():
+            uplink.stop_intake()
+        for job in list(self.jobs.values()):
+            job.kill(report=not job.long_running, reason="killed: the agent stopped")
+        while self._tasks:
+            await self._tasks_done.wait()
+        await self.loggers.flush()
+        with trio.move_on_after(DELIVERY_GRACE) as delivery:
+            for uplink in self.uplinks.values():
+                await uplink.outbox.delivered()
+        if delivery.cancelled_caught:
+            log.warning("stopping before every result reached the bus: the bus is away")
 
-    async def _answer_leftovers(self) -> None:
-        """Commands a previous run of this agent took but never finished."""
-        while True:
-            try:
-                leftovers = await self.bus.execute("LRANGE", self.keys.inflight, 0, -1)
-                break
-            except ConnectionLost:
-                continue
-        for raw in leftovers:
-            self._held[raw] += 1
-            try:
-                command = decode_command(raw)
-            except MalformedCommand:
-                self._drop(raw)
-                continue
-            job = Job.for_command(command, self.config.gid, self.config.nid, State.ERROR,
-                                  data="the agent restarted before this job finished")
-            job.starttime = now_ms()
-            self._report(job, final=True, raw=raw)
+    # -- commands -------------------------------------------------------------------------------
 
-    def dispatch(self, raw: bytes) -> None:
-        """Start answering one command taken from the queue."""
-        self._held[raw] += 1
+    def dispatch(self, uplink: Uplink, raw: bytes) -> None:
+        """Start answering one command taken from ``uplink``'s queue; a bug here fails the command, not the agent."""
+        uplink.hold(raw)
+        try:
+            self._dispatch(uplink, raw)
+        except Exception as exc:
+            log.exception("dispatching a command failed inside the agent")
+            command_id = usable_id(_field(raw, "id"))
+            if command_id is None:
+                uplink.drop(raw)
+            else:
+                uplink.report(error_job(command_id, f"internal error in the agent: {exc!r}", gid=self.config.gid,
+                                        nid=self.config.nid), push=True, final=True, command=raw)
+
+    def _dispatch(self, uplink: Uplink, raw: bytes) -> None:
         try:
             command = decode_command(raw)
         except MalformedCommand as exc:
             if exc.command_id is None:
                 log.error("dropping a command without a usable id: %s", exc)
-                self._drop(raw)
+                uplink.drop(raw)
             else:
-                self._report(error_job(exc.command_id, f"malformed command: {exc}", gid=self.config.gid,
-                                       nid=self.config.nid), final=True, raw=raw)
+                uplink.report(error_job(exc.command_id, f"malformed command: {exc}", gid=self.config.gid,
+                                        nid=self.config.nid), push=True, final=True, command=raw)
             return
-        if command.id in self.jobs:
-            job = Job.for_command(command, self.config.gid, self.config.nid, State.DUPLICATE_ID,
-                                  data=f"job {command.id} is already running on this agent")
-            self.outbox.put(envelope.job_envelope(job, push=True, final=False), finished_command=raw)
-            return
-        builtin = BUILTINS.get(command.cmd)
-        if builtin is not None:
-            self._start_guarded(command, raw, self._answer_builtin, builtin, command, raw)
-        elif command.cmd == "execute":
-            self._start_job(command, raw)
+        if self._stopping.is_set():
+            self._answer(uplink, raw, command, State.ERROR, "the agent is stopping; send the command again")
+        elif command.id in self.jobs:
+            job = self._job(command, State.DUPLICATE_ID, f"job {command.id} is already running on this agent")
+            uplink.report(job, push=True, final=False, command=raw)
+        elif (builtin := BUILTINS.get(command.cmd)) is not None:
+            self._start_task(command, uplink, raw, self._answer_builtin, builtin, command, uplink, raw)
+        elif command.cmd == "execute" or command.cmd in self.config.extensions:
+            self._start_job(command, uplink, raw)
         else:
-            job = Job.for_command(command, self.config.gid, self.config.nid, State.UNKNOWN_CMD,
-                                  data=f"unknown command {command.cmd!r}")
-            self._report(job, final=True, raw=raw)
+            self._answer(uplink, raw, command, State.UNKNOWN_CMD, f"unknown command {command.cmd!r}")
 
-    # -- answering -------------------------------------------------------------
+    def kill_job(self, job_id: str) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        job.kill()
+        return True
 
-    async def _answer_builtin(self, builtin, command: Command, raw: bytes) -> None:
-        job = Job.for_command(command, self.config.gid, self.config.nid, State.SUCCESS)
-        job.starttime = now_ms()
+    def kill_all(self) -> list[str]:
+        killed = list(self.jobs)
+        for job in list(self.jobs.values()):
+            job.kill()
+        return killed
+
+    async def _answer_builtin(self, builtin: Builtin, command: Command, uplink: Uplink, raw: bytes) -> None:
+        job = self._job(command, State.SUCCESS)
         try:
-            job.data = json.dumps(await builtin(command))
+            job.data = json.dumps(await builtin(self, command))
             job.level = RESULT_JSON
         except BuiltinError as exc:
             job.state, job.data = State.ERROR, str(exc)
         job.time = now_ms() - job.starttime
-        self._report(job, final=True, raw=raw)
+        uplink.report(job, push=True, final=True, command=raw)
 
-    def _start_job(self, command: Command, raw: bytes) -> None:
-        def report(job: Job, final: bool) -> None:
+    def _start_job(self, command: Command, uplink: Uplink | None, raw: bytes | None) -> None:
+        try:
+            spec = self._spec(command)
+        except SpawnError as exc:
+            if uplink is not None:
+                self._answer(uplink, raw, command, State.ERROR, str(exc))
+            else:
+                log.error("job %s cannot run: %s", command.id, exc)
+            return
+        long_running = command.args.max_time == LONG_RUNNING and uplink is not None
+
+        def report(job: Job, push: bool, final: bool) -> None:
             if final:
-                self.jobs.pop(command.id, None)
-            self._report(job, final=final, raw=raw if final else None)
+                if self.jobs.get(command.id) is external:
+                    del self.jobs[command.id]
+                if long_running:
+                    self.history.remove(command.id)
+            if uplink is not None:
+                uplink.report(job, push=push, final=final, command=raw if final else None)
+            elif push:
+                log.info("startup job %s: %s%s", job.id, job.state, f": {job.data[:200]}" if job.data else "")
 
-        job = ExternalJob(command, self.identity, lambda: execute_spec(command, self.identity), self.limiter, report)
-        self.jobs[command.id] = job
-        self._start_guarded(command, raw, job.run)
+        if long_running:
+            self.history.add(command.id, uplink.name, raw)
+        external = ExternalJob(command, spec, self.context, report)
+        self.jobs[command.id] = external
+        self._start_task(command, uplink, raw, external.run)
 
-    def _start_guarded(self, command: Command, raw: bytes, work, *args) -> None:
+    def _spec(self, command: Command) -> ProcessSpec:
+        extension = self.config.extensions.get(command.cmd)
+        if extension is None:
+            return execute_spec(command, self.identity)
+        return extension_spec(command, extension, self.identity)
+
+    def _start_task(self, command: Command, uplink: Uplink | None, raw: bytes | None,
+                    work: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run ``work`` as a task; a bug in it fails the job, never the agent."""
 
         async def guarded() -> None:
@@ -146,49 +236,79 @@ class Agent:
                 await work(*args)
             except Exception as exc:
                 log.exception("job %s (%s) failed inside the agent", command.id, command.cmd)
-                self.jobs.pop(command.id, None)
-                job = Job.for_command(command, self.config.gid, self.config.nid, State.ERROR,
-                                      data=f"internal error in the agent: {exc!r}")
-                job.starttime = now_ms()
-                self._report(job, final=True, raw=raw)
+                job = self.jobs.pop(command.id, None)
+                if job is not None:
+                    job.kill(report=False)
+                if uplink is not None:
+                    self._answer(uplink, raw, command, State.ERROR, f"internal error in the agent: {exc!r}")
+            finally:
+                self._tasks -= 1
+                if not self._tasks:
+                    self._tasks_done.set()
+                    self._tasks_done = trio.Event()
 
+        self._tasks += 1
         self._nursery.start_soon(guarded)
 
-    def _report(self, job: Job, *, final: bool, raw: bytes | None = None) -> None:
-        self.outbox.put(envelope.job_envelope(job, push=final, final=final), finished_command=raw)
+    def _answer(self, uplink: Uplink, raw: bytes | None, command: Command, state: State, data: str) -> None:
+        uplink.report(self._job(command, state, data), push=True, final=True, command=raw)
 
-    def _drop(self, raw: bytes) -> None:
-        """Take an unanswerable command off the inflight list."""
-        self.outbox.put_removal(raw)
+    def _job(self, command: Command, state: State, data: str = "") -> Job:
+        job = Job.for_command(command, self.config.gid, self.config.nid, state, data=data)
+        job.starttime = now_ms()
+        return job
 
-    def _forget_command(self, raw: bytes) -> None:
-        self._held[raw] -= 1
-        if self._held[raw] <= 0:
-            del self._held[raw]
+    # -- what a previous run left --------------------------------------------------------
 
-    # -- presence ----------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        interval = self.config.heartbeat_interval
-        while True:
-            with contextlib.suppress(ConnectionLost):
-                await self._beat()
-            await trio.sleep(interval)
-
-    async def _beat(self) -> None:
-        ttl_ms = int(self.config.heartbeat_interval * 3 * 1000)
-        beat = {"time": now_ms(), "running": len(self.jobs)}
-        await self.bus.execute("SET", self.keys.alive, json.dumps(beat), "PX", ttl_ms)
-
-    async def _register_on_connect(self) -> None:
-        generation = 0
-        while True:
-            generation = await self.bus.wait_generation(generation)
-            try:
-                await self._beat()
-            except ConnectionLost:
+    def _answer_leftovers(self, uplink: Uplink, raws: list[bytes]) -> None:
+        """Commands a previous run of this agent took but never finished (long-running ones excepted)."""
+        for raw in raws:
+            if uplink.is_held(raw):
                 continue
-            self.outbox.put(envelope.register_envelope(self.registration()))
+            uplink.hold(raw)
+            try:
+                command = decode_command(raw)
+            except MalformedCommand:
+                uplink.drop(raw)
+                continue
+            if command.cmd == "restart":  # it did its work; only its answer did not reach the bus in time
+                job = self._job(command, State.SUCCESS, json.dumps("restarted"))
+                job.level = RESULT_JSON
+                uplink.report(job, push=True, final=True, command=raw)
+            else:
+                self._answer(uplink, raw, command, State.ERROR, "the agent restarted before this job finished")
+
+    async def _restore_long_running(self) -> None:
+        for saved in self.history.jobs():
+            if saved.pid is not None and await stop_leftover_group(saved.pid, saved.started, self.config.kill_grace):
+                log.warning("job %s: stopped the process group %d a previous agent left running", saved.id,
+                            saved.pid)
+            uplink = self.uplinks.get(saved.controller)
+            try:
+                command = decode_command(saved.command)
+            except MalformedCommand as exc:
+                log.error("state DB: dropping long-running job %s: %s", saved.id, exc)
+                self.history.remove(saved.id)
+                continue
+            if uplink is None:
+                log.error("state DB: dropping long-running job %s: controller %r is no longer configured",
+                          saved.id, saved.controller)
+                self.history.remove(saved.id)
+                continue
+            log.info("starting long-running job %s again", saved.id)
+            uplink.hold(saved.command)
+            self._start_job(command, uplink, saved.command)
+
+    def _start_startup_jobs(self) -> None:
+        for startup in self.config.startup:
+            command = Command(startup.id, startup.cmd, self.config.gid, self.config.nid, args=startup.args,
+                              data=startup.data)
+            if command.id in self.jobs:
+                log.error("startup job %s not started: a job with that id is running", command.id)
+                continue
+            self._start_job(command, None, None)
+
+    # -- presence ----------------------------------------------------------------------------
 
     def registration(self) -> dict:
         return {"gid": self.config.gid, "nid": self.config.nid, "roles": list(self.config.roles),
@@ -197,7 +317,31 @@ class Agent:
                 "heartbeat_interval": self.config.heartbeat_interval}
 
 
-async def run_agent(config: AgentConfig) -> None:
-    name = f"ac-agent-{config.gid}:{config.nid}"
-    async with open_bus(config.bus, name) as bus:
-        await Agent(config, bus).run()
+def _field(raw: bytes, name: str) -> object:
+    """One field of a command that may not even be JSON."""
+    try:
+        fields = json.loads(raw)
+    except ValueError:
+        return None
+    return fields.get(name) if isinstance(fields, dict) else None
+
+
+async def run_agent(config: AgentConfig) -> bool:
+    """Run until stopped; True if the agent should be restarted."""
+    async with contextlib.AsyncExitStack() as stack:
+        buses = {}
+        for name, address in config.controllers.items():
+            buses[name] = await stack.enter_async_context(open_bus(address, f"ac-agent-{config.gid}:{config.nid}"))
+        the_agent = Agent(config, buses)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, the_agent)
+            await the_agent.run()
+            nursery.cancel_scope.cancel()
+        return the_agent.restarting
+
+
+async def _stop_on_signal(the_agent: Agent) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s received", signal.Signals(signum).name)
+            the_agent.stop()

@@ -57,6 +57,17 @@ def test_good_agent_config(tmp_path):
     (GOOD_AGENT + "\n[startup.x]\nname = 'execute'\nargs = {max_time = 'x'}\n", "[startup.x] args.max_time"),
     (GOOD_AGENT + "\n[startup.x]\ndata = ''\n", "[startup.x]: missing required key 'name'"),
     ("[main\n", "not valid TOML"),
+    (GOOD_AGENT.replace("nid = 2", "nid = 2\nkill_grace = 0"), "[main] kill_grace: must be greater than 0"),
+    (GOOD_AGENT.replace("nid = 2", "nid = 2\nhistory_file = ''"), "[main] history_file: must not be empty"),
+    (GOOD_AGENT + "\n[extensions.js]\nbinary = ' '\n", "[extensions.js] binary: must not be empty"),
+    (GOOD_AGENT + "\n[extensions.js]\nbinary = 'py'\nargs = ['{nope}']\n",
+     "[extensions.js] args: template '{nope}': {nope} is not a run argument"),
+    (GOOD_AGENT + "\n[extensions.js]\nbinary = 'py'\nargs = ['-{args}']\n", "{args} must be a whole element"),
+    (GOOD_AGENT + "\n[startup.x]\nname = 'ping'\n", "[startup.x] name: 'ping' is not a command a startup job"),
+    (GOOD_AGENT + "\n[logging.ac]\ntype = 'AC'\ncontrollers = ['other']\n", "[logging.ac] controllers: no controller"),
+    (GOOD_AGENT + "\n[stats]\ncontrollers = ['other']\n", "[stats] controllers: no controller 'other'"),
+    (GOOD_AGENT + "\n[logging.db]\ntype = 'DB'\nlog_dir = 'x'\nmax_bytes = 0\n", "[logging.db] max_bytes: must be"),
+    (GOOD_AGENT + "\n[logging.ac]\ntype = 'AC'\nbatch_size = 0\n", "[logging.ac] batch_size: must be greater"),
 ])
 def test_broken_agent_config_is_named_precisely(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -64,6 +75,18 @@ def test_broken_agent_config_is_named_precisely(tmp_path, text, message):
         load_agent_config(path)
     assert str(path) in str(error.value)
     assert message in str(error.value)
+
+
+def test_agent_defaults_paths_and_loggers(tmp_path):
+    config = load_agent_config(write(tmp_path, GOOD_AGENT + "\n[extensions.js]\nbinary = 'py'\ncwd = 'scripts'\n"))
+    assert (config.kill_grace, config.max_jobs, config.stats_interval) == (5.0, 100, 60.0)
+    assert config.message_id_file == tmp_path / "message.id"
+    assert config.extensions["js"].cwd == str(tmp_path / "scripts")
+    db, console = config.loggers  # no [logging]: a DB of everything, warnings and errors on the console
+    assert (db.type, db.log_dir, len(db.levels)) == ("DB", str(tmp_path / "logs"), 256)
+    assert (console.type, sorted(console.levels)) == ("console", [7, 8, 9])
+    explicit = load_agent_config(write(tmp_path, GOOD_AGENT + "\n[logging.c]\ntype = 'console'\n"))
+    assert [logger.type for logger in explicit.loggers] == ["console"]
 
 
 def test_missing_agent_config_file(tmp_path):

@@ -1,0 +1,131 @@
+"""The agent's side of one controller's bus (one ``[controllers.<name>]``).
+
+Every uplink has an outbox. An uplink the agent takes commands from (see
+``[channel] cmds``) also heartbeats, registers on every (re)connection, and
+runs the intake: commands move from the agent's queue to its inflight list
+(``BLMOVE``), so a command the agent holds is never lost, and leave that list
+only with their final result (see ``agent/outbox.py``).
+"""
+
+import collections
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from agent.outbox import Outbox
+from bus import Bus, Connection, ConnectionLost
+from protocol import envelope
+from protocol.job import Job, now_ms
+from protocol.keys import AgentKeys
+
+log = logging.getLogger(__name__)
+
+#: Commands taken from the queue per round trip once one has arrived.
+TAKE_BATCH = 64
+
+
+class Uplink:
+    def __init__(self, name: str, bus: Bus, keys: AgentKeys, *, takes_commands: bool, heartbeat_interval: float,
+                 dispatch: Callable[["Uplink", bytes], None], registration: Callable[[], dict[str, Any]],
+                 running: Callable[[], int]) -> None:
+        self.name = name
+        self.bus = bus
+        self.keys = keys
+        self.takes_commands = takes_commands
+        self.heartbeat_interval = heartbeat_interval
+        self.dispatch = dispatch
+        self.registration = registration
+        self.running = running
+        self.outbox = Outbox(bus, keys, on_delivered=self._forget)
+        self._held: collections.Counter[bytes] = collections.Counter()  # raw commands in our inflight list
+        self._intake = trio.CancelScope()
+
+    # -- what the agent tells the controller -----------------------------------------
+
+    def hold(self, raw: bytes) -> None:
+        """``raw`` is in our inflight list and being answered: do not take it up again."""
+        self._held[raw] += 1
+
+    def is_held(self, raw: bytes) -> bool:
+        return self._held[raw] > 0
+
+    def report(self, job: Job, *, push: bool, final: bool, command: bytes | None = None) -> None:
+        """Send a job update; ``command`` (the raw command) leaves the inflight list with it."""
+        self.outbox.put(envelope.job_envelope(job, push=push, final=final), finished_command=command)
+
+    def drop(self, raw: bytes) -> None:
+        """Take an unanswerable command off the inflight list."""
+        self.outbox.put_removal(raw)
+
+    def _forget(self, raw: bytes) -> None:
+        self._held[raw] -= 1
+        if self._held[raw] <= 0:
+            del self._held[raw]
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, leftovers: Callable[["Uplink", list[bytes]], None]) -> None:
+        """Deliver the outbox; if commands come from here, also beat, register and take commands.
+
+        ``leftovers`` gets the commands a previous run of the agent took and never finished.
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.outbox.run)
+            if not self.takes_commands:
+                return
+            nursery.start_soon(self._heartbeat)
+            nursery.start_soon(self._register_on_connect)
+            with self._intake:
+                leftovers(self, await self._retrying("LRANGE", self.keys.inflight, 0, -1))
+                await self.bus.serve_dedicated(self._take_commands)
+
+    def stop_intake(self) -> None:
+        """Take no more commands (the agent is stopping)."""
+        self._intake.cancel()
+
+    async def _retrying(self, *command: Any) -> Any:
+        while True:
+            try:
+                return await self.bus.execute(*command)
+            except ConnectionLost:
+                continue
+
+    async def _take_commands(self, connection: Connection) -> None:
+        for raw in await connection.execute("LRANGE", self.keys.inflight, 0, -1):
+            if not self.is_held(raw):
+                self.dispatch(self, raw)  # taken just before a lost connection: the reply never came
+        keys = self.keys
+        more = [("LMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT")] * (TAKE_BATCH - 1)
+        while True:
+            raw = await connection.execute("BLMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT", 0)
+            self.dispatch(self, raw)
+            for raw in await connection.pipeline(more):
+                if raw is not None:
+                    self.dispatch(self, raw)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self._beat()
+            except ConnectionLost:
+                await self.bus.connection()
+                continue
+            await trio.sleep(self.heartbeat_interval)
+
+    async def _beat(self) -> None:
+        ttl_ms = int(self.heartbeat_interval * 3 * 1000)
+        beat = {"time": now_ms(), "running": self.running()}
+        await self.bus.execute("SET", self.keys.alive, json.dumps(beat), "PX", ttl_ms)
+
+    async def _register_on_connect(self) -> None:
+        generation = 0
+        while True:
+            generation = await self.bus.wait_generation(generation)
+            try:
+                await self._beat()
+            except ConnectionLost:
+                continue
+            self.outbox.put(envelope.register_envelope(self.registration()))
