@@ -11,8 +11,8 @@ A restart keeps the run's slot and its place in its queue: it is part of
 the same attempt. Between recurring runs both are given back, and the next
 run lines up again.
 
-Every run's end is pushed to the client (one more result); only the last
-one is final. A kill ends the job at once, whatever it was doing: waiting
+Every run's end is pushed to the client (one more result, marked ``more``
+when another run follows); only the last one is final. A kill ends the job at once, whatever it was doing: waiting
 for its turn, running, or pausing between recurring runs.
 """
 
@@ -94,6 +94,7 @@ class ExternalJob:
                 delay = None if self.killed else self._next_run(policy, job, lived)
                 if delay is None:
                     break
+                job.more = True
                 self.report(job, True, False)
                 if delay:  # the next recurring run: meanwhile the slot and the queue are free for others
                     self.context.scheduler.leave(self.ticket)

@@ -34,6 +34,8 @@ class Job:
     critical: str = ""
     tags: str | None = None
     pid: int | None = None
+    #: Set on a run's result when another run of the same job follows (a restart, a recurring run).
+    more: bool = False
 
     @classmethod
     def for_command(cls, command: Command, gid: int, nid: int, state: State = State.QUEUED,
@@ -58,6 +60,8 @@ class Job:
         wire = {key: getattr(self, key) for key in self.__slots__}
         if wire["pid"] is None:
             del wire["pid"]
+        if not wire["more"]:
+            del wire["more"]
         return wire
 
     def to_json(self) -> str:

@@ -8,11 +8,17 @@ from typing import Any
 
 import psutil
 
+from protocol import keys
+
 TIMEOUT = 30.0
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "the condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; return that."""
+    """Poll ``condition`` until it returns something truthy; return that.
+
+    Only for states nothing announces (processes appearing in a group, a file
+    filling); job states are awaited with ``wait_state``.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -29,8 +35,17 @@ def current(client, job_id: str, agent: tuple[int, int] = (1, 1)):
 
 
 def wait_state(client, job_id: str, state: str, agent: tuple[int, int] = (1, 1)):
-    return wait_for(lambda: (job := current(client, job_id, agent)) is not None and job.state == state and job,
-                    what=f"job {job_id} reaching {state}")
+    """Wait for the job to reach ``state`` on ``agent``, woken by the controller's job updates."""
+    deadline = time.monotonic() + TIMEOUT
+    with client._subscribe(keys.job_updates(job_id)) as updates:
+        while True:
+            job = current(client, job_id, agent)
+            if job is not None and job.state == state:
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"job {job_id} did not reach {state} within {TIMEOUT:g} s")
+            updates.get_message(timeout=left)
 
 
 def builtin(client, cmd: str, data: Any = None, agent: tuple[int, int] = (1, 1), state: str = "SUCCESS"):

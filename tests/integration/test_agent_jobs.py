@@ -61,20 +61,22 @@ def test_n_restarts_make_n_plus_one_runs(jobs_grid):
     client = jobs_grid.client()
     cmd = client.execute(1, 1, "bash", ["-c", "echo 20::run; exit 3"], args=acclient.RunArgs(max_restart=2),
                          id="flaky")
-    runs = [cmd.get_next_result(TIMEOUT) for _ in range(3)]
-    assert [(job.state, job.data) for job in runs] == [("ERROR", "run")] * 3
-    wait_for(lambda: "flaky" not in running_hash(jobs_grid), what="the third run being final")
+    runs = list(cmd.iter_results(timeout=TIMEOUT))
+    assert [(job.state, job.data, job.get("more")) for job in runs] == [("ERROR", "run", True)] * 2 + \
+        [("ERROR", "run", None)]
+    assert cmd.report() == {(1, 1): "error"}
+    assert "flaky" not in running_hash(jobs_grid)
     assert jobs_grid.redis.llen(keys.result_queue("flaky")) == 0
     once = client.execute(1, 1, "true", args=acclient.RunArgs(max_restart=5), id="steady")
-    assert once.get_next_result(TIMEOUT).state == "SUCCESS"
-    wait_for(lambda: "steady" not in running_hash(jobs_grid), what="a successful run being final")
+    assert [job.state for job in once.iter_results(timeout=TIMEOUT)] == ["SUCCESS"]
+    assert "steady" not in running_hash(jobs_grid)
 
 
 def test_a_timed_out_run_is_restarted_too(jobs_grid):
     client = jobs_grid.client()
     cmd = client.execute(1, 1, "sleep", ["30"], args=acclient.RunArgs(max_time=0.2, max_restart=1))
-    assert [cmd.get_next_result(TIMEOUT).state for _ in range(2)] == ["TIMEOUT", "TIMEOUT"]
-    wait_for(lambda: cmd.id not in running_hash(jobs_grid), what="the second run being final")
+    assert [job.state for job in cmd.iter_results(timeout=TIMEOUT)] == ["TIMEOUT", "TIMEOUT"]
+    assert cmd.id not in running_hash(jobs_grid)
 
 
 def test_recurring_job_reports_every_run_until_killed(jobs_grid):
@@ -82,17 +84,15 @@ def test_recurring_job_reports_every_run_until_killed(jobs_grid):
     cmd = client.execute(1, 1, "bash", ["-c", "echo 20::$(date +%s%N)"], args=acclient.RunArgs(recurring_period=0.2),
                          id="ticker")
     runs = [cmd.get_next_result(TIMEOUT) for _ in range(3)]
-    assert {job.state for job in runs} == {"SUCCESS"}
+    assert {(job.state, job.get("more")) for job in runs} == {("SUCCESS", True)}
     assert len({job.data for job in runs}) == 3  # three separate runs
     assert runs[0].starttime < runs[1].starttime < runs[2].starttime
     assert "ticker" in running_hash(jobs_grid)  # not final
     builtin(client, "kill", {"id": "ticker"})
-    wait_for(lambda: "ticker" not in running_hash(jobs_grid), what="the kill ending the job")
-    states = []
-    while jobs_grid.redis.llen(keys.result_queue("ticker")):
-        states.append(cmd.get_next_result(TIMEOUT).state)
-    assert states[-1] == "KILLED"
-    assert set(states[:-1]) <= {"SUCCESS"}
+    rest = list(cmd.iter_results(timeout=TIMEOUT))
+    assert rest[-1].state == "KILLED" and not rest[-1].get("more")
+    assert {job.state for job in rest[:-1]} <= {"SUCCESS"}
+    assert "ticker" not in running_hash(jobs_grid)
 
 
 def test_a_queue_runs_its_jobs_one_after_another_in_arrival_order(jobs_grid):
