@@ -183,6 +183,16 @@ class Grid:
         """(Re)start a known agent, keeping its data directory."""
         self.start_agents([self.agent_specs[name]])
 
+    def start_agent_from_config(self, path: Path, name: str) -> None:
+        """Start an agent from an agent2.toml of your own (pointing at this grid's bus) and wait until it
+        is registered as ``name`` (``"<gid>:<nid>"``)."""
+        with self._events() as events:
+            process = self._spawn(f"agent-{name.replace(':', '-')}", [sys.executable, "-m", "agent", "-c", str(path),
+                                                                    "--log-level", self.log_level])
+            self.agents[name] = process
+            self._await_event(events, "agent_registered", lambda event: event["agent"] == name, process,
+                              f"agent {name}")
+
     def stop_agent(self, name: str, kill: bool = False) -> None:
         process = self.agents.pop(name, None)
         if process is not None:

@@ -2,6 +2,9 @@
 
 import json
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +83,24 @@ def test_role_routing_and_fanout(grid):
     cmd = client.cmd(None, None, "ping", None, role="web", fanout=True)
     answered = {(job.gid, job.nid) for job in (cmd.get_next_result(TIMEOUT), cmd.get_next_result(TIMEOUT))}
     assert answered == {(1, 1), (1, 2)}
+
+
+def test_the_example_agent_config_runs_as_is(grid, tmp_path, monkeypatch):
+    """configs/agent2.toml, only its bus URL pointed at the grid, serves jobs, extensions and startup jobs."""
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    shutil.copytree(configs / "scripts", tmp_path / "scripts")
+    text = (configs / "agent2.toml").read_text().replace("redis://127.0.0.1:6379/0", grid.bus_url)
+    text = text.replace("gid = 1 ", "gid = 5 ")
+    assert "gid = 5 " in text
+    (tmp_path / "agent2.toml").write_text(text)
+    bin_dir = str(Path(sys.executable).parent)  # where ac-jumpscript is installed
+    monkeypatch.setenv("PATH", bin_dir + os.pathsep + os.environ["PATH"])
+    grid.start_agent_from_config(tmp_path / "agent2.toml", "5:1")
+    try:
+        client = grid.client()
+        job = client.execute_jumpscript(5, 1, "demo", "hello", data={"name": "grid"}).get_next_result(TIMEOUT)
+        assert (job.state, json.loads(job.data)) == ("SUCCESS", {"greeting": "hello grid"})
+        booted = client.get_msgs(5, 1, jobid="hello")
+        assert "agent started" in [message["data"] for message in booted]
+    finally:
+        grid.stop_agent("5:1")

@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_example_agent_config_loads_and_names_every_section():
     config = load_agent_config(CONFIGS / "agent2.toml")
     assert (config.gid, config.nid) == (1, 1)
-    assert set(config.extensions) == {"execute_js_py"}
+    assert config.extensions["execute_js_py"].binary == "ac-jumpscript"
     assert {logger.type for logger in config.loggers} == {"DB", "AC", "console"}
     assert [job.id for job in config.startup] == ["hello"]
 
