@@ -127,8 +127,9 @@ class DBLogger:
 
 
 class ACLogger:
-    def __init__(self, config: Logger, outboxes: Sequence[Outbox]) -> None:
+    def __init__(self, config: Logger, outboxes: Sequence[Outbox], gid: int, nid: int) -> None:
         self.name = config.name
+        self.agent = {"gid": gid, "nid": nid}
         self.levels = config.levels
         self.flush_interval = config.flush_int
         self.batch_size = config.batch_size
@@ -141,7 +142,7 @@ class ACLogger:
     def add(self, job: JobRef, epoch: int, records: Sequence[Record]) -> None:
         jobid, domain, name = job
         self._pending += [{"id": id_, "jobid": jobid, "domain": domain, "name": name, "epoch": epoch,
-                           "level": level, "data": clip(data)} for id_, level, data in records]
+                           "level": level, "data": clip(data), **self.agent} for id_, level, data in records]
         self._wakeup.set()
         if len(self._pending) >= self.batch_size:
             self._full.set()
@@ -266,8 +267,8 @@ class Loggers:
     def __init__(self, config: AgentConfig, outboxes: dict[str, Outbox]) -> None:
         self.config = config
         self.db = [DBLogger(logger) for logger in config.loggers if logger.type == "DB"]
-        self.ac = [ACLogger(logger, _chosen(outboxes, logger.controllers)) for logger in config.loggers
-                   if logger.type == "AC"]
+        self.ac = [ACLogger(logger, _chosen(outboxes, logger.controllers), config.gid, config.nid)
+                   for logger in config.loggers if logger.type == "AC"]
         self.console = [ConsoleLogger(logger) for logger in config.loggers if logger.type == "console"]
         self.ids: MessageIds | None = None
 
