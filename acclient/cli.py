@@ -21,6 +21,7 @@ from acclient.cmd import NO_REPLY, Cmd
 from acclient.errors import JobError
 from acclient.runargs import RunArgs
 from protocol.command import CONTROLLER_COMMAND
+from protocol.levels import parse_levels
 from protocol.states import FINAL_STATES
 
 DEFAULT_BUS = "redis://127.0.0.1:6379/0"
@@ -76,8 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     logs = commands.add_parser("logs", help="a command's messages from the agents' DBs")
     logs.add_argument("id")
     logs.add_argument("-f", "--follow", action="store_true", help="follow live until the job ends")
-    logs.add_argument("--levels", default="*")
-    logs.add_argument("--limit", type=int, default=100)
+    logs.add_argument("--levels", default="*", help="only these levels, e.g. 1,2,6-9 (default *)")
     logs.set_defaults(run=_logs)
 
     kill = commands.add_parser("kill", help="kill a command wherever it still runs")
@@ -158,20 +158,15 @@ def _job(client: Client, options: argparse.Namespace) -> int:
 
 
 def _logs(client: Client, options: argparse.Namespace) -> int:
-    agents = [(g, n) for (g, n) in client.get_cmd_jobs(options.id) if g and n]
-    if not agents:
+    cmd = Cmd(client, options.id, None, None, "", None, None, None, False)
+    if not any(gid and nid for gid, nid in cmd.targets()):
         raise ValueError(f"no command {options.id} ran on any agent (or its results expired)")
-    messages = []
-    for gid, nid in agents:
-        messages += client.get_msgs(gid, nid, jobid=options.id, levels=options.levels, limit=options.limit)
-    messages.sort(key=lambda message: (message.get("epoch", 0), message.get("id", 0)))
+    if options.follow:
+        messages = cmd.follow_msgs(history=True)
+    else:
+        messages = (message for message in cmd.stored_msgs() if message["level"] in parse_levels(options.levels))
     for message in messages:
         _print_message(message, options.json)
-    if options.follow:
-        seen = {(message.get("gid"), message.get("nid"), message.get("id")) for message in messages}
-        for message in Cmd(client, options.id, None, None, "", None, None, None, False).follow_msgs():
-            if (message.get("gid"), message.get("nid"), message.get("id")) not in seen:
-                _print_message(message, options.json)
     return 0
 
 
@@ -210,7 +205,7 @@ class _Progress:
         self.cmd = cmd
 
     def show(self, done: int) -> None:
-        expected = max(len(self.cmd._targets()), done)
+        expected = max(len(self.cmd.targets()), done)
         filled = int(30 * done / expected) if expected else 0
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{expected}")
         sys.stderr.flush()

@@ -111,7 +111,7 @@ class Cmd(BaseCmd):
         deadline = time.monotonic() + timeout if timeout else None
         last: dict[tuple[int, int], Job] = {}
         while True:
-            targets = self._targets()
+            targets = self.targets()
             if targets and all(target in last and not last[target].get("more") for target in targets):
                 break
             wait = 0.0
@@ -125,7 +125,7 @@ class Cmd(BaseCmd):
             job = Job(self._client, popped[1])
             last[(job.gid or 0, job.nid or 0)] = job
             yield job
-        self._report = {target: _verdict(last.get(target)) for target in self._targets() | set(last)}
+        self._report = {target: _verdict(last.get(target)) for target in self.targets() | set(last)}
         silent = sorted(f"{gid}:{nid}" for (gid, nid), verdict in self._report.items() if verdict == NO_REPLY)
         if silent:
             log.warning("command %s: no reply from %s", self._id, ", ".join(silent))
@@ -153,16 +153,23 @@ class Cmd(BaseCmd):
                                        f"{', '.join(waiting) or 'any agent (not routed yet)'}")
                 updates.get_message(timeout=left)
 
-    def follow_msgs(self, timeout: float = 0) -> Iterator[dict[str, Any]]:
+    def follow_msgs(self, timeout: float = 0, history: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the command's messages live, as agents' AC loggers send them,
         until its jobs are over (or ``timeout`` seconds passed; 0: no limit).
 
         Which levels arrive is set by the agent's AC logger, or per command by
-        ``RunArgs(loglevels_ac=...)``.
+        ``RunArgs(loglevels_ac=...)``. With ``history``, first the messages
+        already in the agents' DBs (oldest first), then the live ones, each once.
+        Every message names its agent (``gid``, ``nid``).
         """
         deadline = time.monotonic() + timeout if timeout else None
         messages = keys.job_messages(self._id)
+        seen: set[tuple[Any, Any, Any]] = set()
         with self._client._subscribe(messages, keys.job_updates(self._id)) as feed:
+            if history:
+                for message in self.stored_msgs():
+                    seen.add((message["gid"], message["nid"], message["id"]))
+                    yield message
             # An agent sends a job's messages before its final update, so once
             # the jobs are over every message has been received.
             over = self._over()
@@ -170,20 +177,32 @@ class Cmd(BaseCmd):
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     return
-                message = feed.get_message(timeout=wait)
-                if message is None:
+                event = feed.get_message(timeout=wait)
+                if event is None:
                     continue
-                if message["channel"].decode() == messages:
-                    yield json.loads(message["data"])
-                else:
+                if event["channel"].decode() != messages:
                     over = self._over()
+                    continue
+                message = json.loads(event["data"])
+                if (message.get("gid"), message.get("nid"), message.get("id")) not in seen:
+                    yield message
+
+    def stored_msgs(self) -> list[dict[str, Any]]:
+        """The command's messages in the DBs of the agents it went to, oldest first, naming their agent."""
+        stored = []
+        for gid, nid in self.targets():
+            if gid and nid:
+                found = self._client.get_msgs(gid, nid, jobid=self._id, limit=1000)
+                stored += ({**message, "gid": gid, "nid": nid} for message in found)
+        return sorted(stored, key=lambda message: (message["epoch"], message["id"]))
 
     def _over(self) -> bool:
         jobs = self.get_jobs()
         return bool(jobs) and all(job._data["state"] in FINAL_STATES and not job._data.get("more")
                                   for job in jobs.values())
 
-    def _targets(self) -> set[tuple[int, int]]:
+    def targets(self) -> set[tuple[int, int]]:
+        """The agents the command went to, as ``(gid, nid)`` (empty until it is routed)."""
         fields = self._client._redis.hkeys(keys.job_results(self._id))
         return {keys.parse_agent_name(field.decode()) for field in fields}
 
