@@ -2,11 +2,13 @@
 
 Every ``sweep_interval`` this controller renews its own heartbeat, reads
 every agent's, answers the unfinished jobs of lost agents with ``ERROR``, and
-puts the unrouted batches of dead controllers back on ``cmds_queue``.
+puts the unrouted batches of dead controllers back on ``cmds_queue``. Now and
+then it also renews the expiry of the results of jobs that still run, so that
+a long job's ``jobresult:<id>`` outlives ``result_ttl``.
 
-Right after (re)connecting, agents are given one heartbeat lifetime before
-being judged: if Redis itself restarted, their heartbeat keys are gone until
-they beat again.
+Right after (re)connecting, an agent is given one heartbeat lifetime before
+being judged: if Redis itself restarted, its heartbeat key is gone until it
+beats again.
 """
 
 import logging
@@ -23,12 +25,10 @@ from protocol.states import State
 
 log = logging.getLogger(__name__)
 
-#: How long a controller's heartbeat lives; a peer silent this long is dead.
-CONTROLLER_TTL_MS = 5000
-#: Agents heartbeat with a TTL of at most this; it is also the grace after reconnecting.
-AGENT_TTL_GRACE = 6.0
-#: Sweeps between the slower checks (dead controllers, the registry hash).
+#: Sweeps between the slower checks (the registry hash, stray inflight lists).
 SLOW_EVERY = 10
+#: Running jobs whose result expiry is renewed per round trip.
+KEEP_ALIVE_CHUNK = 1000
 
 
 class Liveness:
@@ -39,6 +39,7 @@ class Liveness:
         self.controller_id = controller_id
         self._generation = 0
         self._connected_at = 0.0
+        self._kept_alive_at = 0.0
 
     async def run(self) -> None:
         sweeps = 0
@@ -51,21 +52,37 @@ class Liveness:
             await trio.sleep(self.config.sweep_interval)
 
     async def sweep(self, slow: bool = False) -> None:
-        await self.bus.execute("SET", keys.controller_alive(self.controller_id), "1", "PX", CONTROLLER_TTL_MS)
+        await self.beat()
         if self.bus.generation != self._generation:
             self._generation = self.bus.generation
             self._connected_at = trio.current_time()
         if slow:
             await self.registry.load_registrations(self.bus)
-            await self._recover_dead_controllers()
+        await self._recover_dead_controllers(everywhere=slow)
         for view in await self.registry.refresh_liveness(self.bus):
             log.warning("agent %s lost: no heartbeat", view.name)
             await events.publish(self.bus, events.AGENT_LOST, agent=view.name)
-        if trio.current_time() - self._connected_at < AGENT_TTL_GRACE:
-            return
+        since_connected = trio.current_time() - self._connected_at
         for view in self.registry.agents.values():
-            if not view.alive and view.load:
+            if not view.alive and view.load and since_connected >= view.heartbeat_ttl:
                 await self._fail_jobs(view)
+        if trio.current_time() - self._kept_alive_at >= self.config.result_ttl / 3:
+            self._kept_alive_at = trio.current_time()
+            await self._keep_results_alive()
+
+    async def beat(self) -> None:
+        """Renew this controller's heartbeat (and its entry among the controllers)."""
+        await self.bus.pipeline([
+            ("SET", keys.controller_alive(self.controller_id), "1", "PX", int(self.config.takeover_after * 1000)),
+            ("SADD", keys.CONTROLLERS, self.controller_id),
+        ])
+
+    async def release(self) -> None:
+        """On a clean stop: hand back the batch we hold and stop beating, so no peer waits for us."""
+        await self.bus.execute("DEL", keys.controller_alive(self.controller_id))
+        moved = await self._recover(self.controller_id)
+        if moved > 0:
+            log.info("put %d unrouted commands back on %s", moved, keys.CMDS_QUEUE)
 
     async def _fail_jobs(self, view: AgentView) -> None:
         running = keys.running_jobs(view.gid, view.nid)
@@ -99,13 +116,46 @@ class Liveness:
             job.starttime = now_ms()
         return job
 
-    async def _recover_dead_controllers(self) -> None:
-        own = keys.controller_inflight(self.controller_id)
-        for key in await self.bus.scan(keys.CONTROLLER_INFLIGHT_PATTERN):
-            if key == own:
+    async def _keep_results_alive(self) -> None:
+        """Renew the expiry of ``jobresult:<id>`` and ``cmds_queue_<id>`` of every job still open."""
+        ttl = self.config.result_ttl
+        for view in list(self.registry.agents.values()):
+            cursor: bytes | int = 0
+            while True:
+                cursor, flat = await self.bus.execute("HSCAN", keys.running_jobs(view.gid, view.nid), cursor,
+                                                      "COUNT", KEEP_ALIVE_CHUNK)
+                commands = []
+                for raw_id in flat[::2]:
+                    job_id = raw_id.decode()
+                    commands += [("EXPIRE", keys.job_results(job_id), ttl), ("EXPIRE", keys.result_queue(job_id), ttl)]
+                await self.bus.pipeline(commands)
+                if int(cursor) == 0:
+                    break
+
+    async def _recover_dead_controllers(self, everywhere: bool) -> None:
+        """Take over the batches of controllers whose heartbeat expired.
+
+        Every claim enters its controller in ``CONTROLLERS``, so checking that
+        set finds every batch; ``everywhere`` also scans for inflight lists
+        (a safety net: it costs a walk over the key space).
+        """
+        peers = {member.decode() for member in await self.bus.execute("SMEMBERS", keys.CONTROLLERS)}
+        if everywhere:
+            prefix = keys.controller_inflight("")
+            peers.update(key[len(prefix):] for key in await self.bus.scan(keys.CONTROLLER_INFLIGHT_PATTERN))
+        peers.discard(self.controller_id)
+        if not peers:
+            return
+        alive = await self.bus.pipeline([("EXISTS", keys.controller_alive(peer)) for peer in sorted(peers)])
+        for peer, beating in zip(sorted(peers), alive, strict=True):
+            if beating:
                 continue
-            peer = key[len(keys.controller_inflight("")):]
-            moved = await scripts.RECOVER.run(self.bus, [key, keys.CMDS_QUEUE, keys.controller_alive(peer)], [])
+            moved = await self._recover(peer)
             if moved > 0:
                 log.warning("controller %s is gone: put its %d unrouted commands back on %s",
                             peer, moved, keys.CMDS_QUEUE)
+
+    async def _recover(self, controller_id: str) -> int:
+        return await scripts.RECOVER.run(
+            self.bus, [keys.controller_inflight(controller_id), keys.CMDS_QUEUE, keys.controller_alive(controller_id),
+                       keys.CONTROLLERS], [controller_id])

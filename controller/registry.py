@@ -14,6 +14,9 @@ from protocol.keys import AGENTS, AgentKeys, parse_agent_name, running_jobs
 
 log = logging.getLogger(__name__)
 
+#: Seconds between an agent's heartbeats when its registration does not say.
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+
 
 @dataclass(slots=True)
 class AgentView:
@@ -31,6 +34,13 @@ class AgentView:
     @property
     def keys(self) -> AgentKeys:
         return AgentKeys(self.gid, self.nid)
+
+    @property
+    def heartbeat_ttl(self) -> float:
+        """Seconds the agent's heartbeat lives: 3 beats of the interval it registered with."""
+        interval = self.registration.get("heartbeat_interval")
+        valid = isinstance(interval, int | float) and not isinstance(interval, bool) and 0 < interval < 3600
+        return 3 * (interval if valid else DEFAULT_HEARTBEAT_INTERVAL)
 
     def holds(self, roles: tuple[str, ...]) -> bool:
         return all(role == "*" or role in self.roles for role in roles)
@@ -70,6 +80,18 @@ class Registry:
                 continue
             if isinstance(registration, dict):
                 self.register(gid, nid, registration, alive=False)
+
+    async def revive(self, bus: Any) -> None:
+        """Read the registrations again and mark alive every agent that beats again.
+
+        For a command that found no live agent: our view may lag behind (the
+        sweep has not run yet, or a peer drained the registration).
+        """
+        await self.load_registrations(bus)
+        dead = [view for view in self.agents.values() if not view.alive]
+        replies = await bus.pipeline([("EXISTS", view.keys.alive) for view in dead])
+        for view, alive in zip(dead, replies, strict=True):
+            view.alive = bool(alive)
 
     async def refresh_liveness(self, bus: Any) -> list[AgentView]:
         """Read every heartbeat and load; return the agents that have just died."""

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 #: Envelopes taken from one outbox per script call, to keep each call short.
 DRAIN_BATCH = 256
 
-#: Called with (gid, nid, registration) after an agent (re)registered.
-RegistrationHandler = Callable[[int, int, dict], Awaitable[None]]
+#: Called with (gid, nid, registration, new) after an agent (re)registered; ``new``
+#: when the registry had never seen that agent.
+RegistrationHandler = Callable[[int, int, dict, bool], Awaitable[None]]
 
 
 class Collector:
@@ -90,20 +91,23 @@ class Collector:
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
-            taken, registration, *dropped = reply
+            taken, registration, new_agent, *dropped = reply
             if taken >= DRAIN_BATCH:
                 self.mark(gid, nid)
             for job_id in dropped:
                 self.dropped += 1
-                log.warning("dropped a result from agent %d:%d for job %s: that job was not sent to it",
-                            gid, nid, job_id.decode("utf-8", "replace"))
+                log.warning("dropped a result from agent %d:%d for job %s: that job is not open on it "
+                            "(never sent to it, or already answered)", gid, nid, job_id.decode("utf-8", "replace"))
             if registration:
                 try:
                     details = json.loads(registration)
                 except ValueError:
                     log.warning("agent %d:%d sent an unreadable registration", gid, nid)
                     continue
-                await self.on_registration(gid, nid, details)
+                if not isinstance(details, dict):
+                    log.warning("agent %d:%d sent a registration that is not a JSON object", gid, nid)
+                    continue
+                await self.on_registration(gid, nid, details, bool(new_agent))
 
 
 def _is_noscript(reply: object) -> bool:
