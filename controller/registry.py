@@ -25,7 +25,7 @@ class AgentView:
     roles: frozenset[str] = frozenset()
     registration: dict[str, Any] = field(default_factory=dict)
     alive: bool = False
-    load: int = 0  # unfinished jobs routed to it
+    load: int = 0  # unfinished jobs routed to it: as last read from Redis, plus what we routed since
 
     @property
     def name(self) -> str:
@@ -63,6 +63,12 @@ class Registry:
         view.alive = view.alive or alive
         self.agents[(gid, nid)] = view
         return view
+
+    def set_load(self, gid: int, nid: int, open_jobs: int) -> None:
+        """The number of jobs open on an agent, as just read from Redis."""
+        view = self.agents.get((gid, nid))
+        if view is not None:
+            view.load = open_jobs
 
     def live(self) -> list[AgentView]:
         return [view for view in self.agents.values() if view.alive]

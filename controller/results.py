@@ -16,6 +16,7 @@ import trio
 from bus import Bus, Connection, ConnectionLost
 from controller import scripts
 from controller.config import ControllerConfig
+from controller.registry import Registry
 from protocol import keys
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,11 @@ RegistrationHandler = Callable[[int, int, dict, bool], Awaitable[None]]
 
 
 class Collector:
-    def __init__(self, config: ControllerConfig, bus: Bus, on_registration: RegistrationHandler) -> None:
+    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry,
+                 on_registration: RegistrationHandler) -> None:
         self.config = config
         self.bus = bus
+        self.registry = registry
         self.on_registration = on_registration
         self._dirty: set[tuple[int, int]] = set()
         self._wakeup = trio.Event()
@@ -91,7 +94,8 @@ class Collector:
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
-            taken, registration, new_agent, *dropped = reply
+            taken, open_jobs, registration, new_agent, *dropped = reply
+            self.registry.set_load(gid, nid, open_jobs)
             if taken >= DRAIN_BATCH:
                 self.mark(gid, nid)
             for job_id in dropped:

@@ -47,7 +47,7 @@ class Controller:
         self.registry = Registry()
         self.internal = Internal(config, bus, self.registry)
         self.intake = Intake(config, bus, self.registry, controller_id, self.internal)
-        self.collector = Collector(config, bus, self.on_registration)
+        self.collector = Collector(config, bus, self.registry, self.on_registration)
         self.liveness = Liveness(config, bus, self.registry, controller_id)
         self.scheduler = Scheduler(bus)
         self.handlers = EventHandlers(config)

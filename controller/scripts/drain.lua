@@ -16,8 +16,8 @@
 -- (say, as lost while the agent was away), is dropped. So each result reaches
 -- the client once.
 --
--- Returns {envelopes taken, last registration body or '', 1 if that agent was
--- new to the registry else 0, dropped job ids...}.
+-- Returns {envelopes taken, jobs still open on the agent, last registration
+-- body or '', 1 if that agent was new to the registry else 0, dropped job ids...}.
 local agent, ttl = ARGV[1], ARGV[2]
 local taken, registration, new_agent, dropped = 0, '', 0, {}
 for _ = 1, tonumber(ARGV[3]) do
@@ -71,7 +71,7 @@ for _ = 1, tonumber(ARGV[3]) do
     end
   end
 end
-local reply = {taken, registration, new_agent}
+local reply = {taken, redis.call('HLEN', KEYS[2]), registration, new_agent}
 for _, id in ipairs(dropped) do
   table.insert(reply, id)
 end
