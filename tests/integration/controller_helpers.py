@@ -29,9 +29,10 @@ def results(bus: redis.Redis, command_id: str, count: int = 1, timeout: float = 
     deadline = time.monotonic() + timeout
     while len(popped) < count:
         left = deadline - time.monotonic()
-        reply = bus.blpop(keys.result_queue(command_id), timeout=max(left, 0.01)) if left > 0 else None
-        assert reply is not None, f"command {command_id}: {len(popped)} of {count} results within {timeout} s"
-        popped.append(json.loads(reply[1]))
+        assert left > 0, f"command {command_id}: {len(popped)} of {count} results within {timeout} s"
+        reply = bus.blpop(keys.result_queue(command_id), timeout=min(max(left, 0.01), 5))
+        if reply is not None:
+            popped.append(json.loads(reply[1]))
     return popped
 
 

@@ -279,10 +279,11 @@ def test_list_agents(grid):
 
 
 def test_controller_commands_refuse_bad_requests_by_field(grid):
+    ping = {"cmd": "ping", "role": "*"}
     cases = [
         ("scheduler_add", "not json", "scheduler_add: data: expected JSON"),
-        ("scheduler_add", {"cron": "* * * *", "cmd": {"cmd": "ping", "role": "*"}}, "cron: '* * * *' is not a 5-field"),
-        ("scheduler_add", {"cron": "61 * * * *", "cmd": {"cmd": "ping", "role": "*"}}, "cron: '61 * * * *': Bad minute"),
+        ("scheduler_add", {"cron": "* * * *", "cmd": ping}, "cron: '* * * *' is not a 5-field"),
+        ("scheduler_add", {"cron": "61 * * * *", "cmd": ping}, "cron: '61 * * * *': Bad minute"),
         ("scheduler_add", {"cron": "* * * * *", "cmd": {"cmd": "ping"}}, "data.cmd.nid: no target"),
         ("scheduler_add", {"cron": "* * * * *", "cmd": "ping"}, "data.cmd: expected a command object"),
         ("scheduler_add", {"cron": "* * * * *", "cmd": {}, "when": 1}, "data.when: unknown key"),
