@@ -46,21 +46,30 @@ class Intake:
         await self.bus.serve_dedicated(self._serve)
 
     async def _serve(self, connection: Connection) -> None:
-        """Route forever on a connection of our own (it blocks in ``BLMOVE``)."""
-        leftover = await connection.execute("LRANGE", self.inflight, 0, -1)
-        if leftover:
-            log.info("routing %d commands left over from a lost connection", len(leftover))
-            await self._route_batch(connection, leftover)
-        claim_keys = [keys.CMDS_QUEUE, self.inflight, keys.CONTROLLERS]
-        claim_args = [self.config.batch_size, BATCH_BYTES, self.controller_id]
-        while True:
-            batch = await scripts.CLAIM.run(connection, claim_keys, claim_args)
-            if not batch:
-                first = await connection.execute("BLMOVE", keys.CMDS_QUEUE, self.inflight, "LEFT", "RIGHT", 0)
-                batch = [first]
-            await self._route_batch(connection, batch)
+        """Route forever on a connection of our own (it blocks in ``BLMOVE``).
 
-    async def _route_batch(self, connection: Connection, raws: list[bytes]) -> None:
+        Whatever is in our inflight list when we start (commands claimed just
+        before a lost connection, or a batch whose commit failed) is routed first.
+        """
+        while True:
+            for script in (scripts.CLAIM, scripts.ROUTE):
+                await script.load(connection)
+            leftover = await connection.execute("LRANGE", self.inflight, 0, -1)
+            if leftover:
+                log.info("routing %d commands claimed before", len(leftover))
+            try:
+                await self._route_forever(connection, leftover)
+            except _ScriptsLost:
+                log.warning("the bus forgot our scripts (did it restart?); loading them again")
+
+    async def _route_forever(self, connection: Connection, raws: list[bytes]) -> None:
+        while True:
+            if not raws:
+                raws = [await connection.execute("BLMOVE", keys.CMDS_QUEUE, self.inflight, "LEFT", "RIGHT", 0)]
+            raws = await self._route_batch(connection, raws)
+
+    async def _route_batch(self, connection: Connection, raws: list[bytes]) -> list[bytes]:
+        """Decide and commit a batch; return the next one, claimed in the same round trip."""
         batch = Batch()
         unroutable: list[tuple[Command, bytes]] = []
         for raw in raws:
@@ -73,10 +82,22 @@ class Intake:
             for command, raw in unroutable:
                 with _answering_bugs(raw, batch):
                     self._send(command, raw, batch)
-        if not await batch.commit(connection, self.config, self.inflight, len(raws)):
+        commands = [batch.commit(self.config, self.inflight, len(raws))]
+        if len(raws) <= self.config.batch_size:  # a larger leftover is routed alone, so batches stay bounded
+            commands.append(scripts.CLAIM.evalsha([keys.CMDS_QUEUE, self.inflight, keys.CONTROLLERS],
+                                                  [self.config.batch_size, BATCH_BYTES, self.controller_id]))
+        replies = await connection.pipeline(commands, raise_errors=False)
+        committed, claimed = replies[0], replies[1] if len(replies) > 1 else []
+        for reply in replies:
+            if scripts.is_noscript(reply):
+                raise _ScriptsLost
+            if isinstance(reply, Exception):
+                raise reply
+        if committed:
+            self.routed += batch.routed
+        else:
             log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))
-            return
-        self.routed += batch.routed
+        return claimed
 
     async def _decide(self, raw: bytes, batch: Batch, unroutable: list[tuple[Command, bytes]]) -> None:
         try:
@@ -111,6 +132,10 @@ class Intake:
         for view in targets:
             view.load += 1
             batch.send(command, raw, view.keys)
+
+
+class _ScriptsLost(Exception):
+    """Redis no longer knows our scripts: what ran is unknown, start again from the inflight list."""
 
 
 @contextlib.contextmanager

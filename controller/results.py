@@ -86,7 +86,7 @@ class Collector:
             for gid, nid in agents
         ]
         replies = await self.bus.pipeline(commands, raise_errors=False)
-        if any(_is_noscript(reply) for reply in replies):
+        if any(scripts.is_noscript(reply) for reply in replies):
             connection = await self.bus.connection()
             await scripts.DRAIN.load(connection)
             replies = await self.bus.pipeline(commands)
@@ -113,6 +113,3 @@ class Collector:
                     continue
                 await self.on_registration(gid, nid, details, bool(new_agent))
 
-
-def _is_noscript(reply: object) -> bool:
-    return isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")

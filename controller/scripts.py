@@ -29,12 +29,17 @@ class Script:
         try:
             return await connection.execute(*self.evalsha(keys, args))
         except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            if not is_noscript(exc):
                 raise
         return await connection.execute("EVAL", self.source, len(keys), *keys, *args)
 
     async def load(self, connection: Connection) -> None:
         await connection.execute("SCRIPT", "LOAD", self.source)
+
+
+def is_noscript(reply: object) -> bool:
+    """Whether a reply says Redis does not know the script (it restarted, or was flushed)."""
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 ROUTE = Script("route")
