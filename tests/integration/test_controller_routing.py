@@ -12,6 +12,7 @@ from controller_helpers import TIMEOUT, command, controller_command, result, res
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import acclient
 from protocol import keys
 from protocol.command import MalformedCommand, decode_command
 
@@ -302,3 +303,17 @@ def test_a_huge_command_is_answered_alone_and_the_rest_still_flows(grid):
     submit(grid.redis, big, *small)
     assert result(grid.redis, big["id"], timeout=TIMEOUT)["state"] == "SUCCESS"
     assert all(result(grid.redis, item["id"])["state"] == "SUCCESS" for item in small)
+
+
+def test_the_2015_client_reaches_the_controller_commands(grid):
+    """As docs/controller.md shows it."""
+    client = grid.client()
+    request = {"id": "nightly-ping", "cron": "0 3 * * *", "cmd": {"cmd": "ping", "role": "*", "fanout": True}}
+    added = client.cmd(None, None, "controller", acclient.RunArgs(name="scheduler_add"), data=request,
+                       role="*").get_next_result(TIMEOUT)
+    assert added.state == "SUCCESS" and json.loads(added.data)["id"] == "nightly-ping"
+    listed = client.cmd(None, None, "controller", acclient.RunArgs(name="scheduler_list"), role="*")
+    assert [item["id"] for item in json.loads(listed.get_next_result(TIMEOUT).data)] == ["nightly-ping"]
+    removed = client.cmd(None, None, "controller", acclient.RunArgs(name="scheduler_remove"),
+                         data={"id": "nightly-ping"}, role="*").get_next_result(TIMEOUT)
+    assert removed.state == "SUCCESS"
