@@ -58,9 +58,9 @@ class Batch:
     def remove_schedule(self, schedule_id: str) -> None:
         self.records += ["U", schedule_id]
 
-    def commit(self, config: ControllerConfig, inflight: str, size: int) -> tuple[Any, ...]:
-        """The script call that applies every decision, if the inflight list still holds the
-        ``size`` commands decided (it replies 1), or none (it replies 0)."""
+    async def commit(self, connection: Any, config: ControllerConfig, inflight: str, size: int) -> bool:
+        """Apply every decision, if the inflight list still holds the ``size`` commands decided;
+        otherwise (a peer took the batch over) apply none. Returns whether it applied them."""
         args: list[Any] = [size, config.result_ttl, config.joblog_max, keys.JOB_RESULTS_PREFIX,
                            keys.RESULT_QUEUE_PREFIX, keys.DEAD_LETTERS, keys.DEAD_LETTER_COUNT, DEAD_LETTERS_KEPT,
                            keys.SCHEDULES, keys.SCHEDULES_DUE, keys.SCHEDULES_LAST]
@@ -68,4 +68,4 @@ class Batch:
             args += ["Q", agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid), len(triples) // 3,
                      *triples]
         args += self.records
-        return scripts.ROUTE.evalsha([inflight, keys.JOBLOG], args)
+        return bool(await scripts.ROUTE.run(connection, [inflight, keys.JOBLOG], args))

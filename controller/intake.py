@@ -1,16 +1,23 @@
 """Taking commands from ``cmds_queue`` and routing them.
 
-The loop claims a batch into this controller's inflight list, decides every
-command of it in memory (``Batch``), then commits all decisions with one
-script call that also empties the inflight list. If the controller dies
-anywhere in between, the batch is still in the inflight list, and a peer (or
-this controller's successor) puts it back on ``cmds_queue``.
+A lane claims a batch into its inflight list, decides every command of it in
+memory (``Batch``), then commits all decisions with one script call that also
+empties the inflight list. If the controller dies anywhere in between, the
+batch is still in the inflight list, and a peer (or this controller's
+successor) puts it back on ``cmds_queue``.
+
+A controller runs two lanes, each with its own connection and inflight list
+(to peers they look like two controllers), so that one decides while Redis
+applies the other's batch; a ``Sequencer`` keeps the batches in order.
 """
 
 import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+
+import trio
 
 from bus import Bus, Connection, ConnectionLost
 from controller import scripts
@@ -18,6 +25,7 @@ from controller.batch import Batch
 from controller.config import ControllerConfig
 from controller.registry import Registry
 from controller.routing import NoRoute, route
+from controller.sequencer import Sequencer
 from protocol import keys
 from protocol.command import CONTROLLER_CMD, Command, MalformedCommand, decode_command, usable_id
 from protocol.job import Job, error_job
@@ -26,9 +34,16 @@ log = logging.getLogger(__name__)
 
 #: A batch stops growing after the command that brings it to this many bytes.
 BATCH_BYTES = 4 * 1024 * 1024
+#: Lanes per controller.
+LANES = 2
 
 #: Answers a ``cmd = "controller"`` command: stages its writes in the batch, returns the answer.
 InternalHandler = Callable[[Command, Batch], Awaitable[Job]]
+
+
+def lane_ids(controller_id: str) -> list[str]:
+    """The ids a controller's lanes claim under (each has an inflight list and a heartbeat)."""
+    return [controller_id] + [f"{controller_id}.{lane}" for lane in range(1, LANES)]
 
 
 class Intake:
@@ -37,39 +52,53 @@ class Intake:
         self.config = config
         self.bus = bus
         self.registry = registry
-        self.controller_id = controller_id
-        self.inflight = keys.controller_inflight(controller_id)
+        self.lanes = lane_ids(controller_id)
         self.internal = internal
+        self.sequencer = Sequencer()
         self.routed = 0
 
     async def run(self) -> None:
-        await self.bus.serve_dedicated(self._serve)
+        async with trio.open_nursery() as nursery:
+            for lane in self.lanes:
+                nursery.start_soon(self.bus.serve_dedicated, partial(self._serve, lane))
 
-    async def _serve(self, connection: Connection) -> None:
-        """Route forever on a connection of our own (it blocks in ``BLMOVE``).
+    async def _serve(self, lane: str, connection: Connection) -> None:
+        """Route forever on a connection of the lane's own (it blocks in ``BLMOVE``).
 
-        Whatever is in our inflight list when we start (commands claimed just
-        before a lost connection, or a batch whose commit failed) is routed first.
+        Whatever is in the lane's inflight list when it starts (commands claimed
+        just before a lost connection, or a batch whose commit failed) is routed first.
         """
+        inflight = keys.controller_inflight(lane)
+        leftover = await connection.execute("LRANGE", inflight, 0, -1)
+        if leftover:
+            log.info("routing %d commands claimed before", len(leftover))
         while True:
-            for script in (scripts.CLAIM, scripts.ROUTE):
-                await script.load(connection)
-            leftover = await connection.execute("LRANGE", self.inflight, 0, -1)
-            if leftover:
-                log.info("routing %d commands claimed before", len(leftover))
-            try:
-                await self._route_forever(connection, leftover)
-            except _ScriptsLost:
-                log.warning("the bus forgot our scripts (did it restart?); loading them again")
+            async with self.sequencer.claiming() as ticket:
+                raws = leftover or await self._claim(connection, lane)
+                leftover = []
+            await self._route_batch(connection, inflight, raws, ticket)
 
-    async def _route_forever(self, connection: Connection, raws: list[bytes]) -> None:
-        while True:
-            if not raws:
-                raws = [await connection.execute("BLMOVE", keys.CMDS_QUEUE, self.inflight, "LEFT", "RIGHT", 0)]
-            raws = await self._route_batch(connection, raws)
+    async def _claim(self, connection: Connection, lane: str) -> list[bytes]:
+        inflight = keys.controller_inflight(lane)
+        raws = await scripts.CLAIM.run(connection, [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS],
+                                       [self.config.batch_size, BATCH_BYTES, lane])
+        return raws or [await connection.execute("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", 0)]
 
-    async def _route_batch(self, connection: Connection, raws: list[bytes]) -> list[bytes]:
-        """Decide and commit a batch; return the next one, claimed in the same round trip."""
+    async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int) -> None:
+        """Decide a batch, then commit it when every batch claimed before it is committed."""
+        try:
+            batch = await self._decide_batch(raws)
+        except BaseException:
+            self.sequencer.skip(ticket)
+            raise
+        async with self.sequencer.committing(ticket):
+            committed = await batch.commit(connection, self.config, inflight, len(raws))
+        if committed:
+            self.routed += batch.routed
+        else:
+            log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))
+
+    async def _decide_batch(self, raws: list[bytes]) -> Batch:
         batch = Batch()
         unroutable: list[tuple[Command, bytes]] = []
         for raw in raws:
@@ -82,22 +111,7 @@ class Intake:
             for command, raw in unroutable:
                 with _answering_bugs(raw, batch):
                     self._send(command, raw, batch)
-        commands = [batch.commit(self.config, self.inflight, len(raws))]
-        if len(raws) <= self.config.batch_size:  # a larger leftover is routed alone, so batches stay bounded
-            commands.append(scripts.CLAIM.evalsha([keys.CMDS_QUEUE, self.inflight, keys.CONTROLLERS],
-                                                  [self.config.batch_size, BATCH_BYTES, self.controller_id]))
-        replies = await connection.pipeline(commands, raise_errors=False)
-        committed, claimed = replies[0], replies[1] if len(replies) > 1 else []
-        for reply in replies:
-            if scripts.is_noscript(reply):
-                raise _ScriptsLost
-            if isinstance(reply, Exception):
-                raise reply
-        if committed:
-            self.routed += batch.routed
-        else:
-            log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))
-        return claimed
+        return batch
 
     async def _decide(self, raw: bytes, batch: Batch, unroutable: list[tuple[Command, bytes]]) -> None:
         try:
@@ -132,10 +146,6 @@ class Intake:
         for view in targets:
             view.load += 1
             batch.send(command, raw, view.keys)
-
-
-class _ScriptsLost(Exception):
-    """Redis no longer knows our scripts: what ran is unknown, start again from the inflight list."""
 
 
 @contextlib.contextmanager

@@ -32,11 +32,11 @@ KEEP_ALIVE_CHUNK = 1000
 
 
 class Liveness:
-    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, controller_id: str) -> None:
+    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, lanes: list[str]) -> None:
         self.config = config
         self.bus = bus
         self.registry = registry
-        self.controller_id = controller_id
+        self.lanes = lanes  # the ids this controller claims under (see ``intake.lane_ids``)
         self._generation = 0
         self._connected_at = 0.0
         self._kept_alive_at = 0.0
@@ -71,18 +71,18 @@ class Liveness:
             await self._keep_results_alive()
 
     async def beat(self) -> None:
-        """Renew this controller's heartbeat (and its entry among the controllers)."""
-        await self.bus.pipeline([
-            ("SET", keys.controller_alive(self.controller_id), "1", "PX", int(self.config.takeover_after * 1000)),
-            ("SADD", keys.CONTROLLERS, self.controller_id),
-        ])
+        """Renew the heartbeat of each of our lanes (and their entries among the controllers)."""
+        ttl_ms = int(self.config.takeover_after * 1000)
+        await self.bus.pipeline([("SET", keys.controller_alive(lane), "1", "PX", ttl_ms) for lane in self.lanes]
+                                + [("SADD", keys.CONTROLLERS, *self.lanes)])
 
     async def release(self) -> None:
-        """On a clean stop: hand back the batch we hold and stop beating, so no peer waits for us."""
-        await self.bus.execute("DEL", keys.controller_alive(self.controller_id))
-        moved = await self._recover(self.controller_id)
-        if moved > 0:
-            log.info("put %d unrouted commands back on %s", moved, keys.CMDS_QUEUE)
+        """On a clean stop: hand back the batches we hold and stop beating, so no peer waits for us."""
+        await self.bus.execute("DEL", *(keys.controller_alive(lane) for lane in self.lanes))
+        for lane in self.lanes:
+            moved = await self._recover(lane)
+            if moved > 0:
+                log.info("put %d unrouted commands back on %s", moved, keys.CMDS_QUEUE)
 
     async def _fail_jobs(self, view: AgentView) -> None:
         running = keys.running_jobs(view.gid, view.nid)
@@ -143,7 +143,7 @@ class Liveness:
         if everywhere:
             prefix = keys.controller_inflight("")
             peers.update(key[len(prefix):] for key in await self.bus.scan(keys.CONTROLLER_INFLIGHT_PATTERN))
-        peers.discard(self.controller_id)
+        peers.difference_update(self.lanes)
         if not peers:
             return
         alive = await self.bus.pipeline([("EXISTS", keys.controller_alive(peer)) for peer in sorted(peers)])

@@ -24,7 +24,7 @@ from bus import Bus, Connection, ConnectionLost, open_bus
 from controller import events, scripts
 from controller.config import ControllerConfig
 from controller.handlers import EventHandlers
-from controller.intake import Intake
+from controller.intake import Intake, lane_ids
 from controller.internal import Internal
 from controller.liveness import Liveness
 from controller.registry import Registry
@@ -48,7 +48,7 @@ class Controller:
         self.internal = Internal(config, bus, self.registry)
         self.intake = Intake(config, bus, self.registry, controller_id, self.internal)
         self.collector = Collector(config, bus, self.registry, self.on_registration)
-        self.liveness = Liveness(config, bus, self.registry, controller_id)
+        self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
         self.scheduler = Scheduler(bus)
         self.handlers = EventHandlers(config)
 

@@ -317,3 +317,16 @@ def test_the_2015_client_reaches_the_controller_commands(grid):
     removed = client.cmd(None, None, "controller", acclient.RunArgs(name="scheduler_remove"),
                          data={"id": "nightly-ping"}, role="*").get_next_result(TIMEOUT)
     assert removed.state == "SUCCESS"
+
+
+def test_one_controller_keeps_the_order_commands_were_queued_in(grid):
+    """Its two lanes decide batches side by side, but commit them in the order they were claimed."""
+    sent = [command(gid=1, nid=2) for _ in range(3000)]
+    for start in range(0, len(sent), 500):
+        submit(grid.redis, *sent[start:start + 500])
+    assert result(grid.redis, sent[-1]["id"])["state"] == "SUCCESS"
+    ids = {item["id"] for item in sent}
+    logged = [json.loads(raw)["id"] for raw in grid.redis.lrange(keys.JOBLOG, 0, 5000)]
+    assert [entry for entry in reversed(logged) if entry in ids] == [item["id"] for item in sent]
+    for item in sent[:-1]:
+        assert result(grid.redis, item["id"])["state"] == "SUCCESS"

@@ -13,6 +13,7 @@ from controller.config import event_argv, load_config
 from controller.intake import Intake
 from controller.registry import Registry
 from controller.scheduler import Schedule, check_cron, next_tick
+from controller.sequencer import Sequencer
 from daemon.config import ConfigError
 from protocol.errors import ProtocolError
 from protocol.job import error_job
@@ -114,7 +115,6 @@ def decide(raws: list[bytes], registry: Registry) -> Batch:
             await intake._decide(raw, batch, unroutable)
         for command, raw in unroutable:
             intake._send(command, raw, batch)
-        batch.commit(intake.config, intake.inflight, len(raws))
         return batch
 
     return trio.run(run)
@@ -150,3 +150,48 @@ def test_deciding_random_input_always_accounts_for_each_item(registry, raws):
     batch = decide(raws, registry)
     assert batch.routed + batch.answered + batch.dead >= len(raws)
     assert batch.answered + batch.dead <= len(raws)
+
+
+# -- lanes in order ----------------------------------------------------------------------------
+
+
+def test_batches_commit_in_the_order_they_were_claimed_whatever_finishes_deciding_first():
+    committed: list[str] = []
+
+    async def lane(sequencer: Sequencer, name: str, deciding: float, claimed: trio.Event | None) -> None:
+        if claimed is not None:
+            await claimed.wait()
+        async with sequencer.claiming() as ticket:
+            pass
+        if name == "first":
+            first_claimed.set()
+        await trio.sleep(deciding)
+        async with sequencer.committing(ticket):
+            committed.append(name)
+
+    async def main() -> None:
+        sequencer = Sequencer()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lane, sequencer, "first", 0.05, None)
+            nursery.start_soon(lane, sequencer, "second", 0.0, first_claimed)
+
+    first_claimed = trio.Event()
+    trio.run(main)
+    assert committed == ["first", "second"]
+
+
+def test_a_skipped_ticket_does_not_hold_up_later_batches():
+    async def main() -> list[int]:
+        sequencer, committed = Sequencer(), []
+        tickets = []
+        for _ in range(3):
+            async with sequencer.claiming() as ticket:
+                tickets.append(ticket)
+        sequencer.skip(tickets[0])
+        with trio.fail_after(1):
+            for ticket in tickets[1:]:
+                async with sequencer.committing(ticket):
+                    committed.append(ticket)
+        return committed
+
+    assert trio.run(main) == [1, 2]
