@@ -24,7 +24,7 @@ from controller import scripts
 from controller.batch import Batch
 from controller.config import ControllerConfig
 from controller.registry import Registry
-from controller.routing import NoRoute, route
+from controller.routing import NoRoute, Router
 from controller.sequencer import Sequencer
 from protocol import keys
 from protocol.command import CONTROLLER_CMD, Command, MalformedCommand, decode_command, usable_id
@@ -99,21 +99,23 @@ class Intake:
             log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))
 
     async def _decide_batch(self, raws: list[bytes]) -> Batch:
-        batch = Batch()
+        batch, router = Batch(), Router(self.registry)
         unroutable: list[tuple[Command, bytes]] = []
         for raw in raws:
             with _answering_bugs(raw, batch):
-                await self._decide(raw, batch, unroutable)
+                await self._decide(raw, batch, router, unroutable)
         if unroutable:
             # Our view may lag behind (an agent that has just come back, a
             # registration drained by a peer): look again before saying no.
             await self.registry.revive(self.bus)
+            router = Router(self.registry)
             for command, raw in unroutable:
                 with _answering_bugs(raw, batch):
-                    self._send(command, raw, batch)
+                    self._send(command, raw, batch, router)
         return batch
 
-    async def _decide(self, raw: bytes, batch: Batch, unroutable: list[tuple[Command, bytes]]) -> None:
+    async def _decide(self, raw: bytes, batch: Batch, router: Router,
+                      unroutable: list[tuple[Command, bytes]]) -> None:
         try:
             command = decode_command(raw, self.config.max_data_bytes)
         except MalformedCommand as exc:
@@ -128,14 +130,14 @@ class Intake:
         if command.cmd == CONTROLLER_CMD:
             batch.answer(command.id, await self.internal(command, batch))
             return
-        self._send(command, raw, batch, unroutable)
+        self._send(command, raw, batch, router, unroutable)
 
-    def _send(self, command: Command, raw: bytes, batch: Batch,
+    def _send(self, command: Command, raw: bytes, batch: Batch, router: Router,
               unroutable: list[tuple[Command, bytes]] | None = None) -> None:
         """Send to the chosen agents; with no live match, answer why (or, given
         ``unroutable``, keep the command there for a second look)."""
         try:
-            targets = route(command, self.registry)
+            targets = router.route(command)
         except NoRoute as exc:
             if unroutable is not None:
                 unroutable.append((command, raw))
@@ -144,7 +146,6 @@ class Intake:
                                                cmd=command.cmd, args=command.args.to_wire(), tags=command.tags))
             return
         for view in targets:
-            view.load += 1
             batch.send(command, raw, view.keys)
 
 

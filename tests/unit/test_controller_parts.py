@@ -12,6 +12,7 @@ from controller.batch import Batch
 from controller.config import event_argv, load_config
 from controller.intake import Intake
 from controller.registry import Registry
+from controller.routing import Router
 from controller.scheduler import Schedule, check_cron, next_tick
 from controller.sequencer import Sequencer
 from daemon.config import ConfigError
@@ -110,11 +111,11 @@ def decide(raws: list[bytes], registry: Registry) -> Batch:
 
     async def run() -> Batch:
         intake = Intake(load_config(None), None, registry, "test", internal)
-        batch, unroutable = Batch(), []
+        batch, router, unroutable = Batch(), Router(registry), []
         for raw in raws:
-            await intake._decide(raw, batch, unroutable)
+            await intake._decide(raw, batch, router, unroutable)
         for command, raw in unroutable:
-            intake._send(command, raw, batch)
+            intake._send(command, raw, batch, router)
         return batch
 
     return trio.run(run)
