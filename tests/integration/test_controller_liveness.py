@@ -60,6 +60,10 @@ def test_a_silent_agent_shows_queued_then_lost_and_its_late_answer_is_dropped(ma
     grid = make_grid([AgentSpec(1, 1)], heartbeat_interval=HEARTBEAT, controller_config=FAST)
     bus = grid.redis
     agent = grid.agents["1:1"]
+    # Stop it while it waits for commands, so the command below is taken, just never answered in time
+    # (stopped earlier, the command would wait in its queue, and be withdrawn once answered as lost).
+    wait_until(lambda: any(client["cmd"] == "blmove" and client["name"].startswith("ac-agent-1:1")
+                           for client in bus.client_list()), what="the agent waiting in BLMOVE")
     agent.send_signal(signal.SIGSTOP)
     try:
         sent = command(gid=1, nid=1)
