@@ -26,10 +26,10 @@ MAX_BATCH_SIZE = 1000
 def event_command_line(value: str) -> str | None:
     """What is wrong with an ``[events]`` command line, if anything."""
     try:
-        event_argv(value, 1, 1)
+        argv = event_argv(value, 1, 1)
     except (ValueError, KeyError, IndexError) as exc:
         return f"not a usable command line ({exc!r}; placeholders: {{gid}}, {{nid}})"
-    return None
+    return "is blank: give a command line, or \"\" for none" if value and not argv else None
 
 
 def event_argv(command_line: str, gid: int, nid: int) -> list[str]:

@@ -27,10 +27,11 @@ class EventHandlers:
         self._nursery: trio.Nursery | None = None
         self.failed = 0
 
-    async def run(self) -> None:
-        """Own the handlers' tasks; runs until cancelled."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the handlers' tasks; runs until cancelled. Start it with ``nursery.start``."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            task_status.started()
             await trio.sleep_forever()
 
     def fire(self, event: str, gid: int, nid: int) -> None:
@@ -47,7 +48,7 @@ class EventHandlers:
                 try:
                     done = await trio.run_process(argv, stdin=b"", capture_stdout=True, capture_stderr=True,
                                                   check=False, env=env)
-                except OSError as exc:
+                except (OSError, ValueError) as exc:
                     self.failed += 1
                     log.error("%s could not start: %s", what, exc)
                     return

@@ -60,7 +60,7 @@ class Controller:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
-                nursery.start_soon(self.handlers.run)
+                await nursery.start(self.handlers.run)
                 nursery.start_soon(self.bus.serve_dedicated, self._follow_events)
                 nursery.start_soon(self.collector.run)
                 nursery.start_soon(self.liveness.run)

@@ -46,6 +46,7 @@ def test_new_controller_keys_have_defaults_and_are_read(tmp_path):
     ("[events]\nagent_registered = 'run {host}'\n", "[events] agent_registered: not a usable command line"),
     ("[events]\nagent_returned = 'run \"{gid}'\n", "[events] agent_returned: not a usable command line"),
     ("[events]\nagent_lost = 'x'\n", "[events]: unknown key 'agent_lost'"),
+    ("[events]\nagent_registered = '   '\n", "[events] agent_registered: is blank"),
     ("[events]\nhandler_timeout = 0\n", "[events] handler_timeout: must be greater than 0"),
 ])
 def test_broken_new_controller_keys_are_named(tmp_path, text, message):
