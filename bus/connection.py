@@ -175,6 +175,12 @@ async def connect(address: BusAddress, name: str = "") -> AsyncIterator[Connecti
                 yield connection
             finally:
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps what the caller's block raised: give callers the exception itself, so
+        # ``except ConnectionLost`` and ``except ReplyError`` around ``connect()`` work.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         await trio.aclose_forcefully(stream)
 

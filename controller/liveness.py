@@ -15,7 +15,7 @@ import logging
 
 import trio
 
-from bus import Bus, ConnectionLost
+from bus import Bus, ConnectionLost, ReplyError
 from controller import events, scripts
 from controller.config import ControllerConfig
 from controller.registry import AgentView, Registry
@@ -46,7 +46,7 @@ class Liveness:
         while True:
             try:
                 await self.sweep(slow=sweeps % SLOW_EVERY == 0)
-            except ConnectionLost as exc:
+            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
                 log.warning("liveness sweep interrupted: %s", exc)
             sweeps += 1
             await trio.sleep(self.config.sweep_interval)

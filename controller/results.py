@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost
+from bus import Bus, Connection, ConnectionLost, ReplyError
 from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Envelopes taken from one outbox per script call, to keep each call short.
 DRAIN_BATCH = 256
+#: Seconds to wait before draining again after the bus refused or dropped a drain.
+RETRY_DELAY = 0.2
 
 #: Called with (gid, nid, registration, new) after an agent (re)registered; ``new``
 #: when the registry had never seen that agent.
@@ -52,14 +54,22 @@ class Collector:
     async def mark_all_outboxes(self) -> None:
         """Find every outbox on the bus (new agents included) and drain it."""
         for key in await self.bus.scan(keys.AGENT_OUTBOX_PATTERN):
-            self.mark(*keys.agent_of(key))
+            self._mark_key(key)
 
     async def _listen(self, connection: Connection) -> None:
         await connection.psubscribe(keys.AGENT_BELL_PATTERN)
         await self.mark_all_outboxes()
         while True:
             channel, _ = await connection.next_message()
-            self.mark(*keys.agent_of(channel.decode()))
+            self._mark_key(channel.decode("utf-8", "replace"))
+
+    def _mark_key(self, key: str) -> None:
+        try:
+            gid, nid = keys.agent_of(key)
+        except ValueError:
+            log.warning("ignoring %r: not the key of an agent", key[:200])
+            return
+        self.mark(gid, nid)
 
     async def _drain_forever(self) -> None:
         while True:
@@ -68,10 +78,11 @@ class Collector:
             agents, self._dirty = self._dirty, set()
             try:
                 await self._drain(sorted(agents))
-            except ConnectionLost as exc:
+            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
                 log.warning("draining outboxes interrupted (%s); will drain again", exc)
                 for gid, nid in agents:
                     self.mark(gid, nid)
+                await trio.sleep(RETRY_DELAY)
                 await self.bus.connection()
 
     async def _drain(self, agents: list[tuple[int, int]]) -> None:

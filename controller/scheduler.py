@@ -22,7 +22,7 @@ from typing import Any
 import trio
 from cronsim import CronSim, CronSimError
 
-from bus import Bus, ConnectionLost
+from bus import Bus, ConnectionLost, ReplyError
 from controller import scripts
 from protocol import keys
 from protocol.command import MAX_ID_LENGTH, MalformedCommand, decode_command
@@ -121,7 +121,7 @@ class Scheduler:
         while True:
             try:
                 await self.submit_due()
-            except ConnectionLost as exc:
+            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
                 log.warning("scheduler interrupted: %s", exc)
             await trio.sleep(POLL_INTERVAL)
 

@@ -181,3 +181,21 @@ def test_a_failing_event_handler_is_logged_and_harmless(make_grid):
     assert grid.controllers[0].poll() is None
     assert run(grid.redis, gid=1, nid=1)["state"] == "SUCCESS"
 
+
+
+def test_the_bus_restarting_empty_stops_nothing(make_grid):
+    grid = make_grid([AgentSpec(1, 1)], controllers=2, heartbeat_interval=HEARTBEAT, controller_config=FAST)
+    assert run(grid.redis, gid=1, nid=1)["state"] == "SUCCESS"
+    grid.redis_server.process.terminate()
+    grid.redis_server.process.wait()
+    grid.redis_server.restart()  # an empty dataset: no scripts, no registrations, no heartbeats
+
+    def answered():
+        job = run(grid.redis, gid=1, nid=1)
+        return job if job["state"] == "SUCCESS" else None
+
+    assert wait_until(answered, what="routing again after the bus came back")
+    assert all(process.poll() is None for process in grid.controllers)
+    sent = command(role="*", fanout=True)
+    submit(grid.redis, sent)
+    assert result(grid.redis, sent["id"])["state"] == "SUCCESS"

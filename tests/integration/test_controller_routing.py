@@ -330,3 +330,16 @@ def test_one_controller_keeps_the_order_commands_were_queued_in(grid):
     assert [entry for entry in reversed(logged) if entry in ids] == [item["id"] for item in sent]
     for item in sent[:-1]:
         assert result(grid.redis, item["id"])["state"] == "SUCCESS"
+
+
+def test_stray_bells_and_outboxes_do_not_stop_the_controller(grid):
+    grid.redis.rpush("ac:agent:x:y:outbox", "junk")
+    for channel in ("ac:agent:x:y:bell", "ac:agent:1:bell", "ac:agent:1:2:3:bell"):
+        grid.redis.publish(channel, "")
+    grid.redis.rpush(keys.AgentKeys(1, 2).outbox, "no header line", '{"kind": "job"}\n{}', '{"kind": "what"}\n')
+    grid.redis.publish(keys.AgentKeys(1, 2).bell, "")
+    barrier(grid)
+    wait_until(lambda: grid.redis.llen(keys.AgentKeys(1, 2).outbox) == 0, what="the junk drained")
+    assert grid.controllers[0].poll() is None
+    assert run(grid.redis, gid=1, nid=2)["state"] == "SUCCESS"
+    grid.redis.delete("ac:agent:x:y:outbox")
