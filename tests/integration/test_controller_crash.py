@@ -81,19 +81,22 @@ def test_controllers_killed_at_random_instants_lose_and_repeat_nothing(make_grid
     stops: list[str] = []
     flowing = threading.Event()
 
+    plan = ["kill holding a batch", "freeze past takeover", "kill", "stop", "kill holding a batch", "kill", "kill",
+            "stop"]
+
     def kill_and_replace():
         flowing.wait()
-        for round_ in range(8):
+        for step in plan:
             time.sleep(chaos.uniform(0.05, 0.3))
             index = chaos.choice([i for i, process in enumerate(grid.controllers) if process is not None])
             process = grid.controllers[index]
-            if round_ % 4 == 3:  # now and then a clean stop: the batch is handed back at once
+            if step == "stop":  # a clean stop: the batch is handed back at once
                 grid.stop_controller(index)
                 stops.append("SIGTERM")
-            elif round_ % 2 == 0:  # at a random instant
+            elif step == "kill":  # at a random instant
                 grid.stop_controller(index, kill=True)
                 stops.append("SIGKILL")
-            elif round_ == 1:  # frozen while holding a batch until a peer takes it over, then woken up
+            elif step == "freeze past takeover":  # frozen holding a batch until a peer takes it over, then woken
                 if freeze_holding_a_batch(grid, process, chaos):
                     wait_until(lambda frozen=process: not holds_batch(grid, frozen), what="the frozen batch taken over")
                     stops.append("frozen past takeover")
@@ -107,9 +110,9 @@ def test_controllers_killed_at_random_instants_lose_and_repeat_nothing(make_grid
 
     killer = threading.Thread(target=kill_and_replace)
     killer.start()
-    try:
-        for start in range(0, len(sent), 100):
-            submit(grid.redis, *sent[start:start + 100])
+    try:  # commands keep flowing for as long as the killer works, then the rest go at once
+        for start in range(0, len(sent), 50):
+            submit(grid.redis, *sent[start:start + 50])
             flowing.set()
             if killer.is_alive():
                 time.sleep(0.1)
