@@ -20,7 +20,7 @@ from acclient.client import Client
 from acclient.cmd import NO_REPLY, Cmd
 from acclient.errors import JobError
 from acclient.runargs import RunArgs
-from protocol.command import CONTROLLER_COMMAND
+from protocol.command import CONTROLLER_CMD
 from protocol.levels import parse_levels
 from protocol.states import FINAL_STATES
 
@@ -252,7 +252,7 @@ def _cell(value: Any) -> str:
 
 
 def _target(command: dict[str, Any]) -> str:
-    if command.get("cmd") == CONTROLLER_COMMAND:
+    if command.get("cmd") == CONTROLLER_CMD:
         return "controller"
     if command.get("nid"):
         return f"{command.get('gid')}:{command.get('nid')}"

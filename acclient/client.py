@@ -14,7 +14,7 @@ from acclient.job import Job
 from acclient.runargs import RunArgs
 from bus.address import BusAddress
 from protocol import keys
-from protocol.command import CONTROLLER_COMMAND
+from protocol.command import CONTROLLER_CMD
 from protocol.states import State
 
 #: Seconds the shortcut methods (``get_os_info``, ``get_msgs``, ...) wait for their answer.
@@ -66,7 +66,7 @@ class Client:
         """
         if role is not None and nid:
             raise ValueError("role and nid exclude each other: give gid and nid, or a role (and maybe a gid)")
-        if role is None and not (gid and nid) and cmd != CONTROLLER_COMMAND:
+        if role is None and not (gid and nid) and cmd != CONTROLLER_CMD:
             raise ValueError("give gid and nid, or a role")
         if args is None:
             args = RunArgs()
@@ -153,7 +153,7 @@ class Client:
 
     def list_agents(self, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
         """Every agent the controllers know: gid, nid, roles, alive, running jobs, host, version."""
-        return self._ask(None, None, CONTROLLER_COMMAND, timeout=timeout, name="list_agents")
+        return self._ask(None, None, CONTROLLER_CMD, timeout=timeout, name="list_agents")
 
     # -- tunnels ------------------------------------------------------------------------
 

@@ -14,6 +14,10 @@ from bus.connection import Connection, ConnectionLost, ReplyError, connect
 log = logging.getLogger(__name__)
 
 
+#: The longest a daemon waits between two attempts to reach the bus.
+RECONNECT_CAP = 5.0
+
+
 class Backoff:
     """Delays that double up to ``cap``, each drawn at random from its upper half.
 
@@ -21,7 +25,7 @@ class Backoff:
     when the bus comes back.
     """
 
-    def __init__(self, first: float = 0.05, cap: float = 5.0) -> None:
+    def __init__(self, first: float = 0.05, cap: float = RECONNECT_CAP) -> None:
         self.first = first
         self.cap = cap
         self.attempt = 0

@@ -1,66 +1,49 @@
-"""Taking commands from ``cmds_queue`` and committing the routing decisions.
+"""Taking commands from ``cmds_queue`` and routing them.
 
-The loop claims a batch into this controller's inflight list, decides every
-command of it in memory, then commits all decisions with one script call
-(``route.lua``) that also empties the inflight list. If the controller dies
-anywhere in between, the batch is still in the inflight list, and a peer (or
-this controller's successor) puts it back on ``cmds_queue``.
+A lane claims a batch into its inflight list, decides every command of it in
+memory (``Batch``), then commits all decisions with one script call that also
+empties the inflight list. If the controller dies anywhere in between, the
+batch is still in the inflight list, and a peer (or this controller's
+successor) puts it back on ``cmds_queue``.
+
+A controller runs two lanes, each with its own connection and inflight list
+(to peers they look like two controllers), so that one decides while Redis
+applies the other's batch; a ``Sequencer`` keeps the batches in order.
 """
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 
-from bus import Bus, Connection
+import trio
+
+from bus import Bus, Connection, ConnectionLost
 from controller import scripts
+from controller.batch import Batch
 from controller.config import ControllerConfig
 from controller.registry import Registry
-from controller.routing import NoRoute, route
+from controller.routing import NoRoute, Router
+from controller.sequencer import Sequencer
 from protocol import keys
-from protocol.command import Command, MalformedCommand, decode_command
-from protocol.job import Job, error_job, now_ms
-from protocol.states import State
+from protocol.command import CONTROLLER_CMD, Command, MalformedCommand, decode_command, usable_id
+from protocol.job import Job, error_job
 
 log = logging.getLogger(__name__)
 
-#: Dead letters kept for inspection (the counter counts them all).
-DEAD_LETTERS_KEPT = 1000
-#: Bytes of an unanswerable input kept in its dead letter.
-DEAD_LETTER_SAMPLE = 1000
+#: A batch stops growing after the command that brings it to this many bytes.
+BATCH_BYTES = 4 * 1024 * 1024
+#: Lanes per controller.
+LANES = 2
 
-#: Answers a ``cmd = "controller"`` command: returns the job to send back.
-InternalHandler = Callable[[Command], Awaitable[Job]]
+#: Answers a ``cmd = "controller"`` command: stages its writes in the batch, returns the answer.
+InternalHandler = Callable[[Command, Batch], Awaitable[Job]]
 
 
-@dataclass
-class Batch:
-    """The decisions for one batch, as records for ``route.lua``."""
-
-    records: list[Any] = field(default_factory=list)
-    routed: int = 0
-    answered: int = 0
-    dead: int = 0
-
-    def send(self, command: Command, raw: bytes, agent_keys: keys.AgentKeys) -> None:
-        queued = Job.for_command(command, agent_keys.gid, agent_keys.nid).to_json()
-        self.records += ["Q", command.id, agent_keys.name, agent_keys.commands,
-                         keys.running_jobs(agent_keys.gid, agent_keys.nid), raw, queued]
-        self.routed += 1
-
-    def answer(self, command_id: str, job: Job) -> None:
-        self.records += ["A", command_id, keys.agent_name(job.gid, job.nid), job.to_json()]
-        self.answered += 1
-
-    def log(self, raw: bytes) -> None:
-        self.records += ["L", raw]
-
-    def dead_letter(self, raw: bytes, reason: str) -> None:
-        sample = raw[:DEAD_LETTER_SAMPLE].decode("utf-8", "replace")
-        letter = {"reason": reason, "input": sample, "size": len(raw), "time": now_ms()}
-        self.records += ["D", json.dumps(letter)]
-        self.dead += 1
+def lane_ids(controller_id: str) -> list[str]:
+    """The ids a controller's lanes claim under (each has an inflight list and a heartbeat)."""
+    return [controller_id] + [f"{controller_id}.{lane}" for lane in range(1, LANES)]
 
 
 class Intake:
@@ -69,40 +52,70 @@ class Intake:
         self.config = config
         self.bus = bus
         self.registry = registry
-        self.inflight = keys.controller_inflight(controller_id)
+        self.lanes = lane_ids(controller_id)
         self.internal = internal
+        self.sequencer = Sequencer()
         self.routed = 0
 
     async def run(self) -> None:
-        await self.bus.serve_dedicated(self._serve)
+        async with trio.open_nursery() as nursery:
+            for lane in self.lanes:
+                nursery.start_soon(self.bus.serve_dedicated, partial(self._serve, lane))
 
-    async def _serve(self, connection: Connection) -> None:
-        """Route forever on a connection of our own (it blocks in ``BLMOVE``)."""
-        leftover = await connection.execute("LRANGE", self.inflight, 0, -1)
+    async def _serve(self, lane: str, connection: Connection) -> None:
+        """Route forever on a connection of the lane's own (it blocks in ``BLMOVE``).
+
+        Whatever is in the lane's inflight list when it starts (commands claimed
+        just before a lost connection, or a batch whose commit failed) is routed first.
+        """
+        inflight = keys.controller_inflight(lane)
+        leftover = await connection.execute("LRANGE", inflight, 0, -1)
         if leftover:
-            log.info("routing %d commands left over from a lost connection", len(leftover))
-            await self._route_batch(connection, leftover)
+            log.info("routing %d commands claimed before", len(leftover))
         while True:
-            batch = await scripts.CLAIM.run(connection, [keys.CMDS_QUEUE, self.inflight], [self.config.batch_size])
-            if not batch:
-                first = await connection.execute("BLMOVE", keys.CMDS_QUEUE, self.inflight, "LEFT", "RIGHT", 0)
-                batch = [first]
-            await self._route_batch(connection, batch)
+            async with self.sequencer.claiming() as ticket:
+                raws = leftover or await self._claim(connection, lane)
+                leftover = []
+            await self._route_batch(connection, inflight, raws, ticket)
 
-    async def _route_batch(self, connection: Connection, raws: list[bytes]) -> None:
-        batch = Batch()
-        for raw in raws:
-            await self._decide(raw, batch)
-        args = [len(raws), self.config.result_ttl, self.config.joblog_max, keys.JOB_RESULTS_PREFIX,
-                keys.RESULT_QUEUE_PREFIX, keys.DEAD_LETTERS, keys.DEAD_LETTER_COUNT, DEAD_LETTERS_KEPT,
-                keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX, *batch.records]
-        committed = await scripts.ROUTE.run(connection, [self.inflight, keys.JOBLOG], args)
-        if not committed:
+    async def _claim(self, connection: Connection, lane: str) -> list[bytes]:
+        inflight = keys.controller_inflight(lane)
+        raws = await scripts.CLAIM.run(connection, [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS],
+                                       [self.config.batch_size, BATCH_BYTES, lane])
+        return raws or [await connection.execute("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", 0)]
+
+    async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int) -> None:
+        """Decide a batch, then commit it when every batch claimed before it is committed."""
+        try:
+            batch = await self._decide_batch(raws)
+        except BaseException:
+            self.sequencer.skip(ticket)
+            raise
+        async with self.sequencer.committing(ticket):
+            committed = await batch.commit(connection, self.config, inflight, len(raws))
+        if committed:
+            self.routed += batch.routed
+        else:
             log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))
-            return
-        self.routed += batch.routed
 
-    async def _decide(self, raw: bytes, batch: Batch) -> None:
+    async def _decide_batch(self, raws: list[bytes]) -> Batch:
+        batch, router = Batch(), Router(self.registry)
+        unroutable: list[tuple[Command, bytes]] = []
+        for raw in raws:
+            with _answering_bugs(raw, batch):
+                await self._decide(raw, batch, router, unroutable)
+        if unroutable:
+            # Our view may lag behind (an agent that has just come back, a
+            # registration drained by a peer): look again before saying no.
+            await self.registry.revive(self.bus)
+            router = Router(self.registry)
+            for command, raw in unroutable:
+                with _answering_bugs(raw, batch):
+                    self._send(command, raw, batch, router)
+        return batch
+
+    async def _decide(self, raw: bytes, batch: Batch, router: Router,
+                      unroutable: list[tuple[Command, bytes]]) -> None:
         try:
             command = decode_command(raw, self.config.max_data_bytes)
         except MalformedCommand as exc:
@@ -114,35 +127,59 @@ class Intake:
                 batch.answer(exc.command_id, _refusal(exc))
             return
         batch.log(raw)
-        if command.cmd == "controller":
-            batch.answer(command.id, await self.internal(command))
+        if command.cmd == CONTROLLER_CMD:
+            batch.answer(command.id, await self.internal(command, batch))
             return
+        self._send(command, raw, batch, router, unroutable)
+
+    def _send(self, command: Command, raw: bytes, batch: Batch, router: Router,
+              unroutable: list[tuple[Command, bytes]] | None = None) -> None:
+        """Send to the chosen agents; with no live match, answer why (or, given
+        ``unroutable``, keep the command there for a second look)."""
         try:
-            targets = route(command, self.registry)
+            targets = router.route(command)
         except NoRoute as exc:
+            if unroutable is not None:
+                unroutable.append((command, raw))
+                return
             batch.answer(command.id, error_job(command.id, str(exc), gid=command.gid, nid=command.nid,
                                                cmd=command.cmd, args=command.args.to_wire(), tags=command.tags))
             return
         for view in targets:
-            view.load += 1
             batch.send(command, raw, view.keys)
+
+
+@contextlib.contextmanager
+def _answering_bugs(raw: bytes, batch: Batch) -> Iterator[None]:
+    """A bug met while deciding one command answers that command; it never stops the controller."""
+    try:
+        yield
+    except ConnectionLost:
+        raise
+    except Exception as exc:
+        log.exception("internal error while routing a command")
+        reason = f"internal error in the controller: {exc!r}"
+        command_id = _id_of(raw)
+        if command_id is None:
+            batch.dead_letter(raw, reason)
+        else:
+            batch.answer(command_id, error_job(command_id, reason))
+
+
+def _id_of(raw: bytes) -> str | None:
+    try:
+        return usable_id(json.loads(raw).get("id"))
+    except Exception:
+        return None
 
 
 def _refusal(exc: MalformedCommand) -> Job:
     """The ERROR job for a malformed command, echoing what could be read of it."""
     fields = exc.fields
 
-    def echo(name: str, kind: type, default: Any) -> Any:
+    def echo(name: str, kind: type, default: object) -> object:
         value = fields.get(name)
         return value if isinstance(value, kind) and not isinstance(value, bool) else default
 
     return error_job(exc.command_id, f"malformed command: {exc}", gid=echo("gid", int, 0), nid=echo("nid", int, 0),
                      cmd=echo("cmd", str, ""), args=echo("args", dict, {}), tags=echo("tags", str, None))
-
-
-def answer_job(command: Command, data: Any, state: State = State.SUCCESS) -> Job:
-    """A final job answered by the controller itself, with a level-20 JSON result."""
-    job = Job.for_command(command, command.gid, command.nid, state, data=json.dumps(data))
-    job.level = 20
-    job.starttime = now_ms()
-    return job

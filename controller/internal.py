@@ -1,31 +1,93 @@
-"""Commands the controller answers itself: ``cmd = "controller"``, ``args.name`` says which."""
+"""Commands the controller answers itself: ``cmd = "controller"``, ``args.name`` says which.
 
+Each answer is a final job with a level-20 JSON result. A command that
+changes something (a schedule) stages the change in the batch, so it happens
+in the same atomic step as the answer, or not at all.
+"""
+
+import json
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from controller.intake import answer_job
+from bus import Bus
+from controller.batch import Batch
+from controller.config import ControllerConfig
 from controller.registry import Registry
+from controller.scheduler import Schedule, list_schedules, next_tick
+from protocol import keys
 from protocol.command import Command
-from protocol.job import Job, error_job
+from protocol.errors import ProtocolError, type_name
+from protocol.job import Job, error_job, now_ms
+from protocol.levels import RESULT_JSON
+from protocol.states import State
 
 log = logging.getLogger(__name__)
 
 
 class Internal:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry) -> None:
+        self.config = config
+        self.bus = bus
         self.registry = registry
-        self.handlers = {"list_agents": self.list_agents}
+        self.handlers: dict[str, Callable[[Command, Batch], Awaitable[Any]]] = {
+            "list_agents": self.list_agents,
+            "scheduler_add": self.scheduler_add,
+            "scheduler_list": self.scheduler_list,
+            "scheduler_remove": self.scheduler_remove,
+        }
 
-    async def __call__(self, command: Command) -> Job:
+    async def __call__(self, command: Command, batch: Batch) -> Job:
         handler = self.handlers.get(command.args.name or "")
         if handler is None:
             known = ", ".join(sorted(self.handlers))
-            return error_job(command.id, f"unknown controller command {command.args.name!r} (known: {known})",
-                             cmd=command.cmd, args=command.args.to_wire(), tags=command.tags)
-        return answer_job(command, await handler(command))
+            return self._error(command, f"unknown controller command {command.args.name!r} (known: {known})")
+        try:
+            result = await handler(command, batch)
+        except ProtocolError as exc:
+            return self._error(command, f"{command.args.name}: {exc}")
+        job = Job.for_command(command, command.gid, command.nid, State.SUCCESS, data=json.dumps(result))
+        job.level = RESULT_JSON
+        job.starttime = now_ms()
+        return job
 
-    async def list_agents(self, command: Command) -> list[dict]:
+    async def list_agents(self, command: Command, batch: Batch) -> list[dict]:
         return [
             {"gid": view.gid, "nid": view.nid, "roles": sorted(view.roles), "alive": view.alive,
              "running": view.load, **{key: view.registration.get(key) for key in ("hostname", "version", "pid")}}
             for view in sorted(self.registry.agents.values(), key=lambda view: (view.gid, view.nid))
         ]
+
+    async def scheduler_add(self, command: Command, batch: Batch) -> dict[str, Any]:
+        """``data``: ``{"cron", "cmd", "id" (default: this command's id)}``; an existing id is replaced."""
+        schedule = Schedule.from_request(command.data, command.id, self.config.max_data_bytes)
+        due = next_tick(schedule.cron, now_ms())
+        batch.add_schedule(schedule.id, schedule.to_wire(), due)
+        return {**schedule.to_wire(), "next": due}
+
+    async def scheduler_list(self, command: Command, batch: Batch) -> list[dict[str, Any]]:
+        return await list_schedules(self.bus)
+
+    async def scheduler_remove(self, command: Command, batch: Batch) -> dict[str, Any]:
+        """``data``: ``{"id"}`` (or the id as a plain string)."""
+        schedule_id = _schedule_id(command.data)
+        if not await self.bus.execute("HEXISTS", keys.SCHEDULES, schedule_id):
+            raise ProtocolError("data.id", f"no schedule {schedule_id!r}")
+        batch.remove_schedule(schedule_id)
+        return {"id": schedule_id}
+
+    @staticmethod
+    def _error(command: Command, reason: str) -> Job:
+        return error_job(command.id, reason, gid=command.gid, nid=command.nid, cmd=command.cmd,
+                         args=command.args.to_wire(), tags=command.tags)
+
+
+def _schedule_id(data: str) -> str:
+    try:
+        request = json.loads(data)
+    except (ValueError, RecursionError):
+        request = data
+    schedule_id = request.get("id") if isinstance(request, dict) else request
+    if not isinstance(schedule_id, str) or not schedule_id:
+        raise ProtocolError("data.id", f"expected a schedule id (a string), got {type_name(schedule_id)}")
+    return schedule_id

@@ -2,18 +2,22 @@
 
 Every ``sweep_interval`` this controller renews its own heartbeat, reads
 every agent's, answers the unfinished jobs of lost agents with ``ERROR``, and
-puts the unrouted batches of dead controllers back on ``cmds_queue``.
+puts the unrouted batches of dead controllers back on ``cmds_queue``. Now and
+then it also renews the expiry of the results of jobs that still run, so that
+a long job's ``jobresult:<id>`` outlives ``result_ttl``.
 
-Right after (re)connecting, agents are given one heartbeat lifetime before
-being judged: if Redis itself restarted, their heartbeat keys are gone until
-they beat again.
+When Redis itself (re)started, heartbeat keys are gone until the agents have
+reconnected and beaten again: an agent not yet seen alive on this Redis is
+judged only once Redis has been up for one heartbeat lifetime plus the
+longest reconnect delay. An agent seen alive on it is judged at once.
 """
 
 import logging
 
 import trio
 
-from bus import Bus, ConnectionLost
+from bus import Bus, ConnectionLost, ReplyError
+from bus.link import RECONNECT_CAP
 from controller import events, scripts
 from controller.config import ControllerConfig
 from controller.registry import AgentView, Registry
@@ -23,49 +27,74 @@ from protocol.states import State
 
 log = logging.getLogger(__name__)
 
-#: How long a controller's heartbeat lives; a peer silent this long is dead.
-CONTROLLER_TTL_MS = 5000
-#: Agents heartbeat with a TTL of at most this; it is also the grace after reconnecting.
-AGENT_TTL_GRACE = 6.0
-#: Sweeps between the slower checks (dead controllers, the registry hash).
+#: Sweeps between the slower checks (the registry hash, stray inflight lists).
 SLOW_EVERY = 10
+#: Running jobs whose result expiry is renewed per round trip.
+KEEP_ALIVE_CHUNK = 1000
 
 
 class Liveness:
-    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, controller_id: str) -> None:
+    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, lanes: list[str]) -> None:
         self.config = config
         self.bus = bus
         self.registry = registry
-        self.controller_id = controller_id
+        self.lanes = lanes  # the ids this controller claims under (see ``intake.lane_ids``)
         self._generation = 0
-        self._connected_at = 0.0
+        self._bus_started_at = 0.0
+        self._run_id = ""
+        self._kept_alive_at = 0.0
 
     async def run(self) -> None:
         sweeps = 0
         while True:
             try:
                 await self.sweep(slow=sweeps % SLOW_EVERY == 0)
-            except ConnectionLost as exc:
+            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
                 log.warning("liveness sweep interrupted: %s", exc)
             sweeps += 1
             await trio.sleep(self.config.sweep_interval)
 
     async def sweep(self, slow: bool = False) -> None:
-        await self.bus.execute("SET", keys.controller_alive(self.controller_id), "1", "PX", CONTROLLER_TTL_MS)
+        await self.beat()
         if self.bus.generation != self._generation:
             self._generation = self.bus.generation
-            self._connected_at = trio.current_time()
+            self._run_id, uptime = await self._bus_run()
+            self._bus_started_at = trio.current_time() - uptime
         if slow:
             await self.registry.load_registrations(self.bus)
-            await self._recover_dead_controllers()
+        await self._recover_dead_controllers(everywhere=slow)
         for view in await self.registry.refresh_liveness(self.bus):
             log.warning("agent %s lost: no heartbeat", view.name)
             await events.publish(self.bus, events.AGENT_LOST, agent=view.name)
-        if trio.current_time() - self._connected_at < AGENT_TTL_GRACE:
-            return
+        bus_up = trio.current_time() - self._bus_started_at
         for view in self.registry.agents.values():
-            if not view.alive and view.load:
+            if view.alive:
+                view.seen_on = self._run_id
+            elif view.load and (view.seen_on == self._run_id or bus_up >= view.heartbeat_ttl + RECONNECT_CAP):
                 await self._fail_jobs(view)
+        if trio.current_time() - self._kept_alive_at >= self.config.result_ttl / 3:
+            self._kept_alive_at = trio.current_time()
+            await self._keep_results_alive()
+
+    async def _bus_run(self) -> tuple[str, float]:
+        """Which Redis run this is, and for how many seconds it has been up (``INFO server``)."""
+        info = dict(line.split(":", 1) for line in (await self.bus.execute("INFO", "server")).decode().splitlines()
+                    if ":" in line)
+        return info.get("run_id", "").strip(), float(info.get("uptime_in_seconds", 0))
+
+    async def beat(self) -> None:
+        """Renew the heartbeat of each of our lanes (and their entries among the controllers)."""
+        ttl_ms = int(self.config.takeover_after * 1000)
+        await self.bus.pipeline([("SET", keys.controller_alive(lane), "1", "PX", ttl_ms) for lane in self.lanes]
+                                + [("SADD", keys.CONTROLLERS, *self.lanes)])
+
+    async def release(self) -> None:
+        """On a clean stop: hand back the batches we hold and stop beating, so no peer waits for us."""
+        await self.bus.execute("DEL", *(keys.controller_alive(lane) for lane in self.lanes))
+        for lane in self.lanes:
+            moved = await self._recover(lane)
+            if moved > 0:
+                log.info("put %d unrouted commands back on %s", moved, keys.CMDS_QUEUE)
 
     async def _fail_jobs(self, view: AgentView) -> None:
         running = keys.running_jobs(view.gid, view.nid)
@@ -100,13 +129,46 @@ class Liveness:
             job.starttime = now_ms()
         return job
 
-    async def _recover_dead_controllers(self) -> None:
-        own = keys.controller_inflight(self.controller_id)
-        for key in await self.bus.scan(keys.CONTROLLER_INFLIGHT_PATTERN):
-            if key == own:
+    async def _keep_results_alive(self) -> None:
+        """Renew the expiry of ``jobresult:<id>`` and ``cmds_queue_<id>`` of every job still open."""
+        ttl = self.config.result_ttl
+        for view in list(self.registry.agents.values()):
+            cursor: bytes | int = 0
+            while True:
+                cursor, flat = await self.bus.execute("HSCAN", keys.running_jobs(view.gid, view.nid), cursor,
+                                                      "COUNT", KEEP_ALIVE_CHUNK)
+                commands = []
+                for raw_id in flat[::2]:
+                    job_id = raw_id.decode()
+                    commands += [("EXPIRE", keys.job_results(job_id), ttl), ("EXPIRE", keys.result_queue(job_id), ttl)]
+                await self.bus.pipeline(commands)
+                if int(cursor) == 0:
+                    break
+
+    async def _recover_dead_controllers(self, everywhere: bool) -> None:
+        """Take over the batches of controllers whose heartbeat expired.
+
+        Every claim enters its controller in ``CONTROLLERS``, so checking that
+        set finds every batch; ``everywhere`` also scans for inflight lists
+        (a safety net: it costs a walk over the key space).
+        """
+        peers = {member.decode() for member in await self.bus.execute("SMEMBERS", keys.CONTROLLERS)}
+        if everywhere:
+            prefix = keys.controller_inflight("")
+            peers.update(key[len(prefix):] for key in await self.bus.scan(keys.CONTROLLER_INFLIGHT_PATTERN))
+        peers.difference_update(self.lanes)
+        if not peers:
+            return
+        alive = await self.bus.pipeline([("EXISTS", keys.controller_alive(peer)) for peer in sorted(peers)])
+        for peer, beating in zip(sorted(peers), alive, strict=True):
+            if beating:
                 continue
-            peer = key[len(keys.controller_inflight("")):]
-            moved = await scripts.RECOVER.run(self.bus, [key, keys.CMDS_QUEUE, keys.controller_alive(peer)], [])
+            moved = await self._recover(peer)
             if moved > 0:
                 log.warning("controller %s is gone: put its %d unrouted commands back on %s",
                             peer, moved, keys.CMDS_QUEUE)
+
+    async def _recover(self, controller_id: str) -> int:
+        return await scripts.RECOVER.run(
+            self.bus, [keys.controller_inflight(controller_id), keys.CMDS_QUEUE, keys.controller_alive(controller_id),
+                       keys.CONTROLLERS], [controller_id])

@@ -14,6 +14,9 @@ from protocol.keys import AGENTS, AgentKeys, parse_agent_name, running_jobs
 
 log = logging.getLogger(__name__)
 
+#: Seconds between an agent's heartbeats when its registration does not say.
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+
 
 @dataclass(slots=True)
 class AgentView:
@@ -22,7 +25,8 @@ class AgentView:
     roles: frozenset[str] = frozenset()
     registration: dict[str, Any] = field(default_factory=dict)
     alive: bool = False
-    load: int = 0  # unfinished jobs routed to it
+    load: int = 0  # unfinished jobs routed to it: as last read from Redis, plus what we routed since
+    seen_on: str = ""  # run id of the Redis on which we last saw its heartbeat
 
     @property
     def name(self) -> str:
@@ -31,6 +35,13 @@ class AgentView:
     @property
     def keys(self) -> AgentKeys:
         return AgentKeys(self.gid, self.nid)
+
+    @property
+    def heartbeat_ttl(self) -> float:
+        """Seconds the agent's heartbeat lives: 3 beats of the interval it registered with."""
+        interval = self.registration.get("heartbeat_interval")
+        valid = isinstance(interval, int | float) and not isinstance(interval, bool) and 0 < interval < 3600
+        return 3 * (interval if valid else DEFAULT_HEARTBEAT_INTERVAL)
 
     def holds(self, roles: tuple[str, ...]) -> bool:
         return all(role == "*" or role in self.roles for role in roles)
@@ -54,6 +65,12 @@ class Registry:
         self.agents[(gid, nid)] = view
         return view
 
+    def set_load(self, gid: int, nid: int, open_jobs: int) -> None:
+        """The number of jobs open on an agent, as just read from Redis."""
+        view = self.agents.get((gid, nid))
+        if view is not None:
+            view.load = open_jobs
+
     def live(self) -> list[AgentView]:
         return [view for view in self.agents.values() if view.alive]
 
@@ -70,6 +87,18 @@ class Registry:
                 continue
             if isinstance(registration, dict):
                 self.register(gid, nid, registration, alive=False)
+
+    async def revive(self, bus: Any) -> None:
+        """Read the registrations again and mark alive every agent that beats again.
+
+        For a command that found no live agent: our view may lag behind (the
+        sweep has not run yet, or a peer drained the registration).
+        """
+        await self.load_registrations(bus)
+        dead = [view for view in self.agents.values() if not view.alive]
+        replies = await bus.pipeline([("EXISTS", view.keys.alive) for view in dead])
+        for view, alive in zip(dead, replies, strict=True):
+            view.alive = bool(alive)
 
     async def refresh_liveness(self, bus: Any) -> list[AgentView]:
         """Read every heartbeat and load; return the agents that have just died."""

@@ -13,24 +13,30 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost
+from bus import Bus, Connection, ConnectionLost, ReplyError
 from controller import scripts
 from controller.config import ControllerConfig
+from controller.registry import Registry
 from protocol import keys
 
 log = logging.getLogger(__name__)
 
 #: Envelopes taken from one outbox per script call, to keep each call short.
 DRAIN_BATCH = 256
+#: Seconds to wait before draining again after the bus refused or dropped a drain.
+RETRY_DELAY = 0.2
 
-#: Called with (gid, nid, registration) after an agent (re)registered.
-RegistrationHandler = Callable[[int, int, dict], Awaitable[None]]
+#: Called with (gid, nid, registration, new) after an agent (re)registered; ``new``
+#: when the registry had never seen that agent.
+RegistrationHandler = Callable[[int, int, dict, bool], Awaitable[None]]
 
 
 class Collector:
-    def __init__(self, config: ControllerConfig, bus: Bus, on_registration: RegistrationHandler) -> None:
+    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry,
+                 on_registration: RegistrationHandler) -> None:
         self.config = config
         self.bus = bus
+        self.registry = registry
         self.on_registration = on_registration
         self._dirty: set[tuple[int, int]] = set()
         self._wakeup = trio.Event()
@@ -48,14 +54,22 @@ class Collector:
     async def mark_all_outboxes(self) -> None:
         """Find every outbox on the bus (new agents included) and drain it."""
         for key in await self.bus.scan(keys.AGENT_OUTBOX_PATTERN):
-            self.mark(*keys.agent_of(key))
+            self._mark_key(key)
 
     async def _listen(self, connection: Connection) -> None:
         await connection.psubscribe(keys.AGENT_BELL_PATTERN)
         await self.mark_all_outboxes()
         while True:
             channel, _ = await connection.next_message()
-            self.mark(*keys.agent_of(channel.decode()))
+            self._mark_key(channel.decode("utf-8", "replace"))
+
+    def _mark_key(self, key: str) -> None:
+        try:
+            gid, nid = keys.agent_of(key)
+        except ValueError:
+            log.warning("ignoring %r: not the key of an agent", key[:200])
+            return
+        self.mark(gid, nid)
 
     async def _drain_forever(self) -> None:
         while True:
@@ -64,10 +78,11 @@ class Collector:
             agents, self._dirty = self._dirty, set()
             try:
                 await self._drain(sorted(agents))
-            except ConnectionLost as exc:
+            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
                 log.warning("draining outboxes interrupted (%s); will drain again", exc)
                 for gid, nid in agents:
                     self.mark(gid, nid)
+                await trio.sleep(RETRY_DELAY)
                 await self.bus.connection()
 
     async def _drain(self, agents: list[tuple[int, int]]) -> None:
@@ -82,7 +97,7 @@ class Collector:
             for gid, nid in agents
         ]
         replies = await self.bus.pipeline(commands, raise_errors=False)
-        if any(_is_noscript(reply) for reply in replies):
+        if any(scripts.is_noscript(reply) for reply in replies):
             connection = await self.bus.connection()
             await scripts.DRAIN.load(connection)
             replies = await self.bus.pipeline(commands)
@@ -90,21 +105,22 @@ class Collector:
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
-            taken, registration, *dropped = reply
+            taken, open_jobs, registration, new_agent, *dropped = reply
+            self.registry.set_load(gid, nid, open_jobs)
             if taken >= DRAIN_BATCH:
                 self.mark(gid, nid)
             for job_id in dropped:
                 self.dropped += 1
-                log.warning("dropped a result from agent %d:%d for job %s: that job was not sent to it",
-                            gid, nid, job_id.decode("utf-8", "replace"))
+                log.warning("dropped a result from agent %d:%d for job %s: that job is not open on it "
+                            "(never sent to it, or already answered)", gid, nid, job_id.decode("utf-8", "replace"))
             if registration:
                 try:
                     details = json.loads(registration)
                 except ValueError:
                     log.warning("agent %d:%d sent an unreadable registration", gid, nid)
                     continue
-                await self.on_registration(gid, nid, details)
+                if not isinstance(details, dict):
+                    log.warning("agent %d:%d sent a registration that is not a JSON object", gid, nid)
+                    continue
+                await self.on_registration(gid, nid, details, bool(new_agent))
 
-
-def _is_noscript(reply: object) -> bool:
-    return isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")

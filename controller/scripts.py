@@ -29,7 +29,7 @@ class Script:
         try:
             return await connection.execute(*self.evalsha(keys, args))
         except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            if not is_noscript(exc):
                 raise
         return await connection.execute("EVAL", self.source, len(keys), *keys, *args)
 
@@ -37,9 +37,15 @@ class Script:
         await connection.execute("SCRIPT", "LOAD", self.source)
 
 
+def is_noscript(reply: object) -> bool:
+    """Whether a reply says Redis does not know the script (it restarted, or was flushed)."""
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
 ROUTE = Script("route")
 DRAIN = Script("drain")
 FAIL_JOBS = Script("fail_jobs")
 RECOVER = Script("recover")
 CLAIM = Script("claim")
-ALL = (ROUTE, DRAIN, FAIL_JOBS, RECOVER, CLAIM)
+TICK = Script("tick")
+ALL = (ROUTE, DRAIN, FAIL_JOBS, RECOVER, CLAIM, TICK)

@@ -20,8 +20,8 @@ DEFAULT_MAX_DATA_BYTES = 16 * 1024 * 1024
 #: ``max_time`` of a long-running job: persisted and restarted with the agent.
 LONG_RUNNING = -1
 ANY_ROLE = "*"
-#: Commands with this ``cmd`` are answered by the controller itself and need no target.
-CONTROLLER_COMMAND = "controller"
+#: ``cmd`` of the commands the controller answers itself; they need no target.
+CONTROLLER_CMD = "controller"
 
 
 class MalformedCommand(ProtocolError):
@@ -144,6 +144,8 @@ def decode_command(raw: bytes | str, max_data_bytes: int = DEFAULT_MAX_DATA_BYTE
         fields = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedCommand(ProtocolError("", f"not valid JSON: {exc}"), None, {}) from None
+    except RecursionError:
+        raise MalformedCommand(ProtocolError("", "not valid JSON: nested too deeply"), None, {}) from None
     if not isinstance(fields, dict):
         error = ProtocolError("", f"expected a JSON object, got {type_name(fields)}")
         raise MalformedCommand(error, None, {})
@@ -196,20 +198,19 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     tags = fields.get("tags")
     if tags is not None and not isinstance(tags, str):
         raise ProtocolError("tags", f"expected a string, got {type_name(tags)}")
-    if cmd != CONTROLLER_COMMAND:
-        _check_target(gid, nid, roles, fanout)
+    _check_target(gid, nid, roles, fanout, internal=cmd == CONTROLLER_CMD)
     args = RunArgs.from_wire(fields.get("args"))
     return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags)
 
 
-def _check_target(gid: int, nid: int, roles: tuple[str, ...], fanout: bool) -> None:
+def _check_target(gid: int, nid: int, roles: tuple[str, ...], fanout: bool, internal: bool) -> None:
     if nid and roles:
         raise ProtocolError("nid", "a command goes to one node (gid and nid) or to a role, not both")
     if nid and not gid:
         raise ProtocolError("gid", "missing: nid needs a gid")
     if fanout and not roles:
         raise ProtocolError("fanout", "fanout needs a role")
-    if not nid and not roles:
+    if not nid and not roles and not internal:
         raise ProtocolError("nid", "no target: give gid and nid, or a role")
 
 

@@ -148,7 +148,10 @@ def job_stats(gid: int, nid: int) -> str:
 
 
 def running_jobs(gid: int, nid: int) -> str:
-    """Hash job id -> run count: the unfinished jobs routed to that agent."""
+    """Hash job id -> 0: the jobs routed to that agent and not answered yet.
+
+    Only updates of these jobs are taken from the agent's outbox.
+    """
     return f"{CONTROLLER_PREFIX}running:{gid}:{nid}"
 
 
@@ -163,3 +166,16 @@ CONTROLLER_INFLIGHT_PATTERN = CONTROLLER_PREFIX + "inflight:*"
 def controller_alive(controller_id: str) -> str:
     """String with a TTL: a controller's heartbeat."""
     return f"{CONTROLLER_PREFIX}alive:{controller_id}"
+
+
+#: Set of the ids of controllers that may hold a batch in their inflight list.
+CONTROLLERS = CONTROLLER_PREFIX + "controllers"
+
+#: Hash schedule id -> schedule JSON ``{"id", "cron", "cmd"}`` (``scheduler_add``).
+SCHEDULES = CONTROLLER_PREFIX + "schedules"
+
+#: Sorted set schedule id -> epoch ms of its next tick.
+SCHEDULES_DUE = CONTROLLER_PREFIX + "schedules:due"
+
+#: Hash schedule id -> JSON ``{"id", "time"}`` of the command its last tick submitted.
+SCHEDULES_LAST = CONTROLLER_PREFIX + "schedules:last"

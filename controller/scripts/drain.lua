@@ -12,10 +12,15 @@
 -- ARGV[6]  messages kept in the log list
 -- ARGV[7]  job channel prefix   ARGV[8]  updates channel suffix   ARGV[9]  messages channel suffix
 --
--- Returns {envelopes taken, registration body or '', dropped job ids...}: a
--- job id is dropped when that job was never sent to this agent.
+-- A job update is taken only while the job is open on this agent (in its
+-- running-jobs hash): one that was never sent to it, or was already answered
+-- (say, as lost while the agent was away), is dropped. So each result reaches
+-- the client once.
+--
+-- Returns {envelopes taken, jobs still open on the agent, last registration
+-- body or '', 1 if that agent was new to the registry else 0, dropped job ids...}.
 local agent, ttl = ARGV[1], ARGV[2]
-local taken, registration, dropped = 0, '', {}
+local taken, registration, new_agent, dropped = 0, '', 0, {}
 for _ = 1, tonumber(ARGV[3]) do
   local envelope = redis.call('LPOP', KEYS[1])
   if not envelope then
@@ -34,7 +39,7 @@ for _ = 1, tonumber(ARGV[3]) do
     if header.kind == 'job' then
       local id = tostring(header.id)
       local results = ARGV[4] .. id
-      if redis.call('HEXISTS', results, agent) == 0 then
+      if redis.call('HEXISTS', KEYS[2], id) == 0 then
         table.insert(dropped, id)
       else
         redis.call('HSET', results, agent, body)
@@ -48,12 +53,12 @@ for _ = 1, tonumber(ARGV[3]) do
         if header.final then
           redis.call('HDEL', KEYS[2], id)
           redis.call('HDEL', KEYS[5], id)
-        else
-          redis.call('HSET', KEYS[2], id, 1)
         end
       end
     elseif header.kind == 'register' then
-      redis.call('HSET', KEYS[3], agent, body)
+      if redis.call('HSET', KEYS[3], agent, body) == 1 then
+        new_agent = 1
+      end
       registration = body
     elseif header.kind == 'log' then
       for line in string.gmatch(body, '[^\n]+') do
@@ -72,7 +77,7 @@ for _ = 1, tonumber(ARGV[3]) do
     end
   end
 end
-local reply = {taken, registration}
+local reply = {taken, redis.call('HLEN', KEYS[2]), registration, new_agent}
 for _, id in ipairs(dropped) do
   table.insert(reply, id)
 end

@@ -9,47 +9,74 @@
 -- ARGV[1]  batch size    ARGV[2]  result ttl (s)    ARGV[3]  joblog max length
 -- ARGV[4]  jobresult key prefix                    ARGV[5]  result queue key prefix
 -- ARGV[6]  dead letter list    ARGV[7]  dead letter counter    ARGV[8]  dead letter list max length
--- ARGV[9]  job updates channel prefix                ARGV[10] job updates channel suffix
--- ARGV[11..] records, each led by an op code:
---   'Q' id agent queue running command queued_job   send to an agent, show QUEUED
---   'A' id field job                                answer at once with a final job
---   'L' command                                     record in joblog
---   'D' dead_letter                                 keep input that cannot be answered
+-- ARGV[9]  schedules hash      ARGV[10] schedules due set    ARGV[11] schedules' last ticks
+-- ARGV[12] job updates channel prefix                ARGV[13] job updates channel suffix
+-- ARGV[14..] records, each led by an op code:
+--   'Q' field queue running n, then n times: id command queued_job
+--                                     send n commands to one agent, show each QUEUED
+--   'A' id field job                  answer at once with a final job
+--   'L' command                       record in joblog
+--   'D' dead_letter                   keep input that cannot be answered
+--   'S' schedule_id schedule due_ms   add (or replace) a schedule
+--   'U' schedule_id                   remove a schedule
 if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
   return 0
 end
 local ttl, results_prefix, queue_prefix = ARGV[2], ARGV[4], ARGV[5]
 local dead_letters, dead_count = ARGV[6], ARGV[7]
-local i = 11
+local schedules, schedules_due, schedules_last = ARGV[9], ARGV[10], ARGV[11]
+local logged = {}
+local i = 14
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'Q' then
-    local results = results_prefix .. ARGV[i + 1]
-    redis.call('HSET', results, ARGV[i + 2], ARGV[i + 6])
-    redis.call('EXPIRE', results, ttl)
-    redis.call('HSET', ARGV[i + 4], ARGV[i + 1], 0)
-    redis.call('RPUSH', ARGV[i + 3], ARGV[i + 5])
-    i = i + 7
+    local field, queue, running, n = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+    local commands, open = {}, {}
+    i = i + 5
+    for k = 1, n do
+      local id = ARGV[i]
+      local results = results_prefix .. id
+      redis.call('HSET', results, field, ARGV[i + 2])
+      redis.call('EXPIRE', results, ttl)
+      commands[k] = ARGV[i + 1]
+      open[2 * k - 1] = id
+      open[2 * k] = 0
+      i = i + 3
+    end
+    redis.call('HSET', running, unpack(open))
+    redis.call('RPUSH', queue, unpack(commands))
   elseif op == 'A' then
     local results, queue = results_prefix .. ARGV[i + 1], queue_prefix .. ARGV[i + 1]
     redis.call('HSET', results, ARGV[i + 2], ARGV[i + 3])
     redis.call('EXPIRE', results, ttl)
     redis.call('RPUSH', queue, ARGV[i + 3])
     redis.call('EXPIRE', queue, ttl)
-    redis.call('PUBLISH', ARGV[9] .. ARGV[i + 1] .. ARGV[10], ARGV[i + 3])
+    redis.call('PUBLISH', ARGV[12] .. ARGV[i + 1] .. ARGV[13], ARGV[i + 3])
     i = i + 4
   elseif op == 'L' then
-    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    table.insert(logged, ARGV[i + 1])
     i = i + 2
   elseif op == 'D' then
     redis.call('LPUSH', dead_letters, ARGV[i + 1])
     redis.call('LTRIM', dead_letters, 0, tonumber(ARGV[8]) - 1)
     redis.call('INCR', dead_count)
     i = i + 2
+  elseif op == 'S' then
+    redis.call('HSET', schedules, ARGV[i + 1], ARGV[i + 2])
+    redis.call('ZADD', schedules_due, ARGV[i + 3], ARGV[i + 1])
+    i = i + 4
+  elseif op == 'U' then
+    redis.call('HDEL', schedules, ARGV[i + 1])
+    redis.call('ZREM', schedules_due, ARGV[i + 1])
+    redis.call('HDEL', schedules_last, ARGV[i + 1])
+    i = i + 2
   else
     return redis.error_reply('route.lua: unknown op ' .. tostring(op))
   end
 end
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+if #logged > 0 then
+  redis.call('LPUSH', KEYS[2], unpack(logged))
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+end
 redis.call('DEL', KEYS[1])
 return 1

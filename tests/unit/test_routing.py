@@ -3,9 +3,11 @@
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.registry import Registry
-from controller.routing import NoRoute, route
+from controller.routing import NoRoute, Router, route
 from protocol.command import Command
 
 
@@ -70,3 +72,19 @@ def test_reregistration_updates_roles(registry):
     registry.register(1, 2, {"roles": ["cache"]})
     assert names(route(Command("c", "ping", roles=("cache",)), registry)) == ["1:2"]
     assert names(route(Command("c", "ping", gid=1, roles=("web",), fanout=True), registry)) == ["1:1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(loads=st.lists(st.integers(0, 5), min_size=6, max_size=6),
+       targets=st.lists(st.sampled_from([("web",), ("db",), ("*",), ("web", "db")]), min_size=1, max_size=40))
+def test_a_batch_always_picks_a_least_busy_agent(loads, targets):
+    registry = Registry()
+    roles = [["web"], ["db"], ["web", "db"], ["web"], ["db"], ["web", "db"]]
+    for nid, (load, held) in enumerate(zip(loads, roles, strict=True), start=1):
+        registry.register(1, nid, {"roles": held}).load = load
+    router = Router(registry)
+    for wanted in targets:
+        matching = [view for view in registry.live() if view.holds(wanted)]
+        least = min(view.load for view in matching)
+        [chosen] = router.route(Command("c", "ping", roles=wanted))
+        assert chosen.holds(wanted) and chosen.load == least + 1

@@ -1,0 +1,72 @@
+"""The decisions for one batch of commands, committed all at once by ``route.lua``.
+
+Deciding happens in memory; nothing is written to Redis until the whole
+batch is decided. Then one script call applies every decision and empties
+the controller's inflight list, or (a peer took the batch over) applies none.
+"""
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import scripts
+from controller.config import ControllerConfig
+from protocol import keys
+from protocol.command import Command
+from protocol.job import Job, now_ms
+
+#: Dead letters kept for inspection (the counter counts them all).
+DEAD_LETTERS_KEPT = 1000
+#: Bytes of an unanswerable input kept in its dead letter.
+DEAD_LETTER_SAMPLE = 1000
+
+
+@dataclass
+class Batch:
+    sends: defaultdict[keys.AgentKeys, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    records: list[Any] = field(default_factory=list)
+    routed: int = 0
+    answered: int = 0
+    dead: int = 0
+
+    def send(self, command: Command, raw: bytes, agent: keys.AgentKeys) -> None:
+        """Queue ``raw`` for ``agent``, with a ``QUEUED`` job in ``jobresult:<id>``."""
+        queued = Job.for_command(command, agent.gid, agent.nid).to_json()
+        self.sends[agent] += [command.id, raw, queued]
+        self.routed += 1
+
+    def answer(self, command_id: str, job: Job) -> None:
+        """Answer at once with a final job (an error, or a controller command's result)."""
+        self.records += ["A", command_id, keys.agent_name(job.gid, job.nid), job.to_json()]
+        self.answered += 1
+
+    def log(self, raw: bytes) -> None:
+        """Record an accepted command in ``joblog``."""
+        self.records += ["L", raw]
+
+    def dead_letter(self, raw: bytes, reason: str) -> None:
+        """Keep input that cannot be answered (no usable id), with the reason."""
+        sample = raw[:DEAD_LETTER_SAMPLE].decode("utf-8", "replace")
+        letter = {"reason": reason, "input": sample, "size": len(raw), "time": now_ms()}
+        self.records += ["D", json.dumps(letter)]
+        self.dead += 1
+
+    def add_schedule(self, schedule_id: str, schedule: dict[str, Any], due_ms: int) -> None:
+        self.records += ["S", schedule_id, json.dumps(schedule, separators=(",", ":")), due_ms]
+
+    def remove_schedule(self, schedule_id: str) -> None:
+        self.records += ["U", schedule_id]
+
+    async def commit(self, connection: Any, config: ControllerConfig, inflight: str, size: int) -> bool:
+        """Apply every decision, if the inflight list still holds the ``size`` commands decided;
+        otherwise (a peer took the batch over) apply none. Returns whether it applied them."""
+        args: list[Any] = [size, config.result_ttl, config.joblog_max, keys.JOB_RESULTS_PREFIX,
+                           keys.RESULT_QUEUE_PREFIX, keys.DEAD_LETTERS, keys.DEAD_LETTER_COUNT, DEAD_LETTERS_KEPT,
+                           keys.SCHEDULES, keys.SCHEDULES_DUE, keys.SCHEDULES_LAST, keys.JOB_CHANNEL_PREFIX,
+                           keys.UPDATES_SUFFIX]
+        for agent, triples in self.sends.items():
+            args += ["Q", agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid), len(triples) // 3,
+                     *triples]
+        args += self.records
+        return bool(await scripts.ROUTE.run(connection, [inflight, keys.JOBLOG], args))
