@@ -211,7 +211,7 @@ class Agent:
                 if long_running:
                     self.history.remove(command.id)
             if uplink is not None:
-                uplink.report(job, push=push, final=final, command=raw if final else None)
+                uplink.report(job, push=push, final=final, command=raw if final else None, reopen=long_running)
             elif push:
                 log.info("startup job %s: %s%s", job.id, job.state, f": {job.data[:200]}" if job.data else "")
 

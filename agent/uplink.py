@@ -52,9 +52,11 @@ class Uplink:
     def is_held(self, raw: bytes) -> bool:
         return self._held[raw] > 0
 
-    def report(self, job: Job, *, push: bool, final: bool, command: bytes | None = None) -> None:
-        """Send a job update; ``command`` (the raw command) leaves the inflight list with it."""
-        self.outbox.put(envelope.job_envelope(job, push=push, final=final), finished_command=command)
+    def report(self, job: Job, *, push: bool, final: bool, command: bytes | None = None,
+               reopen: bool = False) -> None:
+        """Send a job update; ``command`` (the raw command) leaves the inflight list with it.
+        ``reopen`` for a long-running job (see ``protocol.envelope.job_envelope``)."""
+        self.outbox.put(envelope.job_envelope(job, push=push, final=final, reopen=reopen), finished_command=command)
 
     def drop(self, raw: bytes) -> None:
         """Take an unanswerable command off the inflight list."""

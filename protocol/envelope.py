@@ -12,7 +12,8 @@ Kinds and their headers:
 
 ``register``  no more fields; body: the agent's registration JSON.
 ``job``       ``id``, ``push`` (append to ``cmds_queue_<id>``: a run ended),
-              ``final`` (the job is over: nothing more will come);
+              ``final`` (the job is over: nothing more will come), ``reopen``
+              (a long-running job, open again even if it was answered);
               body: the job JSON.
 ``log``       body: message JSONs, one per line, for the controller's
               bounded per-agent log.
@@ -50,9 +51,16 @@ def decode(raw: bytes | str) -> tuple[dict[str, Any], str]:
     return header, body
 
 
-def job_envelope(job: Job, *, push: bool, final: bool) -> str:
-    """An update of ``job``; ``push`` when a run ended, ``final`` when the job is over."""
-    return encode(Kind.JOB, job.to_json(), id=job.id, push=push, final=final)
+def job_envelope(job: Job, *, push: bool, final: bool, reopen: bool = False) -> str:
+    """An update of ``job``; ``push`` when a run ended, ``final`` when the job is over.
+
+    ``reopen``: a long-running job, which lives on across agent restarts; its
+    updates count even after the controller answered it (``agent lost``).
+    """
+    header = {"id": job.id, "push": push, "final": final}
+    if reopen:
+        header["reopen"] = True
+    return encode(Kind.JOB, job.to_json(), **header)
 
 
 def register_envelope(registration: dict[str, Any]) -> str:

@@ -15,7 +15,8 @@
 -- A job update is taken only while the job is open on this agent (in its
 -- running-jobs hash): one that was never sent to it, or was already answered
 -- (say, as lost while the agent was away), is dropped. So each result reaches
--- the client once.
+-- the client once. A long-running job (header ``reopen``) routed to this agent
+-- is the exception: it lives across agent restarts, so its updates open it again.
 --
 -- Returns {envelopes taken, jobs still open on the agent, last registration
 -- body or '', 1 if that agent was new to the registry else 0, dropped job ids...}.
@@ -39,7 +40,12 @@ for _ = 1, tonumber(ARGV[3]) do
     if header.kind == 'job' then
       local id = tostring(header.id)
       local results = ARGV[4] .. id
-      if redis.call('HEXISTS', KEYS[2], id) == 0 then
+      local open = redis.call('HEXISTS', KEYS[2], id) == 1
+      if not open and header.reopen and redis.call('HEXISTS', results, agent) == 1 then
+        redis.call('HSET', KEYS[2], id, 0)  -- a long-running job the agent started again
+        open = true
+      end
+      if not open then
         table.insert(dropped, id)
       else
         redis.call('HSET', results, agent, body)

@@ -75,3 +75,18 @@ def test_restart_answers_then_replaces_the_agent(make_grid):
     assert builtin(client, "ping") == "pong"
     builtin(client, "kill", {"id": "forever"})
     wait_state(client, "forever", "KILLED")
+
+
+def test_a_long_running_job_answered_lost_reports_again_when_its_agent_returns(make_grid):
+    grid = make_grid([AGENT], heartbeat_interval=0.3)
+    client = grid.client()
+    first_pid = start_forever(client, "phoenix")
+    grid.stop_agent("1:1")  # stops it quietly, keeps it in the state DB; no heartbeat any more
+    lost = client.get_by_id(1, 1, "phoenix")
+    answer = acclient.Job(client, grid.redis.blpop("cmds_queue_phoenix", timeout=TIMEOUT)[1])
+    assert (answer.state, answer.data) == ("ERROR", "agent 1:1 lost")
+    grid.start_agent("1:1")
+    assert running_again(client, "phoenix", first_pid) != first_pid
+    assert "phoenix" in {key.decode() for key in grid.redis.hkeys("ac:ctl:running:1:1")}  # open again
+    lost.kill()
+    assert acclient.Job(client, grid.redis.blpop("cmds_queue_phoenix", timeout=TIMEOUT)[1]).state == "KILLED"
