@@ -25,7 +25,7 @@ def add_agent(client: redis.Redis, gid: int, nid: int, password: str | None = No
     """Create (or reset) agent ``gid:nid``'s user; return its password."""
     if gid <= 0 or nid <= 0:
         raise ValueError("gid and nid must be positive")
-    password = password or secrets.token_urlsafe(24)
+    password = password or secrets.token_hex(24)
     client.execute_command("ACL", "SETUSER", agent_user(gid, nid), *agent_rules(gid, nid), f">{password}")
     return password
 
@@ -34,7 +34,7 @@ def add_client(client: redis.Redis, name: str, password: str | None = None) -> t
     """Create (or reset) client user ``client-<name>``; return its user name and password."""
     if not name or not all(char.isalnum() or char in "-_." for char in name):
         raise ValueError(f"client name {name!r}: use letters, digits, '-', '_' or '.'")
-    user, password = CLIENT_USER_PREFIX + name, password or secrets.token_urlsafe(24)
+    user, password = CLIENT_USER_PREFIX + name, password or secrets.token_hex(24)
     client.execute_command("ACL", "SETUSER", user, *client_rules(), f">{password}")
     return user, password
 

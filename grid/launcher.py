@@ -139,7 +139,7 @@ class Grid:
 
     def _lock_down(self) -> None:
         """Least privilege: an admin user for the grid and the controllers, the default user off."""
-        password = secrets.token_urlsafe(16)
+        password = secrets.token_hex(16)
         plain = redis.Redis(**BusAddress.from_url(self.bus_url, **self._tls()).redis_kwargs())
         plain.execute_command("ACL", "SETUSER", "controller", "on", f">{password}", "~*", "&*", "+@all")
         plain.execute_command("ACL", "SETUSER", "default", "off")

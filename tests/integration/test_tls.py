@@ -37,7 +37,7 @@ def test_cli_over_tls(tls_grid, capsys):
     user, password = tls_grid.client_user()
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--bus", tls_grid.bus_url, "--ca-file", str(files.ca), "--cert-file", str(files.client_cert),
-                  "--key-file", str(files.client_key), "--username", user, "--password", password,
+                  "--key-file", str(files.client_key), "--username", user, f"--password={password}",
                   "--json", "agents"])
     assert exit_.value.code == 0
     assert {(agent["gid"], agent["nid"]) for agent in json.loads(capsys.readouterr().out)} == {(1, 1), (1, 2)}
