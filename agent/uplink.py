@@ -100,13 +100,20 @@ class Uplink:
             if not self.is_held(raw):
                 self.dispatch(self, raw)  # taken just before a lost connection: the reply never came
         keys = self.keys
-        more = [("LMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT")] * (TAKE_BATCH - 1)
+        take = ("LMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT")
         while True:
             raw = await connection.execute("BLMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT", 0)
             self.dispatch(self, raw)
-            for raw in await connection.pipeline(more):
-                if raw is not None:
+            # Then take what else waits, in bursts that double while the queue keeps giving: one extra
+            # LMOVE for a lone command, up to TAKE_BATCH per round trip under load.
+            burst = 1
+            while True:
+                taken = [raw for raw in await connection.pipeline([take] * burst) if raw is not None]
+                for raw in taken:
                     self.dispatch(self, raw)
+                if len(taken) < burst:
+                    break
+                burst = min(2 * burst, TAKE_BATCH)
 
     async def _heartbeat(self) -> None:
         while True:

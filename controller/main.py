@@ -1,15 +1,26 @@
-"""``ac-controller``: the command line of the controller daemon."""
+"""``ac-controller``: the command line of the controller daemon.
+
+    ac-controller [-c controller.toml] [--bus URL]        run the controller
+    ac-controller [-c ...] acl add-agent G N              create agent G:N's Redis user, print its credentials
+    ac-controller [-c ...] acl add-client NAME            a client user: send commands, read results only
+    ac-controller [-c ...] acl list                       the agents' users
+    ac-controller [-c ...] acl revoke G N                 delete it (its connections are closed at once)
+"""
 
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
+import redis
 import trio
 
-from controller.config import load_config
+from controller import acl
+from controller.config import ControllerConfig, load_config
 from controller.service import run_controller
 from daemon.config import ConfigError
 from daemon.logs import setup_logging
+from protocol.acl import agent_user
 
 log = logging.getLogger("controller")
 
@@ -19,13 +30,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-c", "--config", help="controller.toml (default: built-in defaults)")
     parser.add_argument("--bus", help="bus URL, e.g. redis://127.0.0.1:6379/0 (overrides [bus] url)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", metavar="acl", help="manage the agents' Redis users")
+    acl_parser = commands.add_parser("acl", help="one Redis ACL user per agent, limited to its own keys")
+    acl_commands = acl_parser.add_subparsers(dest="acl", required=True)
+    add = acl_commands.add_parser("add-agent", help="create (or reset) agent G:N's user; print its credentials")
+    add.add_argument("gid", type=int)
+    add.add_argument("nid", type=int)
+    add.add_argument("--password", help="use this password instead of a random one")
+    add.add_argument("--agent-url", help="the bus URL as the agent reaches it (default: the controller's)")
+    client = acl_commands.add_parser("add-client", help="create a client user: send commands, read results only")
+    client.add_argument("name")
+    client.add_argument("--password", help="use this password instead of a random one")
+    acl_commands.add_parser("list", help="the agents' users")
+    revoke = acl_commands.add_parser("revoke", help="delete agent G:N's user and close its connections")
+    revoke.add_argument("gid", type=int)
+    revoke.add_argument("nid", type=int)
     options = parser.parse_args(argv)
     setup_logging(options.log_level)
     try:
         config = load_config(options.config, options.bus)
     except (ConfigError, ValueError) as exc:
         sys.exit(f"ac-controller: {exc}")
+    if options.command == "acl":
+        sys.exit(_acl(options, config))
     try:
         trio.run(run_controller, config)
     except KeyboardInterrupt:
         log.info("interrupted; stopped")
+
+
+def _acl(options: argparse.Namespace, config: ControllerConfig) -> int:
+    client = redis.Redis(**config.bus.redis_kwargs())
+    try:
+        if options.acl == "add-agent":
+            password = acl.add_agent(client, options.gid, options.nid, options.password)
+            address = config.bus
+            url = options.agent_url or replace(address, username=None, password=None).url
+            print(f"# agent {options.gid}:{options.nid}: user {agent_user(options.gid, options.nid)}, "
+                  f"password {password}\n# its agent2.toml:\n")
+            print(acl.config_snippet(url, options.gid, options.nid, password))
+        elif options.acl == "add-client":
+            user, password = acl.add_client(client, options.name, options.password)
+            print(f"# client user {user}, password {password}\n# acclient.Client(host, port, password, "
+                  f"username={user!r}), or ac --username {user} --password ...")
+        elif options.acl == "list":
+            print(f"{'AGENT':<10}{'USER':<24}{'ENABLED':<9}CONNECTIONS")
+            for user in acl.list_agents(client):
+                print(f"{user.gid}:{user.nid:<8}{user.user:<24}{'yes' if user.enabled else 'no':<9}{user.connections}")
+        elif not acl.revoke_agent(client, options.gid, options.nid):
+            print(f"agent {options.gid}:{options.nid} has no user", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked agent {options.gid}:{options.nid}: its user is deleted and its connections closed")
+    except (redis.RedisError, ValueError) as exc:
+        print(f"ac-controller acl: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -9,6 +9,7 @@ events channel.
 
 import contextlib
 import json
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,10 +25,12 @@ import tomli_w
 
 import acclient
 from bus.address import BusAddress
+from controller import acl as controller_acl
 from grid.processes import READY_TIMEOUT, GridError, spawn, stop_process
 from grid.redis_server import RedisServer
 from grid.tls import TlsFiles, make_tls_files
 from protocol import keys
+from protocol.acl import agent_user
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Grid:
 
     def __init__(self, agents: list[AgentSpec] | None = None, *, controllers: int = 1, bus_url: str | None = None,
                  heartbeat_interval: float = 0.5, controller_config: dict[str, Any] | None = None,
-                 log_level: str = "INFO", keep_files: bool = False, tls: bool = False) -> None:
+                 log_level: str = "INFO", keep_files: bool = False, tls: bool = False, acl: bool = False) -> None:
         self.agent_specs = {spec.name: spec for spec in (agents or [AgentSpec(1, 1)])}
         self.controller_count = controllers
         self.external_bus = bus_url
@@ -61,6 +64,9 @@ class Grid:
         self.keep_files = keep_files
         self.tls = tls
         self.tls_files: TlsFiles | None = None
+        self.acl = acl
+        self.credentials: dict[str, str] = {}  # the admin user, with acl: every part but agents and clients use it
+        self._client_password: str | None = None
         self.workdir: Path | None = None
         self.bus_url = bus_url or ""
         self.redis_server: RedisServer | None = None
@@ -87,6 +93,8 @@ class Grid:
                 self.redis_server = RedisServer(self.workdir / "redis", tls=self.tls_files)
                 self.redis_server.workdir.mkdir()
                 self.bus_url = self.redis_server.start()
+                if self.acl:
+                    self._lock_down()
             for index in range(self.controller_count):
                 self.start_controller(index)
             self.start_agents(list(self.agent_specs.values()))
@@ -113,15 +121,30 @@ class Grid:
 
     @property
     def address(self) -> BusAddress:
-        """The bus, with the credentials every part of the grid uses."""
-        return BusAddress.from_url(self.bus_url, **(self.tls_files.security() if self.tls_files else {}))
+        """The bus, with the grid's admin credentials (those of the controllers)."""
+        return BusAddress.from_url(self.bus_url, **self._tls(), **self.credentials)
 
-    def security_table(self) -> dict[str, str]:
-        """The ``security`` table of the daemons' configs."""
-        if self.tls_files is None:
-            return {}
-        return {"certificate_authority": str(self.tls_files.ca), "client_certificate": str(self.tls_files.client_cert),
-                "client_certificate_key": str(self.tls_files.client_key)}
+    def security_table(self, username: str | None = None, password: str | None = None) -> dict[str, str]:
+        """The ``security`` table of a daemon's config: TLS files and the given (or the admin) user."""
+        table = {}
+        if self.tls_files is not None:
+            table = {"certificate_authority": str(self.tls_files.ca),
+                     "client_certificate": str(self.tls_files.client_cert),
+                     "client_certificate_key": str(self.tls_files.client_key)}
+        user = {"username": username, "password": password} if username else self.credentials
+        return {**table, **user}
+
+    def _tls(self) -> dict[str, str]:
+        return self.tls_files.security() if self.tls_files else {}
+
+    def _lock_down(self) -> None:
+        """Least privilege: an admin user for the grid and the controllers, the default user off."""
+        password = secrets.token_urlsafe(16)
+        plain = redis.Redis(**BusAddress.from_url(self.bus_url, **self._tls()).redis_kwargs())
+        plain.execute_command("ACL", "SETUSER", "controller", "on", f">{password}", "~*", "&*", "+@all")
+        plain.execute_command("ACL", "SETUSER", "default", "off")
+        plain.close()
+        self.credentials = {"username": "controller", "password": password}
 
     @property
     def redis(self) -> redis.Redis:
@@ -131,7 +154,17 @@ class Grid:
         return self._redis
 
     def client(self) -> acclient.Client:
-        return acclient.Client.from_url(self.bus_url, **(self.tls_files.security() if self.tls_files else {}))
+        """A client of the grid's bus; with acl, as client user ``client-grid``."""
+        if not self.acl:
+            return acclient.Client.from_url(self.bus_url, **self._tls())
+        user, password = self.client_user()
+        return acclient.Client.from_url(self.bus_url, **self._tls(), username=user, password=password)
+
+    def client_user(self) -> tuple[str, str]:
+        """With acl: the client user's name and password (created on first use)."""
+        if self._client_password is None:
+            self._client_password = controller_acl.add_client(self.redis, "grid")[1]
+        return "client-grid", self._client_password
 
     def log_path(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
@@ -148,7 +181,8 @@ class Grid:
         while len(self.controllers) <= index:
             self.controllers.append(None)
         config_path = self.workdir / f"controller-{index}.toml"
-        bus = {"url": self.bus_url, **({"security": self.security_table()} if self.tls_files else {})}
+        security = self.security_table()
+        bus = {"url": self.bus_url, **({"security": security} if security else {})}
         config = _merge({"bus": bus}, self.controller_config)
         config_path.write_text(tomli_w.dumps(config))
         with self._events() as events:
@@ -204,9 +238,13 @@ class Grid:
         config = {
             "main": {"gid": spec.gid, "nid": spec.nid, "roles": list(spec.roles),
                      "heartbeat_interval": self.heartbeat_interval},
-            "controllers": {"main": {"url": self.bus_url,
-                                     **({"security": self.security_table()} if self.tls_files else {})}},
+            "controllers": {"main": {"url": self.bus_url}},
         }
+        if self.acl:
+            password = controller_acl.add_agent(self.redis, spec.gid, spec.nid)
+            config["controllers"]["main"]["security"] = self.security_table(agent_user(spec.gid, spec.nid), password)
+        elif self.tls_files:
+            config["controllers"]["main"]["security"] = self.security_table()
         path = folder / "agent2.toml"
         path.write_text(tomli_w.dumps(_merge(config, spec.config)))
         return path

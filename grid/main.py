@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="grid TOML: [grid] and [[agents]] tables (overrides --agents)")
     parser.add_argument("--bus", help="use this Redis instead of starting a private one")
     parser.add_argument("--tls", action="store_true", help="a TLS-only private redis-server, certificates generated")
+    parser.add_argument("--acl", action="store_true",
+                        help="least privilege: default user off, an admin user, one user per agent, a client user")
     parser.add_argument("--demo", action="store_true", help="run the demo through the client, then stop")
     parser.add_argument("--log-level", default="WARNING", help="log level of the daemons (default WARNING)")
     options = parser.parse_args(argv)
@@ -69,4 +71,5 @@ def _grid_from(options: argparse.Namespace) -> Grid:
         roles = tuple(role for role in options.roles.split(",") if role)
         specs = [AgentSpec(options.gid, nid, roles) for nid in range(1, options.agents + 1)]
     return Grid(specs, controllers=options.controllers or controllers, bus_url=options.bus,
-                heartbeat_interval=heartbeat, log_level=options.log_level, tls=options.tls)
+                heartbeat_interval=heartbeat, log_level=options.log_level, tls=options.tls,
+                acl=options.acl)

@@ -1,0 +1,66 @@
+"""What an agent may do on the bus, as Redis ACL rules.
+
+An agent needs only its own keys and channels (``ac:agent:<gid>:<nid>:*``)
+and the few commands it uses on them. With such a user a compromised node can
+neither read another agent's commands, nor submit commands, nor write the
+keys clients read.
+"""
+
+from protocol.keys import (
+    CMDS_QUEUE,
+    JOB_CHANNEL_PREFIX,
+    JOB_RESULTS_PREFIX,
+    JOBLOG,
+    RESULT_QUEUE_PREFIX,
+    AgentKeys,
+)
+
+#: Every Redis command an agent sends (the connection handshake included).
+AGENT_COMMANDS = (
+    "auth", "hello", "select", "client|setname", "ping",       # connecting
+    "blmove", "lmove", "lrange", "lrem",                      # taking commands (queue -> inflight)
+    "multi", "exec", "discard", "rpush", "set", "get",        # the outbox transaction, outseq, heartbeat
+    "publish",                                                # the bell
+)
+
+#: Prefix of the Redis user names of agents.
+AGENT_USER_PREFIX = "agent-"
+
+
+def agent_user(gid: int, nid: int) -> str:
+    return f"{AGENT_USER_PREFIX}{gid}-{nid}"
+
+
+def parse_agent_user(user: str) -> tuple[int, int] | None:
+    """``agent-1-7`` -> ``(1, 7)``; ``None`` for a user that is not an agent's."""
+    if not user.startswith(AGENT_USER_PREFIX):
+        return None
+    gid, _, nid = user[len(AGENT_USER_PREFIX):].partition("-")
+    return (int(gid), int(nid)) if gid.isdigit() and nid.isdigit() else None
+
+
+def agent_rules(gid: int, nid: int) -> list[str]:
+    """``ACL SETUSER`` rules (without the password) for agent ``gid:nid``."""
+    prefix = AgentKeys(gid, nid).prefix
+    return ["reset", "on", f"~{prefix}*", "resetchannels", f"&{prefix}*", "-@all",
+            *(f"+{command}" for command in AGENT_COMMANDS)]
+
+
+#: Every Redis command the client library and ``ac`` send.
+CLIENT_COMMANDS = (
+    "auth", "hello", "select", "client|setname", "ping",
+    "rpush",                                   # cmds_queue
+    "blpop", "lpop", "lrange",                 # cmds_queue_<id>, joblog
+    "hget", "hgetall", "hkeys",                # jobresult:<id>
+    "subscribe", "unsubscribe",                # ac:jobs:<id>:updates|msgs
+)
+
+#: Prefix of the Redis user names of clients.
+CLIENT_USER_PREFIX = "client-"
+
+
+def client_rules() -> list[str]:
+    """``ACL SETUSER`` rules (without the password) for a client: send commands, read their results."""
+    keys = [CMDS_QUEUE, RESULT_QUEUE_PREFIX + "*", JOB_RESULTS_PREFIX + "*", JOBLOG]
+    return ["reset", "on", *(f"~{key}" for key in keys), "resetchannels", f"&{JOB_CHANNEL_PREFIX}*", "-@all",
+            *(f"+{command}" for command in CLIENT_COMMANDS)]
