@@ -18,6 +18,7 @@ opened again. Streams a previous run left are reported gone at start.
 import contextlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ class Endpoint:
         self._probes: dict[str, list[str | None]] = {}
         self._probe_answered = Bell()
         self._orders = Bell()
+        self._stream_started = Bell()
         self._nursery: trio.Nursery | None = None
         self._ready = trio.Event()
 
@@ -230,6 +232,7 @@ class Endpoint:
         """Set a stream up, relay its bytes until it ends, let go of it; return why it broke ("" if it did not).
         Every key of the stream is gone afterwards, except chunks still on their way to the peer."""
         self.streams[stream.id] = stream
+        self._stream_started.ring()
         reason = "the agent stopped"
         try:
             sock = await setup()
@@ -299,7 +302,7 @@ class Endpoint:
             for raw in raws:
                 self._obey(raw)
             if len(raws) < ORDERS_BATCH:
-                await self._orders.wait(seen, HOUSEKEEPING_INTERVAL * 5)
+                await self._orders.wait(seen, math.inf)  # on every (re)subscription it rings anyway
 
     def _obey(self, raw: bytes) -> None:
         try:
@@ -325,6 +328,8 @@ class Endpoint:
     async def _housekeeping(self) -> None:
         """Renew the lifetime of our stream keys; give up streams no controller relays any more."""
         while True:
+            if not self.streams:  # an idle agent does nothing
+                await self._stream_started.wait(self._stream_started.rung, math.inf)
             await trio.sleep(HOUSEKEEPING_INTERVAL)
             streams = list(self.streams.values())
             if not streams:

@@ -115,7 +115,7 @@ class Pipe:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._upload)
-                nursery.start_soon(self._download)
+                nursery.start_soon(self._download, nursery)
             finished = True
         except BaseExceptionGroup as group:
             broken, rest = group.split((PipeBroken, *_BREAKS))
@@ -141,12 +141,12 @@ class Pipe:
                 seen = self._room.rung
                 length = await self.bus.execute("LLEN", self.outbox)
 
-    async def _download(self) -> None:
+    async def _download(self, nursery: trio.Nursery) -> None:
         while True:
             seen = self._data.rung
             chunks = await self.bus.execute("LPOP", self.inbox, WINDOW) or []
-            if chunks:
-                await self.bus.execute(*self.popped)
+            if chunks:  # ring without waiting for the answer: the chunks go out meanwhile
+                nursery.start_soon(self.bus.execute, *self.popped)
             for chunk in chunks:
                 if chunk == FIN:
                     await self._send_eof()

@@ -25,7 +25,7 @@ from protocol.errors import ProtocolError, type_name
 #: Largest chunk one list element carries.
 CHUNK_BYTES = 256 * 1024
 #: Chunks a list may hold before its writer waits: bounds what one direction keeps in Redis.
-WINDOW = 8
+WINDOW = 4
 #: The chunk that ends one direction of a stream (its writer shut down writing).
 FIN = b""
 #: Lifetime of every list an agent or a controller writes for tunnels, renewed while in use.

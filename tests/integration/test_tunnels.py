@@ -1,11 +1,12 @@
 """Tunnels between nodes over the controller, with real processes on loopback.
 
-Agent 1:1 opens the tunnels; 2:1 is the usual gateway; 3:1 is the gateway that gets killed.
+Agent 1:1 opens the tunnels; 2:1 is the usual gateway; 3:1 and 4:1 are gateways that get killed.
 Every byte is checked (sha256 of what was sent against what came back).
 """
 
 import hashlib
 import os
+import queue
 import socket
 import threading
 import time
@@ -15,10 +16,12 @@ import pytest
 from agent_support import wait_for
 
 from acclient import JobError
-from grid.echo import EchoServer, echo_through
+from grid.echo import DigestServer, EchoServer, echo_through, send_through
 from grid.launcher import AgentSpec, Grid
 
-AGENTS = [AgentSpec(1, 1), AgentSpec(2, 1), AgentSpec(3, 1)]
+#: 4:1 beats every 5 s: killed and started again at once, it is back before its heartbeat lapses.
+AGENTS = [AgentSpec(1, 1), AgentSpec(2, 1), AgentSpec(3, 1),
+          AgentSpec(4, 1, config={"main": {"heartbeat_interval": 5}})]
 MB = 1_000_000
 
 
@@ -88,20 +91,18 @@ def test_fixed_local_port_and_50_concurrent_connections(tunnel_grid, echo):
     client.tunnel_close(1, 1, **opened)
 
 
-def test_half_close_in_both_directions(tunnel_grid, tunnel_server, tunnel):
+def test_half_close_in_both_directions(tunnel_grid, greeter):
     """The client shuts down writing and still reads the server's answer; then the server shuts down
     writing first and still reads what the client sends."""
     client = tunnel_grid.client()
-    digest_port, greeting_port, heard = tunnel_server
-    request = os.urandom(3 * MB)
-    to_digest = client.tunnel_open(1, 1, 0, "2.1", "127.0.0.1", digest_port)
-    with socket.create_connection(("127.0.0.1", to_digest["local"]), timeout=30) as sock:
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
-        answer = _read_all(sock)
-    assert answer == hashlib.sha256(request).hexdigest().encode()
+    greeter_port, heard = greeter
+    with DigestServer() as digest:
+        to_digest = client.tunnel_open(1, 1, 0, "2.1", "127.0.0.1", digest.port)
+        transfer = send_through(to_digest["local"], 3 * MB)  # shuts down writing, then reads the digest
+        assert transfer.intact, transfer
 
-    to_greeter = client.tunnel_open(1, 1, 0, "2.1", "127.0.0.1", greeting_port)
+    to_greeter = client.tunnel_open(1, 1, 0, "2.1", "127.0.0.1", greeter_port)
+    request = os.urandom(3 * MB)
     with socket.create_connection(("127.0.0.1", to_greeter["local"]), timeout=30) as sock:
         assert _read_all(sock) == b"hello, then silence"  # the server shut down writing
         sock.sendall(request)  # ... and still reads
@@ -146,7 +147,7 @@ def test_a_gateway_that_cannot_connect_resets_the_connection(tunnel_grid):
     client = tunnel_grid.client()
     opened = client.tunnel_open(1, 1, 0, "2.1", "127.0.0.1", free_port())  # nobody listens there
     with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
-        assert _read_until_closed(sock) is not None
+        _read_until_closed(sock)
     listed = wait_for(lambda: [item for item in client.tunnel_list(1, 1) if item["failed"]])
     assert "cannot connect to 127.0.0.1" in listed[0]["last_error"]
     assert "Connection refused" in listed[0]["last_error"]
@@ -215,33 +216,43 @@ def test_gateway_killed_mid_transfer(tunnel_grid, echo):
     assert [conn for conn in agent.net_connections("tcp") if opened["local"] in (conn.laddr.port,
             conn.raddr.port if conn.raddr else None) and conn.status != psutil.CONN_LISTEN] == []
 
+    with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
+        _read_until_closed(sock)  # while the gateway is away, connections are reset at once
+    assert wait_for(lambda: client.tunnel_list(1, 1)[0]["failed"] == 2)
+    assert client.tunnel_list(1, 1)[0]["last_error"] == "gateway agent 3:1 is not alive"
+
     tunnel_grid.start_agent("3:1")
     transfer = echo_through(opened["local"], 5 * MB)
     assert transfer.intact, transfer
     client.tunnel_close(1, 1, **opened)
 
 
+def test_a_gateway_back_before_its_heartbeat_lapsed_resets_what_it_held(tunnel_grid, echo):
+    client = tunnel_grid.client()
+    opened = client.tunnel_open(1, 1, 0, "4.1", "127.0.0.1", echo.port)
+    with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+        tunnel_grid.stop_agent("4:1", kill=True)
+        tunnel_grid.start_agent("4:1")
+        _read_until_closed(sock)
+    listed = client.tunnel_list(1, 1)[0]
+    assert (listed["failed"], listed["last_error"]) == (1, "the gateway agent restarted")
+    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    assert echo_through(opened["local"], 1 * MB).intact
+    client.tunnel_close(1, 1, **opened)
+
+
 @pytest.fixture(scope="module")
-def tunnel_server():
-    """Two servers for half-close: one answers the sha256 of everything it read once the client shut down
-    writing; one greets, shuts down writing, then reads and reports the sha256 of what it read."""
-    import queue
+def greeter():
+    """A server that greets, shuts down writing, then reads to the end and reports the sha256 of what it read."""
     heard: queue.Queue = queue.Queue()
-    digest, greeter = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
+    server = socket.create_server(("127.0.0.1", 0))
 
-    def serve_digest() -> None:
+    def serve() -> None:
         while True:
             try:
-                conn, _ = digest.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(hashlib.sha256(_read_all(conn)).hexdigest().encode())
-
-    def serve_greeter() -> None:
-        while True:
-            try:
-                conn, _ = greeter.accept()
+                conn, _ = server.accept()
             except OSError:
                 return
             with conn:
@@ -249,11 +260,9 @@ def tunnel_server():
                 conn.shutdown(socket.SHUT_WR)
                 heard.put(hashlib.sha256(_read_all(conn)).hexdigest())
 
-    for target in (serve_digest, serve_greeter):
-        threading.Thread(target=target, daemon=True).start()
-    yield digest.getsockname()[1], greeter.getsockname()[1], heard
-    digest.close()
-    greeter.close()
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], heard
+    server.close()
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -267,6 +276,60 @@ def _read_until_closed(sock: socket.socket) -> str | None:
     """How the connection ended: "eof" or the error's name."""
     try:
         _read_all(sock)
+    except TimeoutError:
+        raise AssertionError("the connection stayed open") from None
     except OSError as exc:
         return type(exc).__name__
     return "eof"
+
+
+def test_tunnels_work_with_an_acl_user_per_agent(make_grid, echo):
+    """Each agent keeps to its own keys and channels: the controller relays between them."""
+    grid = make_grid([AgentSpec(1, 1), AgentSpec(2, 1)], acl=True)
+    users = [client.get("user") for client in grid.redis.client_list()]
+    assert users.count("agent-1-1") >= 3 and users.count("agent-2-1") >= 3  # commands, intake, tunnel bells
+    client = grid.client()
+    for gateway in ("2.1", "controller"):
+        opened = client.tunnel_open(1, 1, 0, gateway, "127.0.0.1", echo.port)
+        transfer = echo_through(opened["local"], 10 * MB)
+        assert transfer.intact, (gateway, transfer)
+    for name in ("agent-1-1", "agent-2-1"):
+        assert "NOPERM" not in grid.log_path(name).read_text()
+
+
+def test_a_peer_takes_over_when_the_relaying_controller_dies(make_grid, echo):
+    """Two controllers: the one relaying a connection is killed mid-transfer; its peer adopts the
+    connection and every byte still arrives."""
+    fast = {"agents": {"sweep_interval": 0.2}, "routing": {"takeover_after": 1.0}}
+    grid = make_grid([AgentSpec(1, 1), AgentSpec(2, 1)], controllers=2, controller_config=fast)
+    client = grid.client()
+    opened = client.tunnel_open(1, 1, 0, "2.1", "127.0.0.1", echo.port)
+    sent, received = hashlib.sha256(), hashlib.sha256()
+    counted = [0]
+
+    def kill_the_owner() -> None:
+        record = wait_for(lambda: grid.redis.keys("ac:ctl:tunnel:*"))[0]
+        pid = int(grid.redis.hget(record, "owner").decode().rsplit("-", 2)[1])  # "<host>-<pid>-<uuid>"
+        grid.stop_controller(next(i for i, p in enumerate(grid.controllers) if p and p.pid == pid), kill=True)
+
+    with socket.create_connection(("127.0.0.1", opened["local"]), timeout=60) as sock:
+
+        def read() -> None:
+            while data := sock.recv(1 << 20):
+                received.update(data)
+                counted[0] += len(data)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for index in range(40):
+            if index == 20:
+                kill_the_owner()
+            block = os.urandom(1 << 20)
+            sock.sendall(block)
+            sent.update(block)
+        sock.shutdown(socket.SHUT_WR)
+        reader.join(60)
+    assert counted[0] == 40 << 20 and received.digest() == sent.digest()
+    survivor = next(i for i, p in enumerate(grid.controllers) if p is not None)
+    assert "tunnel connections" in grid.log_path(f"controller-{survivor}").read_text()
+    assert client.tunnel_list(1, 1)[0]["failed"] == 0
