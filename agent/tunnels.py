@@ -16,6 +16,7 @@ opened again. Streams a previous run left are reported gone at start.
 """
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from agent.builtins import BuiltinError
-from bus import Bus, Connection, ConnectionLost
+from bus import Bus, Connection, ConnectionLost, ReplyError
 from daemon.pipe import Bell, Pipe, PipeBroken, dial
 from protocol import tunnels as wire
 from protocol.command import Command
@@ -48,6 +49,10 @@ HOUSEKEEPING_INTERVAL = 1.0
 ORDERS_BATCH = 100
 #: Seconds a stopping agent spends telling the controllers its streams are over.
 GOODBYE_GRACE = 2.0
+#: Seconds to wait before asking again after the bus refused (say, while it loads its data).
+RETRY_DELAY = 0.5
+#: What the bus may answer instead of doing a command: it went away, or refused (LOADING, OOM...).
+BUS_TROUBLE = (ConnectionLost, ReplyError)
 
 
 @dataclass
@@ -126,7 +131,10 @@ class Endpoint:
             raise BuiltinError(f"gateway {spec.gateway!r} is this agent itself: a tunnel to self is refused "
                                f"(connect to {spec.ip}:{spec.remote} directly)")
         await self._ready.wait()
-        problem = await self._probe(spec.gateway)
+        try:
+            problem = await self._probe(spec.gateway)
+        except BUS_TROUBLE as exc:
+            raise BuiltinError(f"the bus failed while asking a controller about the gateway: {exc}") from None
         if problem:
             raise BuiltinError(problem)
         try:
@@ -181,7 +189,7 @@ class Endpoint:
 
     async def _serve(self, tunnel: Tunnel, listeners: list[trio.SocketListener]) -> None:
         with tunnel.scope:
-            await trio.serve_listeners(lambda sock: self._initiate(tunnel, sock), listeners,
+            await trio.serve_listeners(functools.partial(self._initiate, tunnel), listeners,
                                        handler_nursery=self._nursery)
 
     async def _initiate(self, tunnel: Tunnel, sock: trio.SocketStream) -> None:
@@ -244,8 +252,8 @@ class Endpoint:
             reason = ""
         except PipeBroken as exc:
             reason = str(exc)
-        except ConnectionLost as exc:
-            reason = f"lost the bus: {exc}"
+        except BUS_TROUBLE as exc:
+            reason = f"the bus failed: {exc}"
         finally:
             await self._end(stream, reason)
         return reason
@@ -261,7 +269,7 @@ class Endpoint:
             commands += [("DEL", keys.stream_out(sid)),
                          ("PUBLISH", keys.tunnel_up, wire.bell(wire.RESET, sid, reason))]
         # If the bus is away, the keys expire and the controller sees the stream gone from our set.
-        with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_GRACE), contextlib.suppress(ConnectionLost):
+        with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_GRACE), contextlib.suppress(*BUS_TROUBLE):
             await self.bus.pipeline(commands)
 
     # -- orders and bells ---------------------------------------------------------------------
@@ -297,7 +305,9 @@ class Endpoint:
             seen = self._orders.rung
             try:
                 raws = await self.bus.execute("LPOP", self.keys.tunnel_orders, ORDERS_BATCH) or []
-            except ConnectionLost:
+            except BUS_TROUBLE as exc:
+                log.warning("taking tunnel orders: %s; trying again", exc)
+                await trio.sleep(RETRY_DELAY)
                 continue
             for raw in raws:
                 self._obey(raw)
@@ -344,8 +354,8 @@ class Endpoint:
                 replies = await self.bus.pipeline(commands)
                 for stream, leased in zip(streams, replies[1::3], strict=True):
                     self._check_lease(stream, bool(leased))
-            except ConnectionLost:
-                continue
+            except BUS_TROUBLE as exc:
+                log.warning("checking tunnel leases: %s", exc)
 
     def _check_lease(self, stream: Stream, leased: bool) -> None:
         if leased:
@@ -371,10 +381,13 @@ class Endpoint:
                 leftovers = [raw.decode() for raw in await self.bus.execute("SMEMBERS", keys.tunnel_streams)]
                 commands: list[tuple[Any, ...]] = []
                 for sid in leftovers:
+                    reset = wire.bell(wire.RESET, sid, "the agent restarted")
                     commands += [("DEL", keys.stream_in(sid), keys.stream_out(sid), keys.stream_lease(sid)),
-                                 ("PUBLISH", keys.tunnel_up, wire.bell(wire.RESET, sid, "the gateway agent restarted"))]
+                                 ("PUBLISH", keys.tunnel_up, reset)]
                 await self.bus.pipeline([*commands, ("DEL", keys.tunnel_streams)])
-            except ConnectionLost:
+            except BUS_TROUBLE as exc:
+                log.warning("clearing the tunnel connections of a previous run: %s; trying again", exc)
+                await trio.sleep(RETRY_DELAY)
                 continue
             if leftovers:
                 log.info("let go of %d tunnel connections a previous run of the agent held", len(leftovers))

@@ -130,8 +130,9 @@ class TunnelRelay:
             if kind == wire.RELAY:
                 self._changed(stream)
             elif kind == wire.RESET:
-                self._nursery.start_soon(self._reset, stream, reason or "the other end reset the connection",
-                                         agent)
+                side = "gateway agent" if agent == stream.b else "agent"
+                why = f"{side} {_name(agent)}: {reason or 'reset the connection'}"
+                self._nursery.start_soon(self._reset, stream, why, agent)
 
     def _asked(self, agent: Agent) -> None:
         self._asking.add(agent)
@@ -155,7 +156,7 @@ class TunnelRelay:
             try:
                 replies = await self.bus.pipeline(
                     [("LPOP", AgentKeys(*agent).tunnel_requests, REQUESTS_BATCH) for agent in agents])
-            except ConnectionLost as exc:
+            except (ConnectionLost, ReplyError) as exc:
                 log.warning("taking tunnel requests interrupted (%s); will take them again", exc)
                 for agent in agents:
                     self._asked(agent)
@@ -226,7 +227,7 @@ class TunnelRelay:
         if outcome == "gone":
             return  # the agent gave up waiting
         self.owned[stream_id] = stream
-        log.info("relaying connection %s: agent %s -> %s %s:%d", stream_id, _name(agent), request["gateway"],
+        log.debug("relaying connection %s: agent %s -> %s %s:%d", stream_id, _name(agent), request["gateway"],
                  stream.ip, stream.remote)
         if gateway is None:
             self._nursery.start_soon(self._serve_locally, stream)
@@ -279,7 +280,7 @@ class TunnelRelay:
     def _forget(self, stream: Relayed, why: str) -> None:
         if self.owned.get(stream.id) is stream:
             del self.owned[stream.id]
-            log.info("connection %s %s", stream.id, why)
+            log.log(logging.INFO if why.startswith("reset") else logging.DEBUG, "connection %s %s", stream.id, why)
 
     async def _reset(self, stream: Relayed, reason: str, gone: Agent | None = None, lost: bool = False) -> None:
         """End ``stream``: tell every end but ``gone`` why; ``lost``: ``gone`` is dead, clear its keys."""

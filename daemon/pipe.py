@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from bus import Bus, ConnectionLost
+from bus import Bus, ConnectionLost, ReplyError
 from protocol.tunnels import CHUNK_BYTES, CONNECT_TIMEOUT, FIN, KEY_TTL_MS, WINDOW
 
 #: Seconds a waiting half of a pipe sleeps before it looks again without a bell.
@@ -170,7 +170,7 @@ class Pipe:
         await trio.aclose_forcefully(self.sock)
 
 
-_BREAKS = (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_BREAKS = (ConnectionLost, ReplyError, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:
@@ -182,5 +182,7 @@ def _first(group: BaseExceptionGroup) -> BaseException:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, ConnectionLost):
         return f"lost the bus: {exc}"
+    if isinstance(exc, ReplyError):
+        return f"the bus refused: {exc}"
     cause = exc.__cause__ or exc.__context__ or exc
     return f"the connection broke: {cause}" if str(cause) else f"the connection broke: {type(cause).__name__}"

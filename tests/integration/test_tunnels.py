@@ -237,7 +237,7 @@ def test_a_gateway_back_before_its_heartbeat_lapsed_resets_what_it_held(tunnel_g
         tunnel_grid.start_agent("4:1")
         _read_until_closed(sock)
     listed = client.tunnel_list(1, 1)[0]
-    assert (listed["failed"], listed["last_error"]) == (1, "the gateway agent restarted")
+    assert (listed["failed"], listed["last_error"]) == (1, "gateway agent 4:1: the agent restarted")
     assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
     assert echo_through(opened["local"], 1 * MB).intact
     client.tunnel_close(1, 1, **opened)
@@ -286,8 +286,12 @@ def _read_until_closed(sock: socket.socket) -> str | None:
 def test_tunnels_work_with_an_acl_user_per_agent(make_grid, echo):
     """Each agent keeps to its own keys and channels: the controller relays between them."""
     grid = make_grid([AgentSpec(1, 1), AgentSpec(2, 1)], acl=True)
-    users = [client.get("user") for client in grid.redis.client_list()]
-    assert users.count("agent-1-1") >= 3 and users.count("agent-2-1") >= 3  # commands, intake, tunnel bells
+
+    def connections_of_agents() -> bool:  # commands, intake, tunnel bells: each as the agent's own user
+        users = [client.get("user") for client in grid.redis.client_list()]
+        return users.count("agent-1-1") >= 3 and users.count("agent-2-1") >= 3
+
+    assert wait_for(connections_of_agents)
     client = grid.client()
     for gateway in ("2.1", "controller"):
         opened = client.tunnel_open(1, 1, 0, gateway, "127.0.0.1", echo.port)
