@@ -243,6 +243,21 @@ def test_a_gateway_back_before_its_heartbeat_lapsed_resets_what_it_held(tunnel_g
     client.tunnel_close(1, 1, **opened)
 
 
+def test_a_gateway_stopped_cleanly_resets_what_it_held(tunnel_grid, echo):
+    client = tunnel_grid.client()
+    opened = client.tunnel_open(1, 1, 0, "4.1", "127.0.0.1", echo.port)
+    with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+        tunnel_grid.stop_agent("4:1")  # SIGTERM; its heartbeat would live 15 s more
+        _read_until_closed(sock)
+    listed = client.tunnel_list(1, 1)[0]
+    assert (listed["failed"], listed["last_error"]) == (1, "gateway agent 4:1: the agent stopped")
+    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    tunnel_grid.start_agent("4:1")
+    client.tunnel_close(1, 1, **opened)
+
+
 @pytest.fixture(scope="module")
 def greeter():
     """A server that greets, shuts down writing, then reads to the end and reports the sha256 of what it read."""
