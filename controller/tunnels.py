@@ -228,7 +228,7 @@ class TunnelRelay:
             return  # the agent gave up waiting
         self.owned[stream_id] = stream
         log.debug("relaying connection %s: agent %s -> %s %s:%d", stream_id, _name(agent), request["gateway"],
-                 stream.ip, stream.remote)
+                  stream.ip, stream.remote)
         if gateway is None:
             self._nursery.start_soon(self._serve_locally, stream)
         else:
@@ -282,8 +282,9 @@ class TunnelRelay:
             del self.owned[stream.id]
             log.log(logging.INFO if why.startswith("reset") else logging.DEBUG, "connection %s %s", stream.id, why)
 
-    async def _reset(self, stream: Relayed, reason: str, gone: Agent | None = None, lost: bool = False) -> None:
-        """End ``stream``: tell every end but ``gone`` why; ``lost``: ``gone`` is dead, clear its keys."""
+    async def _reset(self, stream: Relayed, reason: str, gone: Agent | None = None) -> None:
+        """End ``stream``: tell every end but ``gone`` why, and clear what ``gone`` left (it may be dead, or
+        have cleared them itself just before a last relay filled its ``in`` list again)."""
         if self.owned.get(stream.id) is not stream:
             return
         self._forget(stream, f"reset: {reason}")
@@ -292,7 +293,7 @@ class TunnelRelay:
             stream.scope.cancel()
         sid = stream.id
         tell = [AgentKeys(*end) for end in stream.ends if end != gone]
-        dead = [AgentKeys(*gone)] if lost and gone is not None else []
+        dead = [AgentKeys(*gone)] if gone is not None else []
         script_keys = [keys.tunnel_record(sid), keys.tunnels_owned(self.id), *(end.tunnel_orders for end in tell)]
         script_keys += [key for end in dead for key in (end.stream_in(sid), end.stream_out(sid), end.stream_lease(sid))]
         script_keys += [end.tunnel_streams for end in dead]
@@ -352,7 +353,7 @@ class TunnelRelay:
                 view = self.registry.get(*end)
                 if view is not None and not view.alive:
                     role = "agent" if end == stream.a else "gateway agent"
-                    await self._reset(stream, f"{role} {_name(end)} lost", gone=end, lost=True)
+                    await self._reset(stream, f"{role} {_name(end)} lost", gone=end)
                     break
 
     async def _refresh(self) -> None:
@@ -383,14 +384,14 @@ class TunnelRelay:
 
     async def _check_holding(self, stream: Relayed, holding: list[bool]) -> None:
         if not holding[0]:
-            await self._reset(stream, f"agent {_name(stream.a)} let go of the connection", gone=stream.a, lost=True)
+            await self._reset(stream, f"agent {_name(stream.a)} let go of the connection", gone=stream.a)
         elif stream.b is not None and not holding[1]:
             if stream.gateway_seen:
                 await self._reset(stream, f"gateway agent {_name(stream.b)} let go of the connection",
-                                  gone=stream.b, lost=True)
+                                  gone=stream.b)
             elif trio.current_time() - stream.since > ORDER_TIMEOUT:
                 await self._reset(stream, f"gateway agent {_name(stream.b)} did not take the connection up "
-                                  f"within {ORDER_TIMEOUT:g} s", gone=stream.b, lost=True)
+                                  f"within {ORDER_TIMEOUT:g} s", gone=stream.b)
 
     async def _adopt_orphans(self) -> None:
         owners = {member.decode() for member in await self.bus.execute("SMEMBERS", keys.TUNNEL_OWNERS)}

@@ -140,7 +140,8 @@ def parse_bell(payload: bytes) -> tuple[str, str, str]:
     if kind not in (RELAY, RESET, DATA, ROOM):
         raise ProtocolError("bell", f"unknown kind {kind!r:.40}")
     stream, _, reason = rest.partition(" ")
-    return kind, check_stream_id(stream), reason
+    # The reason comes from an agent and ends up in logs and in another agent's order: keep it short and plain.
+    return kind, check_stream_id(stream), "".join(c if c.isprintable() else "?" for c in reason[:_MAX_REASON])
 
 
 # -- messages: JSON objects in the request and order lists ---------------------------------------

@@ -151,6 +151,7 @@ def test_a_gateway_that_cannot_connect_resets_the_connection(tunnel_grid):
     listed = wait_for(lambda: [item for item in client.tunnel_list(1, 1) if item["failed"]])
     assert "cannot connect to 127.0.0.1" in listed[0]["last_error"]
     assert "Connection refused" in listed[0]["last_error"]
+    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
     client.tunnel_close(1, 1, **opened)
 
 

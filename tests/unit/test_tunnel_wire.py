@@ -54,6 +54,8 @@ def test_bells():
     assert wire.parse_bell(wire.bell(wire.DATA, STREAM).encode()) == ("data", STREAM, "")
     reset = wire.bell(wire.RESET, STREAM, "cannot connect to 10.0.0.5:22: Connection refused")
     assert wire.parse_bell(reset.encode()) == ("reset", STREAM, "cannot connect to 10.0.0.5:22: Connection refused")
+    hostile = wire.parse_bell(b"reset " + STREAM.encode() + b" line\nbreak" + b"x" * 5000)[2]
+    assert hostile.startswith("line?break") and len(hostile) == 1000
     for bad in (b"", b"boom " + STREAM.encode(), b"relay", b"room nothex", b"\xff\xfe"):
         with pytest.raises(ProtocolError):
             wire.parse_bell(bad)
