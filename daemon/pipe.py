@@ -85,8 +85,6 @@ class Pipe:
         self.outbox = outbox
         self.pushed = tuple(pushed)
         self.popped = tuple(popped)
-        self.sent = 0  # bytes read from the socket and pushed
-        self.received = 0  # bytes popped and written to the socket
         self.sent_fin = False  # our FIN is pushed (or being pushed)
         self._data = Bell()
         self._room = Bell()
@@ -133,7 +131,6 @@ class Pipe:
             seen = self._room.rung
             length, _, _ = await self.bus.pipeline([("RPUSH", self.outbox, chunk),
                                                     ("PEXPIRE", self.outbox, KEY_TTL_MS), self.pushed])
-            self.sent += len(chunk)
             if chunk == FIN:
                 return
             while length >= WINDOW:
@@ -152,7 +149,6 @@ class Pipe:
                     await self._send_eof()
                     return
                 await self.sock.send_all(chunk)
-                self.received += len(chunk)
             if not chunks:
                 if self._relay_gone:
                     raise PipeBroken(self._relay_gone)
