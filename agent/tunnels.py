@@ -358,8 +358,9 @@ class Endpoint:
                 log.warning("checking tunnel leases: %s", exc)
 
     def _check_lease(self, stream: Stream, leased: bool) -> None:
-        if leased:
+        if leased or (stream.pipe is not None and stream.pipe.arrived):
             stream.lease_seen = True
+        if leased:
             return
         if not stream.lease_seen:
             if trio.current_time() - stream.started > wire.OPEN_TIMEOUT:

@@ -86,6 +86,7 @@ class Pipe:
         self.pushed = tuple(pushed)
         self.popped = tuple(popped)
         self.sent_fin = False  # our FIN is pushed (or being pushed)
+        self.arrived = False  # chunks came from the peer: a controller relays the connection
         self._data = Bell()
         self._room = Bell()
         self._relay_gone = ""
@@ -143,6 +144,7 @@ class Pipe:
             seen = self._data.rung
             chunks = await self.bus.execute("LPOP", self.inbox, WINDOW) or []
             if chunks:  # ring without waiting for the answer: the chunks go out meanwhile
+                self.arrived = True
                 nursery.start_soon(self.bus.execute, *self.popped)
             for chunk in chunks:
                 if chunk == FIN:

@@ -353,3 +353,24 @@ def test_a_peer_takes_over_when_the_relaying_controller_dies(make_grid, echo):
     survivor = next(i for i, p in enumerate(grid.controllers) if p is not None)
     assert "tunnel connections" in grid.log_path(f"controller-{survivor}").read_text()
     assert client.tunnel_list(1, 1)[0]["failed"] == 0
+
+
+def test_the_bus_restarting_empty_resets_open_connections_and_the_tunnel_goes_on(make_grid, echo):
+    grid = make_grid([AgentSpec(1, 1), AgentSpec(2, 1)])
+    opened = grid.client().tunnel_open(1, 1, 0, "2.1", "127.0.0.1", echo.port)
+    with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+        grid.redis_server.stop()
+        grid.redis_server.restart()
+        _read_until_closed(sock)  # its lease went with the data
+
+    def works() -> bool:
+        try:
+            return echo_through(opened["local"], 1 * MB, timeout=10).intact
+        except OSError:
+            return False
+
+    assert wait_for(works, what="a connection through the tunnel to work again")
+    assert all(process.poll() is None for process in [*grid.agents.values(), *grid.controllers])
+    assert grid.client().tunnel_list(1, 1)[0]["failed"] >= 1
