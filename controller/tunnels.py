@@ -299,8 +299,8 @@ class TunnelRelay:
         script_keys += [end.tunnel_streams for end in dead]
         args = [sid, len(tell), 3 * len(dead), wire.encode(wire.ABORT, stream=sid, reason=reason), wire.KEY_TTL_MS,
                 *(end.tunnel_down for end in tell)]
-        try:
-            await scripts.TUNNEL_RESET.run(self.bus, script_keys, args)
+        try:  # on the main bus: when the controller stops, ours goes down with the tasks using it
+            await scripts.TUNNEL_RESET.run(self.main_bus, script_keys, args)
         except (ConnectionLost, ReplyError) as exc:
             log.warning("resetting connection %s failed (%s); its leases will run out", sid, exc)
 
@@ -328,8 +328,8 @@ class TunnelRelay:
                     await self._reset(stream, reason, gone=None)
                 elif self.owned.get(sid) is stream:
                     self._forget(stream, "finished")
-                    await self.bus.pipeline([("DEL", keys.tunnel_record(sid), a.stream_lease(sid)),
-                                             ("SREM", keys.tunnels_owned(self.id), sid)])
+                    await self.main_bus.pipeline([("DEL", keys.tunnel_record(sid), a.stream_lease(sid)),
+                                                  ("SREM", keys.tunnels_owned(self.id), sid)])
 
     # -- watching ---------------------------------------------------------------------------------------
 

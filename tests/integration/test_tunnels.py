@@ -374,3 +374,17 @@ def test_the_bus_restarting_empty_resets_open_connections_and_the_tunnel_goes_on
     assert wait_for(works, what="a connection through the tunnel to work again")
     assert all(process.poll() is None for process in [*grid.agents.values(), *grid.controllers])
     assert grid.client().tunnel_list(1, 1)[0]["failed"] >= 1
+
+
+def test_a_stopping_controller_resets_the_connections_it_made_itself(make_grid, echo):
+    grid = make_grid([AgentSpec(1, 1)])
+    client = grid.client()
+    opened = client.tunnel_open(1, 1, 0, "controller", "127.0.0.1", echo.port)
+    with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+        grid.stop_controller(0)  # the leases it gave would live 15 s more
+        _read_until_closed(sock)
+    grid.start_controller(0)
+    listed = client.tunnel_list(1, 1)[0]
+    assert (listed["failed"], listed["last_error"]) == (1, "the controller stopped")
