@@ -38,6 +38,7 @@ from agent.process import ProcessSpec, SpawnError, stop_leftover_group
 from agent.scheduler import Scheduler
 from agent.statedb import StateDB
 from agent.stats import Stats
+from agent.tunnels import Tunnels
 from agent.uplink import Uplink
 from bus import Bus, open_bus
 from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
@@ -69,6 +70,7 @@ class Agent:
             for name, bus in buses.items()
         }
         outboxes = {name: uplink.outbox for name, uplink in self.uplinks.items()}
+        self.tunnels = Tunnels(config.gid, config.nid, self.uplinks)
         self.loggers = Loggers(config, outboxes)
         stats_to = config.stats_controllers or tuple(outboxes)
         self.stats = Stats(config.gid, config.nid, config.stats_interval, [outboxes[name] for name in stats_to])
@@ -96,6 +98,7 @@ class Agent:
             async with trio.open_nursery() as services:
                 services.start_soon(self.loggers.run)
                 services.start_soon(self.stats.run)
+                services.start_soon(self.tunnels.run)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     await self._restore_long_running()
@@ -163,7 +166,7 @@ class Agent:
         elif command.id in self.jobs:
             job = self._job(command, State.DUPLICATE_ID, f"job {command.id} is already running on this agent")
             uplink.report(job, push=True, final=False, command=raw)
-        elif (builtin := BUILTINS.get(command.cmd)) is not None:
+        elif (builtin := BUILTINS.get(command.cmd) or self.tunnels.builtin(command.cmd, uplink)) is not None:
             self._start_task(command, uplink, raw, self._answer_builtin, builtin, command, uplink, raw)
         elif command.cmd == "execute" or command.cmd in self.config.extensions:
             self._start_job(command, uplink, raw)

@@ -103,6 +103,12 @@ class Connection:
         self._subscribed = True
         await self.pipeline([("PSUBSCRIBE", *patterns)])
 
+    async def subscribe(self, *channels: str) -> None:
+        """Enter pub/sub mode on exact channels. (An ACL user limited to channels by pattern may
+        ``SUBSCRIBE`` to a matching channel, but ``PSUBSCRIBE`` only to the very pattern it was given.)"""
+        self._subscribed = True
+        await self.pipeline([("SUBSCRIBE", channel) for channel in channels])
+
     async def next_message(self) -> tuple[bytes, bytes]:
         """The next pub/sub message as ``(channel, data)``."""
         try:

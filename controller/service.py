@@ -5,6 +5,7 @@
 * ``Liveness``      watches agent and controller heartbeats;
 * ``Scheduler``     submits scheduled commands at their ticks;
 * ``EventHandlers`` runs the ``[events]`` command lines;
+* ``TunnelRelay``   relays tunnel connections between agents;
 * events from peers (registrations) keep the local registry current.
 
 SIGTERM and SIGINT stop it cleanly: the batch being routed goes back to
@@ -30,6 +31,7 @@ from controller.liveness import Liveness
 from controller.registry import Registry
 from controller.results import Collector
 from controller.scheduler import Scheduler
+from controller.tunnels import TunnelRelay
 from protocol import keys
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Controller:
         self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
         self.scheduler = Scheduler(bus)
         self.handlers = EventHandlers(config)
+        self.tunnels = TunnelRelay(config, bus, self.registry, controller_id)
 
     async def run(self) -> None:
         connection = await self.bus.connection()
@@ -66,6 +69,7 @@ class Controller:
                 nursery.start_soon(self.liveness.run)
                 nursery.start_soon(self.scheduler.run)
                 nursery.start_soon(self.intake.run)
+                nursery.start_soon(self.tunnels.run)
                 await events.publish(self.bus, events.CONTROLLER_STARTED, controller=self.id)
                 log.info("controller %s routing commands from %s on %s", self.id, keys.CMDS_QUEUE,
                          self.bus.address.url)

@@ -21,6 +21,8 @@ AGENT_COMMANDS = (
     "blmove", "lmove", "lrange", "lrem",                      # taking commands (queue -> inflight)
     "multi", "exec", "discard", "rpush", "set", "get",        # the outbox transaction, outseq, heartbeat
     "publish",                                                # the bell
+    "subscribe", "lpop", "llen", "pexpire", "del", "exists",  # tunnels: bells, orders, chunks, leases, lifetimes
+    "sadd", "srem", "smembers",                               # tunnels: the streams the agent holds
 )
 
 #: Prefix of the Redis user names of agents.

@@ -107,11 +107,53 @@ class AgentKeys:
         """Pub/sub channel: rung after each outbox write to wake the controllers."""
         return self.prefix + "bell"
 
+    # Tunnels (``protocol/tunnels.py`` has the messages; ``docs/tunnels.md`` the whole story).
+
+    @property
+    def tunnel_requests(self) -> str:
+        """List: tunnel requests to the controllers (open a connection, probe a gateway); agent RPUSH."""
+        return self.prefix + "tunnel:requests"
+
+    @property
+    def tunnel_orders(self) -> str:
+        """List: what controllers tell the agent about tunnel connections; agent LPOP."""
+        return self.prefix + "tunnel:orders"
+
+    @property
+    def tunnel_up(self) -> str:
+        """Pub/sub channel, agent -> controllers: requests are waiting, or a connection needs relaying."""
+        return self.prefix + "tunnel:up"
+
+    @property
+    def tunnel_down(self) -> str:
+        """Pub/sub channel, controllers -> agent: orders are waiting, or a connection has data or room."""
+        return self.prefix + "tunnel:down"
+
+    @property
+    def tunnel_streams(self) -> str:
+        """Set: the tunnel connections the agent holds, so that its next start can report leftovers."""
+        return self.prefix + "tunnel:streams"
+
+    def stream_in(self, stream: str) -> str:
+        """List: chunks of connection ``stream`` for the agent to write to its socket."""
+        return f"{self.prefix}tunnel:{stream}:in"
+
+    def stream_out(self, stream: str) -> str:
+        """List: chunks the agent read from its socket, for the controller to relay."""
+        return f"{self.prefix}tunnel:{stream}:out"
+
+    def stream_lease(self, stream: str) -> str:
+        """String with a TTL, kept alive by the controller relaying ``stream``: while it exists, the
+        connection is relayed."""
+        return f"{self.prefix}tunnel:{stream}:lease"
+
 
 #: Pattern a controller subscribes to, to hear every agent's bell.
 AGENT_BELL_PATTERN = AGENT_PREFIX + "*:bell"
 #: Pattern matching every agent's outbox.
 AGENT_OUTBOX_PATTERN = AGENT_PREFIX + "*:outbox"
+#: Pattern a controller subscribes to, to hear every agent's tunnel channel.
+AGENT_TUNNEL_UP_PATTERN = AGENT_PREFIX + "*:tunnel:up"
 
 
 def agent_of(key: str) -> tuple[int, int]:
@@ -179,3 +221,17 @@ SCHEDULES_DUE = CONTROLLER_PREFIX + "schedules:due"
 
 #: Hash schedule id -> JSON ``{"id", "time"}`` of the command its last tick submitted.
 SCHEDULES_LAST = CONTROLLER_PREFIX + "schedules:last"
+
+
+def tunnel_record(stream: str) -> str:
+    """Hash: one relayed tunnel connection (its ends, its owner, which ends have finished sending)."""
+    return f"{CONTROLLER_PREFIX}tunnel:{stream}"
+
+
+def tunnels_owned(controller_id: str) -> str:
+    """Set: the tunnel connections a controller relays (a peer adopts them if it dies)."""
+    return f"{CONTROLLER_PREFIX}tunnels:{controller_id}"
+
+
+#: Set of the ids of controllers that may own tunnel connections.
+TUNNEL_OWNERS = CONTROLLER_PREFIX + "tunnel-owners"
