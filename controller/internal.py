@@ -53,9 +53,10 @@ class Internal:
         return job
 
     async def list_agents(self, command: Command, batch: Batch) -> list[dict]:
+        views = sorted(self.registry.agents.values(), key=lambda view: (view.gid, view.nid))
+        beats = await self.bus.pipeline([("GET", view.keys.alive) for view in views])  # fresher than the last sweep
         now = time.time()
-        return [agent_health(view, now)
-                for view in sorted(self.registry.agents.values(), key=lambda view: (view.gid, view.nid))]
+        return [agent_health(view, beat or view.heartbeat, now) for view, beat in zip(views, beats, strict=True)]
 
     async def scheduler_add(self, command: Command, batch: Batch) -> dict[str, Any]:
         """``data``: ``{"cron", "cmd", "id" (default: this command's id)}``; an existing id is replaced."""
@@ -81,18 +82,18 @@ class Internal:
                          args=command.args.to_wire(), tags=command.tags)
 
 
-def agent_health(view: AgentView, now: float) -> dict[str, Any]:
-    """What ``list_agents`` says of one agent (see docs/controller.md)."""
+def agent_health(view: AgentView, heartbeat: bytes, now: float) -> dict[str, Any]:
+    """What ``list_agents`` says of one agent (see docs/controller.md); ``heartbeat``: its latest one known."""
     registration = view.registration
     started = _number(registration.get("started"))
     try:
-        beat = json.loads(view.heartbeat) if view.heartbeat else {}
+        beat = json.loads(heartbeat) if heartbeat else {}
     except ValueError:
         beat = {}
     if not isinstance(beat, dict):
         beat = {}
     return {"gid": view.gid, "nid": view.nid, "roles": sorted(view.roles), "alive": view.alive,
-            "running": view.load, **{key: registration.get(key) for key in ("hostname", "version", "pid")},
+            "running": view.load, **{key: registration.get(key) for key in ("hostname", "version", "pid", "metrics")},
             "started": started, "uptime": round(now - started) if view.alive and started is not None else None,
             "last_heartbeat": _number(beat.get("time")), "jobs": _number(beat.get("running"))}
 
