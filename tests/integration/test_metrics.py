@@ -1,6 +1,7 @@
 """Both daemons expose Prometheus metrics over HTTP when [metrics] listen asks for them; scraped here."""
 
 import re
+from pathlib import Path
 
 from agent_support import wait_state
 from controller_helpers import submit, wait_until
@@ -10,6 +11,12 @@ from daemon.run import EXIT_CONFIG
 from grid.launcher import AgentSpec
 
 METRICS = {"metrics": {"listen": "127.0.0.1:0"}}  # any free port
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def ours(samples: dict) -> set[str]:
+    """The families of this project among the samples (a histogram's or a counter's base name)."""
+    return {re.sub(r"_(bucket|count|sum|created)$", "", name) for name in samples if name.startswith("ac_")}
 
 
 def addresses(grid) -> tuple[str, str]:
@@ -70,6 +77,8 @@ def test_controller_and_agent_metrics_count_what_happened(make_grid):
         return samples if value(samples, "ac_agent_bus_reconnects_total", controller="main") >= 1 else None
 
     samples = wait_until(reconnected, what="the reconnection counted")
+    documented = set(re.findall(r"^\| `(ac_\w+)", OPERATIONS.read_text(), re.MULTILINE))
+    assert ours(scrape(controller)) | ours(samples) == documented, "docs/operations.md lists every metric"
     assert value(samples, "ac_agent_jobs_running") == 0
     assert value(samples, "ac_agent_results_total", state="KILLED") == 1
     assert client.execute(1, 1, "echo", ["back"]).get_next_result(30).state == "SUCCESS"
