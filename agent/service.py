@@ -132,8 +132,12 @@ class Agent:
     def stop(self, *, restart: bool = False) -> None:
         """Begin stopping; ``restart``: a fresh agent takes over afterwards."""
         self.restarting = self.restarting or restart
-        if not self._stopping.is_set():
-            self.notifier.stopping("restarting" if self.restarting else "stopping")
+        if self._stopping.is_set():
+            return
+        if self.restarting:  # the same process goes on (exec): to systemd this is a reload, not a stop
+            self.notifier.reloading("restarting")
+        else:
+            self.notifier.stopping()
         self._stopping.set()
 
     async def _announce_ready(self) -> None:
