@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+from functools import partial
 
 from controller.config import load_config
 from controller.service import run_controller
@@ -20,12 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", action="store_true", help="check the config and exit (status 0 if usable)")
     options = parser.parse_args(argv)
     setup_logging(options.log_level)
-
-    def read_config():
-        return load_config(options.config, options.bus)
-
     try:
-        config = read_config()
+        config = load_config(options.config, options.bus)
     except (ConfigError, ValueError) as exc:
         refuse("ac-controller", exc)
     if options.check:
@@ -33,6 +30,6 @@ def main(argv: list[str] | None = None) -> None:
               f"{config.metrics_listen or 'off'})")
         return
     try:
-        run_daemon("ac-controller", run_controller, config, read_config)
+        run_daemon("ac-controller", run_controller, config, partial(load_config, options.config, options.bus))
     except KeyboardInterrupt:
         log.info("interrupted; stopped")

@@ -17,6 +17,17 @@ import trio
 
 log = logging.getLogger(__name__)
 
+#: What systemd hands the daemon alone: a job or a handler that inherited it could speak for the daemon.
+DAEMON_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def child_environment() -> dict[str, str]:
+    """The daemon's environment for the processes it starts: without ``DAEMON_ONLY``.
+
+    (The daemon keeps them: the agent's ``restart`` execs a new agent that must notify too.)
+    """
+    return {key: value for key, value in os.environ.items() if key not in DAEMON_ONLY}
+
 
 class Notifier:
     def __init__(self, environ: dict[str, str] | None = None) -> None:

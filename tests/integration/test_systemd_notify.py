@@ -59,6 +59,9 @@ def test_agent_is_ready_once_registered_and_taking_commands(make_grid, systemd):
 
     wait_until(lambda: grid.redis.hexists(keys.AGENTS, "1:2"), what="the registration drained")
     assert run(grid.redis, "ping", gid=1, nid=2)["state"] == "SUCCESS"
+    environment = run(grid.redis, "execute", gid=1, nid=2, args={"name": "env"})["streams"][0]
+    assert "AGENT_NID=2" in environment and "NOTIFY_SOCKET" not in environment and "WATCHDOG" not in environment, \
+        "a job cannot speak for the agent"
 
     restart = run(grid.redis, "restart", gid=1, nid=2)  # exec: same pid, same NOTIFY_SOCKET
     assert restart["state"] == "SUCCESS" and json.loads(restart["data"]) == "restarting"
