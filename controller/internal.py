@@ -54,9 +54,10 @@ class Internal:
 
     async def list_agents(self, command: Command, batch: Batch) -> list[dict]:
         views = sorted(self.registry.agents.values(), key=lambda view: (view.gid, view.nid))
-        beats = await self.bus.pipeline([("GET", view.keys.alive) for view in views])  # fresher than the last sweep
+        beats = await self.bus.pipeline([("GET", view.keys.alive) for view in views], raise_errors=False)
         now = time.time()
-        return [agent_health(view, beat or view.heartbeat, now) for view, beat in zip(views, beats, strict=True)]
+        return [agent_health(view, beat if isinstance(beat, bytes) else view.heartbeat, now)
+                for view, beat in zip(views, beats, strict=True)]
 
     async def scheduler_add(self, command: Command, batch: Batch) -> dict[str, Any]:
         """``data``: ``{"cron", "cmd", "id" (default: this command's id)}``; an existing id is replaced."""

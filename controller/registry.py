@@ -108,13 +108,13 @@ class Registry:
             return []
         commands: list[tuple[str, ...]] = [("GET", view.keys.alive) for view in views]
         commands += [("HLEN", running_jobs(view.gid, view.nid)) for view in views]
-        replies = await bus.pipeline(commands)
+        replies = await bus.pipeline(commands, raise_errors=False)
         died = []
         for view, beat, load in zip(views, replies, replies[len(views):], strict=False):
             if view.alive and beat is None:
                 died.append(view)
-            view.alive = beat is not None
-            view.heartbeat = beat or view.heartbeat
-            view.load = load
+            view.alive = beat is not None  # a heartbeat key of the wrong type still beats
+            view.heartbeat = beat if isinstance(beat, bytes) else view.heartbeat
+            view.load = load if isinstance(load, int) else view.load
         return died
 

@@ -363,7 +363,21 @@ def test_list_agents_reports_health(make_grid):
     assert before * 1000 - 2000 <= agent["last_heartbeat"] <= time.time() * 1000 + 1000
     sleeper.kill()
 
+    # Agents that write nonsense into their heartbeat keys confuse nobody.
+    for name, write in (("5:5", lambda key: grid.redis.hset(key, "not", "a string")),
+                        ("6:6", lambda key: grid.redis.set(key, "not json", px=60_000))):
+        grid.redis.hset(keys.AGENTS, name, json.dumps({"roles": ["odd"]}))
+        write(keys.AgentKeys(*map(int, name.split(":"))).alive)
+
+    def listed_all():
+        listed = json.loads(controller_command(grid.redis, "list_agents")["data"])
+        return {f"{a['gid']}:{a['nid']}": a for a in listed} if len(listed) == 3 else None
+
+    agents = wait_until(listed_all, what="the odd agents listed")
+    assert agents["5:5"]["alive"] and agents["5:5"]["last_heartbeat"] is None and agents["6:6"]["jobs"] is None
+    assert run(grid.redis, "ping", gid=1, nid=1)["state"] == "SUCCESS"
+
     grid.stop_agent("1:1", kill=True)
     agent, = wait_until(lambda: [a for a in json.loads(controller_command(grid.redis, "list_agents")["data"])
-                                 if not a["alive"]], what="the agent lost")
+                                 if a["nid"] == 1 and not a["alive"]], what="the agent lost")
     assert agent["uptime"] is None and agent["last_heartbeat"] is not None, "the last heartbeat seen is kept"
