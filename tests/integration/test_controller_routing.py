@@ -348,7 +348,7 @@ def test_stray_bells_and_outboxes_do_not_stop_the_controller(grid):
 
 
 def test_list_agents_reports_health(make_grid):
-    grid = make_grid([AgentSpec(1, 1, ("web",))])
+    grid = make_grid([AgentSpec(1, 1, ("web",))], controller_config={"agents": {"sweep_interval": 0.2}})
     before = time.time()
     client = grid.client()
     sleeper = client.execute(1, 1, "sleep", ["60"])
