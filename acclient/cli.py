@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from acclient.client import Client
@@ -52,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     commands = parser.add_subparsers(required=True, metavar="command")
 
-    agents = commands.add_parser("agents", help="list agents: gid:nid, roles, host, alive, running jobs")
+    agents = commands.add_parser(
+        "agents", help="list agents: gid:nid, roles, host, alive, jobs, version, uptime, last heartbeat",
+        description="RUNNING: jobs routed to the agent and not answered yet; JOBS: jobs the agent holds (running or "
+                    "waiting for a slot) as of its last heartbeat; HEARTBEAT: how long ago that was.")
     agents.set_defaults(run=_agents)
 
     run = commands.add_parser("exec", help="run a command on agents; results as they arrive")
@@ -98,10 +102,24 @@ def _agents(client: Client, options: argparse.Namespace) -> int:
     agents = client.list_agents()
     if options.json:
         return _print_json(agents)
-    _table(["AGENT", "ROLES", "HOST", "ALIVE", "RUNNING", "VERSION"],
+    now = time.time()
+    _table(["AGENT", "ROLES", "HOST", "ALIVE", "RUNNING", "JOBS", "VERSION", "UPTIME", "HEARTBEAT"],
            [[f"{a['gid']}:{a['nid']}", ",".join(a["roles"]), a.get("hostname") or "", "yes" if a["alive"] else "no",
-             a["running"], a.get("version") or ""] for a in agents])
+             a["running"], a.get("jobs"), a.get("version") or "", _duration(a.get("uptime")),
+             _duration(now - a["last_heartbeat"] / 1000, " ago") if a.get("last_heartbeat") else ""]
+            for a in agents])
     return 0
+
+
+def _duration(seconds: float | None, suffix: str = "") -> str:
+    """``seconds`` the way people say it: 4s, 12m 5s, 3h 20m, 2d 4h."""
+    if seconds is None:
+        return ""
+    seconds = max(0, round(seconds))
+    for unit, size, smaller, smaller_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} {seconds % size // smaller_size}{smaller}{suffix}"
+    return f"{seconds}s{suffix}"
 
 
 def _exec(client: Client, options: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from agent.launch import Extension, template_fields
 from bus.address import BusAddress
 from daemon.config import (
+    METRICS_SCHEMA,
     SECURITY_SCHEMA,
     ConfigError,
     Option,
@@ -60,7 +61,7 @@ LOGGER_SCHEMAS = {
 }
 STATS_SCHEMA = {"interval": Option((int, float), 60, positive), "controllers": Option(list, [], list_of_strings)}
 STARTUP_SCHEMA = {"name": Option(str), "data": Option(str, ""), "args": Option(dict, {})}
-SECTIONS = {"main", "controllers", "channel", "extensions", "logging", "stats", "startup"}
+SECTIONS = {"main", "controllers", "channel", "extensions", "logging", "stats", "startup", "metrics"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class AgentConfig:
     stats_interval: float = 60
     stats_controllers: tuple[str, ...] = ()
     startup: tuple[StartupJob, ...] = ()
+    metrics_listen: str = ""
 
     @property
     def home(self) -> Path:
@@ -132,6 +134,7 @@ def load_config(path: str | Path) -> AgentConfig:
         _default_loggers(path)
     _check_controller_names(stats["controllers"], controllers, f"{path} [stats] controllers")
     extensions = _extensions(document.get("extensions"), path)
+    metrics = take_section(document.get("metrics"), METRICS_SCHEMA, f"{path} [metrics]")
     return AgentConfig(
         path=path,
         gid=main["gid"],
@@ -149,6 +152,7 @@ def load_config(path: str | Path) -> AgentConfig:
         stats_interval=float(stats["interval"]),
         stats_controllers=tuple(stats["controllers"]),
         startup=_startup(document.get("startup"), path, extensions),
+        metrics_listen=metrics["listen"],
     )
 
 

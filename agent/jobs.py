@@ -111,7 +111,8 @@ class ExternalJob:
     def _next_run(self, policy: RestartPolicy, job: Job, lived: float) -> float | None:
         """Seconds until the next run (0: a restart), or None: the job is over."""
         if policy.should_restart(job.state, lived):
-            log.info("job %s: run %d ended %s; restarting", self.command.id, self.runs, job.state)
+            log.info("job %s (%s): run %d ended %s; restarting", self.command.id, self.command.cmd, self.runs,
+                     job.state)
             return 0.0
         return self.command.args.recurring_period or None
 

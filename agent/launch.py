@@ -10,11 +10,11 @@ stands for the job's whole argument list. Only plain ``{key}`` fields naming
 a run argument are allowed, so a template can never reach into an object.
 """
 
-import os
 import string
 from dataclasses import dataclass
 
 from agent.process import ProcessSpec, SpawnError
+from daemon.notify import child_environment
 from protocol.command import Command, RunArgs, check_path_component
 from protocol.errors import ProtocolError
 
@@ -44,7 +44,7 @@ class Identity:
         self.gid = gid
         self.nid = nid
         self.home = home
-        self._base = {**os.environ, "AGENT_GID": str(gid), "AGENT_NID": str(nid), "AGENT_HOME": home}
+        self._base = {**child_environment(), "AGENT_GID": str(gid), "AGENT_NID": str(nid), "AGENT_HOME": home}
 
     def environment(self, command: Command, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = self._base.copy()

@@ -3,14 +3,14 @@
 import argparse
 import logging
 import os
+import shutil
 import sys
 
-import trio
-
-from agent.config import load_config
-from agent.service import StartError, run_agent
+from agent.config import AgentConfig, load_config
+from agent.service import run_agent
 from daemon.config import ConfigError
-from daemon.logs import setup_logging
+from daemon.logs import LEVELS, setup_logging
+from daemon.run import refuse, run_daemon
 
 log = logging.getLogger("agent")
 
@@ -18,25 +18,41 @@ log = logging.getLogger("agent")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ac-agent", description="Run commands sent through the bus.")
     parser.add_argument("-c", "--config", required=True, help="agent2.toml")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=LEVELS)
+    parser.add_argument("--check", action="store_true", help="check the config and exit (status 0 if usable)")
     options = parser.parse_args(argv)
     setup_logging(options.log_level)
     try:
         config = load_config(options.config)
     except ConfigError as exc:
-        sys.exit(f"ac-agent: {exc}")
-    try:
-        restarting = trio.run(run_agent, config)
-    except BaseExceptionGroup as group:  # the nurseries it crossed wrapped it
-        refused = group.subgroup(StartError)
-        if refused is None:
-            raise
-        while isinstance(refused, BaseExceptionGroup):
-            refused = refused.exceptions[0]
-        sys.exit(f"ac-agent: {refused}")
-    if restarting:
+        refuse("ac-agent", exc)
+    if options.check:
+        print(check_report(config))
+        return
+    if run_daemon("ac-agent", run_agent, config):
         restart()
     log.info("stopped")
+
+
+def check_report(config: AgentConfig) -> str:
+    """What ``--check`` prints about a usable config: what the agent would be, and what to look at."""
+    lines = [f"{config.path}: ok",
+             f"  agent {config.gid}:{config.nid}, roles {', '.join(config.roles) or '(none)'}, "
+             f"max_jobs {config.max_jobs}",
+             f"  controllers: {', '.join(f'{name} ({address.url})' for name, address in config.controllers.items())}",
+             f"  files: {config.message_id_file}, {config.history_file}, "
+             + ", ".join(f"{logger.log_dir} (DB {logger.name})" for logger in config.loggers if logger.type == "DB"),
+             f"  metrics: {config.metrics_listen or 'off'}"]
+    for name, extension in config.extensions.items():
+        binary = extension.binary
+        if os.sep in binary:
+            found = os.access(os.path.join(extension.cwd, binary), os.X_OK)
+        else:
+            found = shutil.which(binary, path=extension.env.get("PATH", os.environ.get("PATH", os.defpath)))
+        if not found:
+            lines.append(f"  warning: [extensions.{name}] binary {binary!r} cannot be run from here (not found "
+                         f"{'in ' + (extension.cwd or 'the working directory') if os.sep in binary else 'on PATH'})")
+    return "\n".join(lines)
 
 
 def restart() -> None:

@@ -22,12 +22,18 @@ class MessageIds:
         self.path = Path(path)
         self.block = block
         self._next = max(self._read(), at_least)
+        self._first = self._next
         self._reserved = self._next
         self._reserve(self._next + self.block)  # at start: a file that cannot be written fails now
 
     @property
     def next(self) -> int:
         return self._next
+
+    @property
+    def taken(self) -> int:
+        """Ids handed out since start: the messages logged."""
+        return self._next - self._first
 
     def take(self, count: int) -> int:
         """Reserve ``count`` consecutive ids; return the first."""

@@ -52,36 +52,49 @@ class Outbox:
         self._last_seq = 0
         self._check_delivered = True  # read outseq before the next write
         self._bytes = 0
+        self._put = 0  # entries ever put
+        self._gone = 0  # entries ever delivered (or dropped)
         self._delivered = trio.Event()
         self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
 
+    @property
+    def spooled_bytes(self) -> int:
+        """Bytes of the envelopes waiting to reach the bus."""
+        return self._bytes
+
     def has_room(self, size: int) -> bool:
         """Whether an optional envelope of ``size`` bytes may still be spooled."""
         return self._bytes + size <= MAX_SPOOL_BYTES
 
-    def put(self, envelope: str, finished_command: bytes | None = None) -> None:
-        """Queue an envelope; ``finished_command`` leaves the inflight list with it."""
+    def put(self, envelope: str, finished_command: bytes | None = None) -> int:
+        """Queue an envelope; ``finished_command`` leaves the inflight list with it.
+        Returns its place, for ``delivered``."""
         if len(self._waiting) >= MAX_WAITING:
             self._bytes -= len(self._waiting.popleft().envelope or "")
+            self._gone += 1
             self.dropped += 1
             if self.dropped % 10_000 == 1:
                 log.error("outbox full while the bus is away: dropped %d envelopes so far", self.dropped)
         self._waiting.append(_Entry(envelope, finished_command))
         self._bytes += len(envelope)
         self._wakeup.set()
+        self._put += 1
+        return self._put
 
-    async def delivered(self) -> None:
-        """Wait until every envelope put so far is on the bus."""
-        while self._waiting:
+    async def delivered(self, place: int | None = None) -> None:
+        """Wait until every envelope put so far (or up to ``place``, as ``put`` returned it) is on the bus."""
+        place = self._put if place is None else place
+        while self._gone < place:
             await self._delivered.wait()
 
     def put_removal(self, finished_command: bytes) -> None:
         """Take a command off the inflight list without telling the controller anything."""
         self._waiting.append(_Entry(None, finished_command))
         self._wakeup.set()
+        self._put += 1
 
     async def run(self) -> None:
         refused = Backoff(first=0.5, cap=30)
@@ -126,6 +139,7 @@ class Outbox:
         await self.bus.pipeline(commands)
         for _ in batch:
             self._bytes -= len(self._waiting.popleft().envelope or "")
+        self._gone += len(batch)
         for raw in finished:
             self.on_delivered(raw)
         self._announce_delivered()
@@ -135,6 +149,7 @@ class Outbox:
         delivered = int(await self.bus.execute("GET", self.keys.outbox_seq) or 0)
         while self._waiting and self._waiting[0].seq and self._waiting[0].seq <= delivered:
             entry = self._waiting.popleft()
+            self._gone += 1
             self._bytes -= len(entry.envelope or "")
             if entry.finished_command is not None:
                 self.on_delivered(entry.finished_command)

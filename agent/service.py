@@ -9,31 +9,41 @@
 * long-running jobs are kept in the state DB and started again when the
   agent starts; ``[startup.<id>]`` jobs run once at each start.
 
+It tells systemd (``daemon/notify.py``) when it is registered and takes
+commands (``READY=1``), pings the watchdog from its event loop, and serves
+Prometheus metrics if ``[metrics] listen`` asks for them.
+
 Stopping (SIGTERM, SIGINT, or the ``restart`` command): take no more
 commands, kill every job (long-running ones quietly, so the next start runs
 them again; the others are answered ``KILLED``), store every message, deliver
 the outboxes (for a bounded time), and return. ``restart`` then replaces the
 process with a fresh agent (see ``agent/main.py``).
+
+SIGHUP reads the config file again: extensions, startup jobs (new or changed
+ones run at once) and the loggers' levels (for jobs that start from then on)
+take effect; running jobs go on untouched.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
 import agent
 from agent.builtins import BUILTINS, Builtin, BuiltinError
-from agent.config import AgentConfig
+from agent.config import AgentConfig, Logger, StartupJob, load_config
 from agent.jobs import ExternalJob, JobContext
 from agent.launch import Identity, execute_spec, extension_spec
 from agent.loggers import Loggers
+from agent.metrics import agent_metrics
 from agent.process import ProcessSpec, SpawnError, stop_leftover_group
 from agent.scheduler import Scheduler
 from agent.statedb import StateDB
@@ -41,6 +51,11 @@ from agent.stats import Stats
 from agent.tunnels import Tunnels
 from agent.uplink import Uplink
 from bus import Bus, open_bus
+from daemon.config import ConfigError
+from daemon.metrics import serving_metrics
+from daemon.notify import Notifier
+from daemon.run import StartError
+from daemon.signals import handle_signals
 from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
 from protocol.job import Job, error_job, now_ms
 from protocol.keys import AgentKeys
@@ -51,15 +66,17 @@ log = logging.getLogger(__name__)
 
 #: Seconds a stopping agent waits for its outboxes to reach the bus.
 DELIVERY_GRACE = 5.0
-
-
-class StartError(Exception):
-    """The agent cannot start; the message says why."""
+#: Settings a reload applies; the others take effect when the agent starts again.
+RELOADED = ("extensions", "startup", "loggers")
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, buses: dict[str, Bus]) -> None:
+    def __init__(self, config: AgentConfig, buses: dict[str, Bus], notifier: Notifier | None = None) -> None:
         self.config = config
+        self.notifier = notifier or Notifier({})
+        self.metrics_address = ""  # host:port of the metrics endpoint, "" when off
+        self.commands_taken = 0
+        self.serving = ""  # once ready: what systemd's status line says
         keys = AgentKeys(config.gid, config.nid)
         self.identity = Identity(config.gid, config.nid, str(config.home))
         commanding = set(config.channel_cmds or config.controllers)
@@ -102,11 +119,12 @@ class Agent:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     await self._restore_long_running()
-                    self._start_startup_jobs()
+                    self._start_startup_jobs(self.config.startup)
                     for uplink in self.uplinks.values():
                         nursery.start_soon(uplink.run, self._answer_leftovers)
                     log.info("agent %s:%s running; commands from %s", self.config.gid, self.config.nid,
                              ", ".join(name for name, uplink in self.uplinks.items() if uplink.takes_commands))
+                    nursery.start_soon(self._announce_ready)
                     await self._stopping.wait()
                     await self._wind_down()
                     nursery.cancel_scope.cancel()
@@ -117,10 +135,66 @@ class Agent:
     def stop(self, *, restart: bool = False) -> None:
         """Begin stopping; ``restart``: a fresh agent takes over afterwards."""
         self.restarting = self.restarting or restart
+        if self._stopping.is_set():
+            return
+        if self.restarting:  # the same process goes on (exec): to systemd this is a reload, not a stop
+            self.notifier.reloading("restarting")
+        else:
+            self.notifier.stopping()
         self._stopping.set()
 
+    async def _announce_ready(self) -> None:
+        """``READY=1`` once registered with, and taking commands from, a controller (the first to answer)."""
+        async with trio.open_nursery() as nursery:
+            for uplink in self.uplinks.values():
+                if uplink.takes_commands:
+                    nursery.start_soon(self._ready_with, uplink, nursery.cancel_scope)
+
+    async def _ready_with(self, uplink: Uplink, done: trio.CancelScope) -> None:
+        await uplink.registered.wait()
+        await uplink.taking.wait()
+        self.serving = f"agent {self.config.gid}:{self.config.nid} taking commands from {uplink.name}"
+        self.notifier.ready(self.serving)
+        done.cancel()
+
+    def reload(self) -> None:
+        """Read the config file again and apply what can change while jobs run (``RELOADED``)."""
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+        else:
+            self._apply(config)
+        if self.serving:
+            self.notifier.ready(self.serving)
+
+    def _apply(self, config: AgentConfig) -> None:
+        old = self.config
+        fixed = [field.name for field in dataclasses.fields(config)
+                 if field.name not in RELOADED and getattr(config, field.name) != getattr(old, field.name)]
+        loggers = old.loggers
+        if _without_levels(config.loggers) == _without_levels(old.loggers):
+            loggers = config.loggers
+            levels = {logger.name: logger.levels for logger in loggers}
+            for sink in (*self.loggers.db, *self.loggers.ac, *self.loggers.console):
+                sink.levels = levels[sink.name]
+        else:
+            fixed.append("logging (other than levels)")
+        if fixed:
+            log.warning("reload: %s changed; that takes effect when the agent starts again", ", ".join(fixed))
+        self.config = dataclasses.replace(old, extensions=config.extensions, startup=config.startup, loggers=loggers)
+        changed = [name for name in RELOADED if getattr(self.config, name) != getattr(old, name)]
+        log.info("config reloaded: %s", ", ".join(changed) + " changed" if changed else "nothing changed")
+        if self._nursery is not None and not self._stopping.is_set():
+            self._start_startup_jobs([job for job in config.startup if job not in old.startup])
+
     async def _wind_down(self) -> None:
-        log.info("agent stopping%s: killing %d jobs", " for a restart" if self.restarting else "", len(self.jobs))
+        staying = [job.command.id for job in self.jobs.values() if job.long_running]
+        log.info("agent stopping%s: stopping %d jobs (answered KILLED)%s", " for a restart" if self.restarting else "",
+                 len(self.jobs) - len(staying),
+                 f"; {len(staying)} long-running jobs ({', '.join(staying[:20])}) stop quietly and start again "
+                 "with the next agent" if staying else "")
         for uplink in self.uplinks.values():
             uplink.stop_intake()
         for job in list(self.jobs.values()):
@@ -138,6 +212,7 @@ class Agent:
 
     def dispatch(self, uplink: Uplink, raw: bytes) -> None:
         """Start answering one command taken from ``uplink``'s queue; a bug here fails the command, not the agent."""
+        self.commands_taken += 1
         uplink.hold(raw)
         try:
             self._dispatch(uplink, raw)
@@ -302,8 +377,8 @@ class Agent:
             uplink.hold(saved.command)
             self._start_job(command, uplink, saved.command)
 
-    def _start_startup_jobs(self) -> None:
-        for startup in self.config.startup:
+    def _start_startup_jobs(self, jobs: tuple[StartupJob, ...] | list[StartupJob]) -> None:
+        for startup in jobs:
             command = Command(startup.id, startup.cmd, self.config.gid, self.config.nid, args=startup.args,
                               data=startup.data)
             if command.id in self.jobs:
@@ -317,7 +392,7 @@ class Agent:
         return {"gid": self.config.gid, "nid": self.config.nid, "roles": list(self.config.roles),
                 "hostname": socket.gethostname(), "version": agent.__version__, "pid": os.getpid(),
                 "started": int(self._started), "max_jobs": self.config.max_jobs,
-                "heartbeat_interval": self.config.heartbeat_interval}
+                "heartbeat_interval": self.config.heartbeat_interval, "metrics": self.metrics_address or None}
 
 
 def _field(raw: bytes, name: str) -> object:
@@ -329,22 +404,24 @@ def _field(raw: bytes, name: str) -> object:
     return fields.get(name) if isinstance(fields, dict) else None
 
 
+def _without_levels(loggers: tuple[Logger, ...]) -> list[Logger]:
+    """The loggers' settings other than their levels (a reload cannot change those)."""
+    return [dataclasses.replace(logger, levels=frozenset()) for logger in loggers]
+
+
 async def run_agent(config: AgentConfig) -> bool:
     """Run until stopped; True if the agent should be restarted."""
+    notifier = Notifier()
     async with contextlib.AsyncExitStack() as stack:
         buses = {}
         for name, address in config.controllers.items():
             buses[name] = await stack.enter_async_context(open_bus(address, f"ac-agent-{config.gid}:{config.nid}"))
-        the_agent = Agent(config, buses)
+        the_agent = Agent(config, buses, notifier)
+        metrics = serving_metrics(config.metrics_listen, partial(agent_metrics, the_agent))
+        the_agent.metrics_address = await stack.enter_async_context(metrics)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, the_agent)
+            nursery.start_soon(handle_signals, the_agent.stop, the_agent.reload)
+            nursery.start_soon(notifier.keep_watchdog)
             await the_agent.run()
             nursery.cancel_scope.cancel()
         return the_agent.restarting
-
-
-async def _stop_on_signal(the_agent: Agent) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s received", signal.Signals(signum).name)
-            the_agent.stop()

@@ -42,6 +42,9 @@ class Uplink:
         self.outbox = Outbox(bus, keys, on_delivered=self._forget)
         self._held: collections.Counter[bytes] = collections.Counter()  # raw commands in our inflight list
         self._intake = trio.CancelScope()
+        self.results: collections.Counter[str] = collections.Counter()  # results reported, by state
+        self.registered = trio.Event()  # a registration of ours reached the bus
+        self.taking = trio.Event()  # the intake waits for commands
 
     # -- what the agent tells the controller -----------------------------------------
 
@@ -57,6 +60,10 @@ class Uplink:
         """Send a job update; ``command`` (the raw command) leaves the inflight list with it.
         ``reopen`` for a long-running job (see ``protocol.envelope.job_envelope``)."""
         self.outbox.put(envelope.job_envelope(job, push=push, final=final, reopen=reopen), finished_command=command)
+        if push:
+            self.results[job.state] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s (%s): %s%s", job.id, job.cmd, job.state, f" pid {job.pid}" if job.pid else "")
 
     def drop(self, raw: bytes) -> None:
         """Take an unanswerable command off the inflight list."""
@@ -101,6 +108,7 @@ class Uplink:
                 self.dispatch(self, raw)  # taken just before a lost connection: the reply never came
         keys = self.keys
         take = ("LMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT")
+        self.taking.set()
         while True:
             raw = await connection.execute("BLMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT", 0)
             self.dispatch(self, raw)
@@ -137,4 +145,7 @@ class Uplink:
                 await self._beat()
             except ConnectionLost:
                 continue
-            self.outbox.put(envelope.register_envelope(self.registration()))
+            place = self.outbox.put(envelope.register_envelope(self.registration()))
+            if not self.registered.is_set():
+                await self.outbox.delivered(place)
+                self.registered.set()

@@ -6,7 +6,7 @@ the controller's inflight list, or (a peer took the batch over) applies none.
 """
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ class Batch:
     sends: defaultdict[keys.AgentKeys, list[Any]] = field(default_factory=lambda: defaultdict(list))
     records: list[Any] = field(default_factory=list)
     routed: int = 0
-    answered: int = 0
+    answered: Counter[str] = field(default_factory=Counter)  # by state
     dead: int = 0
 
     def send(self, command: Command, raw: bytes, agent: keys.AgentKeys) -> None:
@@ -39,7 +39,7 @@ class Batch:
     def answer(self, command_id: str, job: Job) -> None:
         """Answer at once with a final job (an error, or a controller command's result)."""
         self.records += ["A", command_id, keys.agent_name(job.gid, job.nid), job.to_json()]
-        self.answered += 1
+        self.answered[job.state] += 1
 
     def log(self, raw: bytes) -> None:
         """Record an accepted command in ``joblog``."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from bus.address import DEFAULT_URL, BusAddress
 from daemon.config import (
+    METRICS_SCHEMA,
     SECURITY_SCHEMA,
     ConfigError,
     Option,
@@ -71,6 +72,7 @@ class ControllerConfig:
     agent_registered: str = ""
     agent_returned: str = ""
     handler_timeout: float = 30.0
+    metrics_listen: str = ""
 
     def event_handler(self, event: str) -> str:
         """The command line configured for ``event`` ("" when none)."""
@@ -80,7 +82,7 @@ class ControllerConfig:
 def load_config(path: str | Path | None, bus_override: str | None = None) -> ControllerConfig:
     """Read ``path`` (or use the defaults); ``bus_override`` replaces ``[bus] url``."""
     document: dict[str, Any] = load_toml(path) if path else {}
-    check_sections(document, {"bus", "results", "routing", "agents", "events"}, path)
+    check_sections(document, {"bus", "results", "routing", "agents", "events", "metrics"}, path)
     where = f"{path or 'defaults'}"
     bus = take_section(document.get("bus"), BUS_SCHEMA, f"{where} [bus]")
     security = take_section(bus["security"], SECURITY_SCHEMA, f"{where} [bus.security]")
@@ -88,6 +90,7 @@ def load_config(path: str | Path | None, bus_override: str | None = None) -> Con
     routing = take_section(document.get("routing"), ROUTING_SCHEMA, f"{where} [routing]")
     agents = take_section(document.get("agents"), AGENTS_SCHEMA, f"{where} [agents]")
     events = take_section(document.get("events"), EVENTS_SCHEMA, f"{where} [events]")
+    metrics = take_section(document.get("metrics"), METRICS_SCHEMA, f"{where} [metrics]")
     if routing["takeover_after"] < 2 * agents["sweep_interval"]:
         raise ConfigError(f"{where} [routing] takeover_after: must be at least twice [agents] sweep_interval "
                           f"({agents['sweep_interval']}), got {routing['takeover_after']!r}")
@@ -97,4 +100,5 @@ def load_config(path: str | Path | None, bus_override: str | None = None) -> Con
         **routing,
         **agents,
         **events,
+        metrics_listen=metrics["listen"],
     )

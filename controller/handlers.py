@@ -6,11 +6,11 @@ timeout, a few at a time; whatever goes wrong with it is logged, never fatal.
 """
 
 import logging
-import os
 
 import trio
 
 from controller.config import ControllerConfig, event_argv
+from daemon.notify import child_environment
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class EventHandlers:
 
     async def _run_handler(self, event: str, argv: list[str], gid: int, nid: int) -> None:
         what = f"{event} handler {argv[0]!r} for agent {gid}:{nid}"
-        env = {**os.environ, "AC_EVENT": event, "AC_GID": str(gid), "AC_NID": str(nid)}
+        env = {**child_environment(), "AC_EVENT": event, "AC_GID": str(gid), "AC_NID": str(nid)}
         async with self._limiter:
             with trio.move_on_after(self.config.handler_timeout) as scope:
                 try:

@@ -9,8 +9,13 @@ successor) puts it back on ``cmds_queue``.
 A controller runs two lanes, each with its own connection and inflight list
 (to peers they look like two controllers), so that one decides while Redis
 applies the other's batch; a ``Sequencer`` keeps the batches in order.
+
+``stop`` ends the intake cleanly: no lane claims again, and a batch already
+claimed is routed to the end. A claim cut short may have moved commands into
+the lane's inflight list; the controller hands those back when it stops.
 """
 
+import collections
 import contextlib
 import json
 import logging
@@ -26,6 +31,7 @@ from controller.config import ControllerConfig
 from controller.registry import Registry
 from controller.routing import NoRoute, Router
 from controller.sequencer import Sequencer
+from daemon.metrics import Histogram
 from protocol import keys
 from protocol.command import CONTROLLER_CMD, Command, MalformedCommand, decode_command, usable_id
 from protocol.job import Job, error_job
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 4 * 1024 * 1024
 #: Lanes per controller.
 LANES = 2
+#: Upper bounds (seconds) of the routing latency histogram: from a batch's claim to its commit.
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 #: Answers a ``cmd = "controller"`` command: stages its writes in the batch, returns the answer.
 InternalHandler = Callable[[Command, Batch], Awaitable[Job]]
@@ -55,15 +63,33 @@ class Intake:
         self.lanes = lane_ids(controller_id)
         self.internal = internal
         self.sequencer = Sequencer()
-        self.routed = 0
+        # What a scrape of the metrics reads:
+        self.routed = 0  # commands sent to agents (one per target)
+        self.dead_letters = 0
+        self.answers: collections.Counter[str] = collections.Counter()  # answered at once, by state
+        self.latency = Histogram("ac_controller_routing_seconds", "Seconds from claiming a command to committing "
+                                 "where it goes (per command)", LATENCY_BOUNDS)
+        self._lanes_serving: set[str] = set()
+        self._serving = trio.Event()
+        self._stopping = False
+        self._claims: set[trio.CancelScope] = set()
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Route until ``stop``; started (``nursery.start``) once every lane takes commands."""
         async with trio.open_nursery() as nursery:
             for lane in self.lanes:
                 nursery.start_soon(self.bus.serve_dedicated, partial(self._serve, lane))
+            await self._serving.wait()
+            task_status.started()
+
+    def stop(self) -> None:
+        """Claim no more commands; ``run`` returns once the batches already claimed are routed."""
+        self._stopping = True
+        for claim in self._claims:
+            claim.cancel()
 
     async def _serve(self, lane: str, connection: Connection) -> None:
-        """Route forever on a connection of the lane's own (it blocks in ``BLMOVE``).
+        """Route on a connection of the lane's own (it blocks in ``BLMOVE``) until ``stop``.
 
         Whatever is in the lane's inflight list when it starts (commands claimed
         just before a lost connection, or a batch whose commit failed) is routed first.
@@ -72,11 +98,21 @@ class Intake:
         leftover = await connection.execute("LRANGE", inflight, 0, -1)
         if leftover:
             log.info("routing %d commands claimed before", len(leftover))
-        while True:
-            async with self.sequencer.claiming() as ticket:
-                raws = leftover or await self._claim(connection, lane)
-                leftover = []
-            await self._route_batch(connection, inflight, raws, ticket)
+        self._lanes_serving.add(lane)
+        if self._lanes_serving.issuperset(self.lanes):
+            self._serving.set()
+        while not self._stopping:
+            with trio.CancelScope() as claim:
+                self._claims.add(claim)
+                try:
+                    async with self.sequencer.claiming() as ticket:
+                        raws = leftover or await self._claim(connection, lane)
+                        leftover = []
+                finally:
+                    self._claims.discard(claim)
+            if claim.cancelled_caught:
+                return  # its reply may be unread: this connection is done
+            await self._route_batch(connection, inflight, raws, ticket, trio.current_time())
 
     async def _claim(self, connection: Connection, lane: str) -> list[bytes]:
         inflight = keys.controller_inflight(lane)
@@ -84,7 +120,8 @@ class Intake:
                                        [self.config.batch_size, BATCH_BYTES, lane])
         return raws or [await connection.execute("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", 0)]
 
-    async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int) -> None:
+    async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int,
+                           claimed_at: float) -> None:
         """Decide a batch, then commit it when every batch claimed before it is committed."""
         try:
             batch = await self._decide_batch(raws)
@@ -95,6 +132,9 @@ class Intake:
             committed = await batch.commit(connection, self.config, inflight, len(raws))
         if committed:
             self.routed += batch.routed
+            self.dead_letters += batch.dead
+            self.answers.update(batch.answered)
+            self.latency.observe(trio.current_time() - claimed_at, len(raws))
         else:
             log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))
 
@@ -128,7 +168,9 @@ class Intake:
             return
         batch.log(raw)
         if command.cmd == CONTROLLER_CMD:
-            batch.answer(command.id, await self.internal(command, batch))
+            answer = await self.internal(command, batch)
+            log.debug("controller command %s (%s): %s", command.id, command.args.name, answer.state)
+            batch.answer(command.id, answer)
             return
         self._send(command, raw, batch, router, unroutable)
 
@@ -142,11 +184,14 @@ class Intake:
             if unroutable is not None:
                 unroutable.append((command, raw))
                 return
+            log.debug("command %s (%s) refused: %s", command.id, command.cmd, exc)
             batch.answer(command.id, error_job(command.id, str(exc), gid=command.gid, nid=command.nid,
                                                cmd=command.cmd, args=command.args.to_wire(), tags=command.tags))
             return
         for view in targets:
             batch.send(command, raw, view.keys)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("command %s (%s) goes to %s", command.id, command.cmd, ", ".join(view.name for view in targets))
 
 
 @contextlib.contextmanager

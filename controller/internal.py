@@ -7,13 +7,14 @@ in the same atomic step as the answer, or not at all.
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus import Bus
 from controller.batch import Batch
 from controller.config import ControllerConfig
-from controller.registry import Registry
+from controller.registry import AgentView, Registry
 from controller.scheduler import Schedule, list_schedules, next_tick
 from protocol import keys
 from protocol.command import Command
@@ -52,11 +53,11 @@ class Internal:
         return job
 
     async def list_agents(self, command: Command, batch: Batch) -> list[dict]:
-        return [
-            {"gid": view.gid, "nid": view.nid, "roles": sorted(view.roles), "alive": view.alive,
-             "running": view.load, **{key: view.registration.get(key) for key in ("hostname", "version", "pid")}}
-            for view in sorted(self.registry.agents.values(), key=lambda view: (view.gid, view.nid))
-        ]
+        views = sorted(self.registry.agents.values(), key=lambda view: (view.gid, view.nid))
+        beats = await self.bus.pipeline([("GET", view.keys.alive) for view in views], raise_errors=False)
+        now = time.time()
+        return [agent_health(view, beat if isinstance(beat, bytes) else view.heartbeat, now)
+                for view, beat in zip(views, beats, strict=True)]
 
     async def scheduler_add(self, command: Command, batch: Batch) -> dict[str, Any]:
         """``data``: ``{"cron", "cmd", "id" (default: this command's id)}``; an existing id is replaced."""
@@ -80,6 +81,26 @@ class Internal:
     def _error(command: Command, reason: str) -> Job:
         return error_job(command.id, reason, gid=command.gid, nid=command.nid, cmd=command.cmd,
                          args=command.args.to_wire(), tags=command.tags)
+
+
+def agent_health(view: AgentView, heartbeat: bytes, now: float) -> dict[str, Any]:
+    """What ``list_agents`` says of one agent (see docs/controller.md); ``heartbeat``: its latest one known."""
+    registration = view.registration
+    started = _number(registration.get("started"))
+    try:
+        beat = json.loads(heartbeat) if heartbeat else {}
+    except ValueError:
+        beat = {}
+    if not isinstance(beat, dict):
+        beat = {}
+    return {"gid": view.gid, "nid": view.nid, "roles": sorted(view.roles), "alive": view.alive,
+            "running": view.load, **{key: registration.get(key) for key in ("hostname", "version", "pid", "metrics")},
+            "started": started, "uptime": round(now - started) if view.alive and started is not None else None,
+            "last_heartbeat": _number(beat.get("time")), "jobs": _number(beat.get("running"))}
+
+
+def _number(value: object) -> int | float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _schedule_id(data: str) -> str:

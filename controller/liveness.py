@@ -43,6 +43,8 @@ class Liveness:
         self._bus_started_at = 0.0
         self._run_id = ""
         self._kept_alive_at = 0.0
+        self.agents_lost = 0
+        self.jobs_failed = 0  # unfinished jobs of lost agents answered ERROR
 
     async def run(self) -> None:
         sweeps = 0
@@ -64,6 +66,7 @@ class Liveness:
             await self.registry.load_registrations(self.bus)
         await self._recover_dead_controllers(everywhere=slow)
         for view in await self.registry.refresh_liveness(self.bus):
+            self.agents_lost += 1
             log.warning("agent %s lost: no heartbeat", view.name)
             await events.publish(self.bus, events.AGENT_LOST, agent=view.name)
         bus_up = trio.current_time() - self._bus_started_at
@@ -112,6 +115,7 @@ class Liveness:
             answered += reply[0]
             ids = reply[1:]
         view.load = 0
+        self.jobs_failed += answered
         if answered:
             log.warning("answered %d unfinished jobs of lost agent %s with ERROR", answered, view.name)
 

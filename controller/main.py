@@ -11,15 +11,16 @@ import argparse
 import logging
 import sys
 from dataclasses import replace
+from functools import partial
 
 import redis
-import trio
 
 from controller import acl
 from controller.config import ControllerConfig, load_config
 from controller.service import run_controller
 from daemon.config import ConfigError
-from daemon.logs import setup_logging
+from daemon.logs import LEVELS, setup_logging
+from daemon.run import refuse, run_daemon
 from protocol.acl import agent_user
 
 log = logging.getLogger("controller")
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ac-controller", description="Route commands from clients to agents.")
     parser.add_argument("-c", "--config", help="controller.toml (default: built-in defaults)")
     parser.add_argument("--bus", help="bus URL, e.g. redis://127.0.0.1:6379/0 (overrides [bus] url)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=LEVELS)
+    parser.add_argument("--check", action="store_true", help="check the config and exit (status 0 if usable)")
     commands = parser.add_subparsers(dest="command", metavar="acl", help="manage the agents' Redis users")
     acl_parser = commands.add_parser("acl", help="one Redis ACL user per agent, limited to its own keys")
     acl_commands = acl_parser.add_subparsers(dest="acl", required=True)
@@ -50,11 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(options.config, options.bus)
     except (ConfigError, ValueError) as exc:
-        sys.exit(f"ac-controller: {exc}")
+        refuse("ac-controller", exc)
     if options.command == "acl":
         sys.exit(_acl(options, config))
+    if options.check:
+        print(f"{options.config or 'defaults'}: ok (bus {config.bus.url}, metrics "
+              f"{config.metrics_listen or 'off'})")
+        return
     try:
-        trio.run(run_controller, config)
+        run_daemon("ac-controller", run_controller, config, partial(load_config, options.config, options.bus))
     except KeyboardInterrupt:
         log.info("interrupted; stopped")
 

@@ -27,6 +27,7 @@ class AgentView:
     alive: bool = False
     load: int = 0  # unfinished jobs routed to it: as last read from Redis, plus what we routed since
     seen_on: str = ""  # run id of the Redis on which we last saw its heartbeat
+    heartbeat: bytes = b""  # the last heartbeat we read (JSON: time, running), kept after it expired
 
     @property
     def name(self) -> str:
@@ -105,14 +106,15 @@ class Registry:
         views = list(self.agents.values())
         if not views:
             return []
-        commands: list[tuple[str, ...]] = [("EXISTS", view.keys.alive) for view in views]
+        commands: list[tuple[str, ...]] = [("GET", view.keys.alive) for view in views]
         commands += [("HLEN", running_jobs(view.gid, view.nid)) for view in views]
-        replies = await bus.pipeline(commands)
+        replies = await bus.pipeline(commands, raise_errors=False)
         died = []
-        for view, alive, load in zip(views, replies, replies[len(views):], strict=False):
-            if view.alive and not alive:
+        for view, beat, load in zip(views, replies, replies[len(views):], strict=False):
+            if view.alive and beat is None:
                 died.append(view)
-            view.alive = bool(alive)
-            view.load = load
+            view.alive = beat is not None  # a heartbeat key of the wrong type still beats
+            view.heartbeat = beat if isinstance(beat, bytes) else view.heartbeat
+            view.load = load if isinstance(load, int) else view.load
         return died
 

@@ -7,6 +7,7 @@ envelope to the client-facing keys in one atomic step. Bells can be missed
 outbox is drained once, and the sweep drains now and then as a safety net.
 """
 
+import collections
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ class Collector:
         self._dirty: set[tuple[int, int]] = set()
         self._wakeup = trio.Event()
         self.dropped = 0
+        self.results: collections.Counter[str] = collections.Counter()  # results from agents, by state
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -105,8 +107,10 @@ class Collector:
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
-            taken, open_jobs, registration, new_agent, *dropped = reply
+            taken, open_jobs, registration, new_agent, pushed, *dropped = reply
             self.registry.set_load(gid, nid, open_jobs)
+            for index in range(0, len(pushed), 2):
+                self.results[pushed[index].decode()] += pushed[index + 1]
             if taken >= DRAIN_BATCH:
                 self.mark(gid, nid)
             for job_id in dropped:

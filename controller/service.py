@@ -8,16 +8,24 @@
 * ``TunnelRelay``   relays tunnel connections between agents;
 * events from peers (registrations) keep the local registry current.
 
-SIGTERM and SIGINT stop it cleanly: the batch being routed goes back to
-``cmds_queue`` at once instead of waiting for a peer to notice.
+It tells systemd (``daemon/notify.py``) when it routes (``READY=1``), pings
+the watchdog from its event loop, and serves Prometheus metrics if
+``[metrics] listen`` asks for them.
+
+SIGTERM and SIGINT stop it cleanly: it claims no more commands, routes the
+batches it already claimed, and hands back anything a cut-short claim took,
+so nothing waits for a peer to notice. SIGHUP reloads the config file: every
+setting but the bus and the metrics address takes effect at once.
 """
 
+import dataclasses
 import json
 import logging
 import os
-import signal
 import socket
 import uuid
+from collections.abc import Callable
+from functools import partial
 
 import trio
 
@@ -28,24 +36,35 @@ from controller.handlers import EventHandlers
 from controller.intake import Intake, lane_ids
 from controller.internal import Internal
 from controller.liveness import Liveness
+from controller.metrics import controller_metrics
 from controller.registry import Registry
 from controller.results import Collector
 from controller.scheduler import Scheduler
 from controller.tunnels import TunnelRelay
+from daemon.config import ConfigError
+from daemon.metrics import serving_metrics
+from daemon.notify import Notifier
+from daemon.signals import handle_signals
 from protocol import keys
 
 log = logging.getLogger(__name__)
 
 
-#: Seconds a clean stop may take to hand back the batch being routed.
+#: Seconds a clean stop may take to route the batches claimed, and then to hand back the rest.
+FINISH_TIMEOUT = 5.0
 RELEASE_TIMEOUT = 5.0
+#: Settings a reload cannot change: they take effect when the controller starts again.
+FIXED_AT_START = ("bus", "metrics_listen")
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig, bus: Bus, controller_id: str) -> None:
+    def __init__(self, config: ControllerConfig, bus: Bus, controller_id: str, notifier: Notifier | None = None,
+                 reread_config: Callable[[], ControllerConfig] | None = None) -> None:
         self.config = config
         self.bus = bus
         self.id = controller_id
+        self.notifier = notifier or Notifier({})
+        self.reread_config = reread_config
         self.registry = Registry()
         self.internal = Internal(config, bus, self.registry)
         self.intake = Intake(config, bus, self.registry, controller_id, self.internal)
@@ -54,25 +73,31 @@ class Controller:
         self.scheduler = Scheduler(bus)
         self.handlers = EventHandlers(config)
         self.tunnels = TunnelRelay(config, bus, self.registry, controller_id)
+        self.serving = ""  # once ready: what systemd's status line says
+        self._starting = trio.CancelScope()
+        self._stopping = trio.Event()
+        self._routed_all = trio.Event()
 
     async def run(self) -> None:
-        connection = await self.bus.connection()
-        for script in scripts.ALL:
-            await script.load(connection)
-        await self.liveness.sweep(slow=True)
+        """Route until ``stop`` (SIGTERM, SIGINT)."""
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
-                await nursery.start(self.handlers.run)
-                nursery.start_soon(self.bus.serve_dedicated, self._follow_events)
-                nursery.start_soon(self.collector.run)
-                nursery.start_soon(self.liveness.run)
-                nursery.start_soon(self.scheduler.run)
-                nursery.start_soon(self.intake.run)
-                nursery.start_soon(self.tunnels.run)
-                await events.publish(self.bus, events.CONTROLLER_STARTED, controller=self.id)
-                log.info("controller %s routing commands from %s on %s", self.id, keys.CMDS_QUEUE,
-                         self.bus.address.url)
+            async with serving_metrics(self.config.metrics_listen, partial(controller_metrics, self)) as metrics, \
+                    trio.open_nursery() as nursery:
+                nursery.start_soon(handle_signals, self.stop, self.reload)
+                nursery.start_soon(self.notifier.keep_watchdog)
+                with self._starting:
+                    await self._start(nursery)
+                if not self._starting.cancelled_caught:
+                    await events.publish(self.bus, events.CONTROLLER_STARTED, controller=self.id, metrics=metrics)
+                    self.serving = f"controller {self.id} routing commands from {keys.CMDS_QUEUE} on " \
+                                   f"{self.bus.address.url}"
+                    log.info(self.serving)
+                    self.notifier.ready(self.serving)
+                    await self._stopping.wait()
+                    self.intake.stop()
+                    with trio.move_on_after(FINISH_TIMEOUT):
+                        await self._routed_all.wait()
+                nursery.cancel_scope.cancel()
         finally:
             with trio.move_on_after(RELEASE_TIMEOUT) as scope:
                 scope.shield = True
@@ -80,13 +105,57 @@ class Controller:
                     await self.liveness.release()
                 except ConnectionLost as exc:
                     log.warning("could not hand back our batch (%s); a peer will take it over", exc)
+        log.info("controller %s stopped after routing %d commands", self.id, self.intake.routed)
 
-    async def _stop_on_signal(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("%s: stopping", signal.Signals(signum).name)
-                scope.cancel()
-                return
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self.notifier.status(f"connecting to the bus at {self.bus.address.url}")
+        connection = await self.bus.connection()
+        for script in scripts.ALL:
+            await script.load(connection)
+        await self.liveness.sweep(slow=True)
+        await nursery.start(self.handlers.run)
+        nursery.start_soon(self.bus.serve_dedicated, self._follow_events)
+        nursery.start_soon(self.collector.run)
+        nursery.start_soon(self.liveness.run)
+        nursery.start_soon(self.scheduler.run)
+        nursery.start_soon(self.tunnels.run)
+        await nursery.start(self._route)
+
+    async def _route(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.intake.run(task_status=task_status)
+        self._routed_all.set()
+
+    def stop(self) -> None:
+        """Begin a clean stop: route what was claimed, claim nothing more."""
+        if not self._stopping.is_set():
+            log.info("controller %s stopping: routing the commands it claimed, then handing back the rest", self.id)
+            self.notifier.stopping()
+        self._stopping.set()
+        self._starting.cancel()  # not serving yet: nothing to finish
+
+    def reload(self) -> None:
+        """Read the config file again; keep the running config if the new one is not usable."""
+        if self.reread_config is None:
+            log.warning("reload: the controller runs without a config file; nothing to reload")
+            return
+        self.notifier.reloading()
+        try:
+            config = self.reread_config()
+        except (ConfigError, ValueError) as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+        else:
+            fixed = [name for name in FIXED_AT_START if getattr(config, name) != getattr(self.config, name)]
+            if fixed:
+                log.warning("reload: %s changed; that takes effect when the controller starts again", ", ".join(fixed))
+                config = dataclasses.replace(config, **{name: getattr(self.config, name) for name in fixed})
+            changed = [field.name for field in dataclasses.fields(config)
+                       if getattr(config, field.name) != getattr(self.config, field.name)]
+            self.config = config
+            for part in (self.internal, self.intake, self.collector, self.liveness, self.handlers, self.tunnels):
+                part.config = config
+            log.info("config reloaded: %s", ", ".join(changed) + " changed" if changed else "nothing changed")
+        if self.serving:
+            self.notifier.ready(self.serving)
 
     async def on_registration(self, gid: int, nid: int, registration: dict, new: bool) -> None:
         """An agent (re)registered through our drain: tell every controller, run the handler."""
@@ -111,7 +180,8 @@ class Controller:
                 log.warning("ignoring a malformed event: %r", raw[:200])
 
 
-async def run_controller(config: ControllerConfig) -> None:
+async def run_controller(config: ControllerConfig, reread_config: Callable[[], ControllerConfig] | None = None) -> None:
+    """Run a controller until it is stopped; ``reread_config`` reads the config file again (SIGHUP)."""
     controller_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     async with open_bus(config.bus, f"ac-controller-{controller_id}") as bus:
-        await Controller(config, bus, controller_id).run()
+        await Controller(config, bus, controller_id, Notifier(), reread_config).run()

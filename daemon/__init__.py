@@ -1,1 +1,1 @@
-"""What the controller and agent daemons share: strict config files and logging."""
+"""What the controller and agent daemons share: strict config files, logging, signals, systemd notify, metrics."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.address import BusAddress
+from daemon.metrics import parse_listen
 
 
 class ConfigError(Exception):
@@ -97,6 +98,21 @@ SECURITY_SCHEMA = {
     "username": Option(str, None),
     "password": Option(str, None),
 }
+
+
+def listen_address(value: str) -> str | None:
+    """``""`` (off) or ``host:port``."""
+    if not value:
+        return None
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+#: The ``[metrics]`` section of both daemons.
+METRICS_SCHEMA = {"listen": Option(str, "", listen_address)}
 
 
 def bus_address(url: str, security: dict[str, Any]) -> BusAddress:

@@ -3,17 +3,30 @@
 Under ``Type=notify`` systemd sets ``NOTIFY_SOCKET``; the daemon sends
 ``READY=1`` once it serves, ``WATCHDOG=1`` regularly while its event loop
 runs (when ``WatchdogSec`` is set, systemd restarts a daemon that stops
-pinging), ``STOPPING=1`` when it shuts down, and ``STATUS=...`` lines that
+pinging), ``RELOADING=1`` then ``READY=1`` around a reload (SIGHUP),
+``STOPPING=1`` when it shuts down, and ``STATUS=...`` lines that
 ``systemctl status`` shows. Without ``NOTIFY_SOCKET`` every call does nothing.
 """
 
 import logging
 import os
 import socket
+import time
 
 import trio
 
 log = logging.getLogger(__name__)
+
+#: What systemd hands the daemon alone: a job or a handler that inherited it could speak for the daemon.
+DAEMON_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def child_environment() -> dict[str, str]:
+    """The daemon's environment for the processes it starts: without ``DAEMON_ONLY``.
+
+    (The daemon keeps them: the agent's ``restart`` execs a new agent that must notify too.)
+    """
+    return {key: value for key, value in os.environ.items() if key not in DAEMON_ONLY}
 
 
 class Notifier:
@@ -47,6 +60,11 @@ class Notifier:
 
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
+
+    def reloading(self, status: str = "reloading") -> None:
+        """A reload begins; ``ready`` says when it is over."""
+        monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", f"STATUS={status}")
 
     def stopping(self, status: str = "stopping") -> None:
         self.send("STOPPING=1", f"STATUS={status}")

@@ -13,8 +13,9 @@ Kinds and their headers:
 ``register``  no more fields; body: the agent's registration JSON.
 ``job``       ``id``, ``push`` (append to ``cmds_queue_<id>``: a run ended),
               ``final`` (the job is over: nothing more will come), ``reopen``
-              (a long-running job, open again even if it was answered);
-              body: the job JSON.
+              (a long-running job, open again even if it was answered),
+              ``state`` (with ``push``: the run's state, for the controller's
+              counts); body: the job JSON.
 ``log``       body: message JSONs, one per line, for the controller's
               bounded per-agent log.
 ``stats``     ``id``; body: the job's aggregated stats JSON.
@@ -58,6 +59,8 @@ def job_envelope(job: Job, *, push: bool, final: bool, reopen: bool = False) -> 
     updates count even after the controller answered it (``agent lost``).
     """
     header = {"id": job.id, "push": push, "final": final}
+    if push:
+        header["state"] = job.state
     if reopen:
         header["reopen"] = True
     return encode(Kind.JOB, job.to_json(), **header)

@@ -19,9 +19,10 @@
 -- is the exception: it lives across agent restarts, so its updates open it again.
 --
 -- Returns {envelopes taken, jobs still open on the agent, last registration
--- body or '', 1 if that agent was new to the registry else 0, dropped job ids...}.
+-- body or '', 1 if that agent was new to the registry else 0, the results
+-- pushed as a flat list of state and count, dropped job ids...}.
 local agent, ttl = ARGV[1], ARGV[2]
-local taken, registration, new_agent, dropped = 0, '', 0, {}
+local taken, registration, new_agent, dropped, pushed = 0, '', 0, {}, {}
 for _ = 1, tonumber(ARGV[3]) do
   local envelope = redis.call('LPOP', KEYS[1])
   if not envelope then
@@ -55,6 +56,9 @@ for _ = 1, tonumber(ARGV[3]) do
           local queue = ARGV[5] .. id
           redis.call('RPUSH', queue, body)
           redis.call('EXPIRE', queue, ttl)
+          if type(header.state) == 'string' then
+            pushed[header.state] = (pushed[header.state] or 0) + 1
+          end
         end
         if header.final then
           redis.call('HDEL', KEYS[2], id)
@@ -83,7 +87,12 @@ for _ = 1, tonumber(ARGV[3]) do
     end
   end
 end
-local reply = {taken, redis.call('HLEN', KEYS[2]), registration, new_agent}
+local counts = {}
+for state, count in pairs(pushed) do
+  table.insert(counts, state)
+  table.insert(counts, count)
+end
+local reply = {taken, redis.call('HLEN', KEYS[2]), registration, new_agent, counts}
 for _, id in ipairs(dropped) do
   table.insert(reply, id)
 end

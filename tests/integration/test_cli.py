@@ -18,8 +18,11 @@ def test_agents_table_and_json(grid, capsys):
     code, out, _ = ac(grid, capsys, "agents")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["AGENT", "ROLES", "HOST", "ALIVE", "RUNNING", "VERSION"]
-    assert any(line.split()[:2] == ["1:1", "db,web"] and " yes " in line for line in lines)
+    assert lines[0].split() == ["AGENT", "ROLES", "HOST", "ALIVE", "RUNNING", "JOBS", "VERSION", "UPTIME", "HEARTBEAT"]
+    line = next(line for line in lines if line.startswith("1:1 "))
+    row = line.split()
+    assert row[:2] == ["1:1", "db,web"] and row[3] == "yes" and row[4].isdigit() and row[5].isdigit()
+    assert row[6] == "0.1.0" and row[7][0].isdigit() and line.endswith("s ago"), line
     code, out, _ = ac(grid, capsys, "--json", "agents")
     assert {(agent["gid"], agent["nid"]) for agent in json.loads(out)} == {(1, 1), (1, 2), (2, 1)}
 

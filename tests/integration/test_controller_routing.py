@@ -6,6 +6,7 @@ everything pushed before it has been decided: that is the barrier these tests wa
 """
 
 import json
+import time
 
 import pytest
 from controller_helpers import TIMEOUT, command, controller_command, result, results, run, submit, wait_until
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import acclient
+from grid.launcher import AgentSpec
 from protocol import keys
 from protocol.command import MalformedCommand, decode_command
 
@@ -343,3 +345,39 @@ def test_stray_bells_and_outboxes_do_not_stop_the_controller(grid):
     assert grid.controllers[0].poll() is None
     assert run(grid.redis, gid=1, nid=2)["state"] == "SUCCESS"
     grid.redis.delete("ac:agent:x:y:outbox")
+
+
+def test_list_agents_reports_health(make_grid):
+    grid = make_grid([AgentSpec(1, 1, ("web",))], controller_config={"agents": {"sweep_interval": 0.2}})
+    before = time.time()
+    client = grid.client()
+    sleeper = client.execute(1, 1, "sleep", ["60"])
+
+    def holding_the_job():
+        agents = json.loads(controller_command(grid.redis, "list_agents")["data"])
+        return agents if agents[0]["jobs"] == 1 else None
+
+    agent, = wait_until(holding_the_job, what="the heartbeat counting the job")
+    assert (agent["version"], agent["running"], agent["alive"]) == ("0.1.0", 1, True)
+    assert agent["started"] <= before and 0 <= agent["uptime"] <= time.time() - agent["started"] + 1
+    assert before * 1000 - 2000 <= agent["last_heartbeat"] <= time.time() * 1000 + 1000
+    sleeper.kill()
+
+    # Agents that write nonsense into their heartbeat keys confuse nobody.
+    for name, write in (("5:5", lambda key: grid.redis.hset(key, "not", "a string")),
+                        ("6:6", lambda key: grid.redis.set(key, "not json", px=60_000))):
+        grid.redis.hset(keys.AGENTS, name, json.dumps({"roles": ["odd"]}))
+        write(keys.AgentKeys(*map(int, name.split(":"))).alive)
+
+    def listed_all():
+        listed = json.loads(controller_command(grid.redis, "list_agents")["data"])
+        return {f"{a['gid']}:{a['nid']}": a for a in listed} if len(listed) == 3 else None
+
+    agents = wait_until(listed_all, what="the odd agents listed")
+    assert agents["5:5"]["alive"] and agents["5:5"]["last_heartbeat"] is None and agents["6:6"]["jobs"] is None
+    assert run(grid.redis, "ping", gid=1, nid=1)["state"] == "SUCCESS"
+
+    grid.stop_agent("1:1", kill=True)
+    agent, = wait_until(lambda: [a for a in json.loads(controller_command(grid.redis, "list_agents")["data"])
+                                 if a["nid"] == 1 and not a["alive"]], what="the agent lost")
+    assert agent["uptime"] is None and agent["last_heartbeat"] is not None, "the last heartbeat seen is kept"

@@ -209,6 +209,8 @@ def test_gateway_killed_mid_transfer(tunnel_grid, echo):
         assert ended, "the local connection stayed open after its gateway was killed"
         closed_after = time.monotonic() - killed_at
     assert closed_after < 15, closed_after  # the gateway's heartbeat lives 1.5 s
+    # the agent closes the local socket first, then lets go of the stream's keys and counts the failure
+    assert wait_for(lambda: client.tunnel_list(1, 1)[0]["failed"] == 1, what="the failure to be counted")
     listed = client.tunnel_list(1, 1)[0]
     assert (listed["connections"], listed["failed"]) == (0, 1)
     assert listed["last_error"] == "gateway agent 3:1 lost"

@@ -1,9 +1,13 @@
 """The example configs in configs/ are complete and valid."""
 
+import re
 from pathlib import Path
 
+from agent import config as agent_config
 from agent.config import load_config as load_agent_config
+from controller import config as controller_config
 from controller.config import load_config as load_controller_config
+from daemon.config import METRICS_SCHEMA, SECURITY_SCHEMA
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -20,3 +24,22 @@ def test_example_controller_config_loads():
     config = load_controller_config(CONFIGS / "controller.toml")
     assert config.bus.url == "redis://127.0.0.1:6379/0"
     assert config.result_ttl == 86400
+
+
+def documented_keys(path: Path) -> set[str]:
+    return set(re.findall(r"^\s*#?\s*(\w+)\s*=", path.read_text(), re.MULTILINE))
+
+
+def test_every_agent_key_is_in_the_example():
+    schemas = [agent_config.MAIN_SCHEMA, agent_config.CONTROLLER_SCHEMA, agent_config.CHANNEL_SCHEMA,
+               agent_config.EXTENSION_SCHEMA, agent_config.STATS_SCHEMA, agent_config.STARTUP_SCHEMA,
+               SECURITY_SCHEMA, METRICS_SCHEMA, *agent_config.LOGGER_SCHEMAS.values()]
+    missing = {key for schema in schemas for key in schema} - {"security"} - documented_keys(CONFIGS / "agent2.toml")
+    assert not missing
+
+
+def test_every_controller_key_is_in_the_example():
+    schemas = [controller_config.BUS_SCHEMA, controller_config.RESULTS_SCHEMA, controller_config.ROUTING_SCHEMA,
+               controller_config.AGENTS_SCHEMA, controller_config.EVENTS_SCHEMA, SECURITY_SCHEMA, METRICS_SCHEMA]
+    missing = {key for schema in schemas for key in schema} - {"security"}
+    assert not missing - documented_keys(CONFIGS / "controller.toml")

@@ -56,9 +56,11 @@ def test_job_envelope_round_trip():
     job = Job("id 1", 1, 2, "ping", state=State.SUCCESS, data='"pong"', level=20)
     raw = envelope.job_envelope(job, push=True, final=True)
     header, body = envelope.decode(raw.encode())
-    assert header == {"kind": "job", "id": "id 1", "push": True, "final": True}
+    assert header == {"kind": "job", "id": "id 1", "push": True, "final": True, "state": "SUCCESS"}
     assert body == job.to_json()
     assert "\n" not in raw.split("\n", 1)[0]
+    running = envelope.job_envelope(Job("id 1", 1, 2, "ping", state=State.RUNNING), push=False, final=False)
+    assert "state" not in envelope.decode(running)[0], "only results (pushed) carry their state"
 
 
 def test_register_envelope():

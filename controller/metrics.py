@@ -1,0 +1,43 @@
+"""What a controller tells Prometheus (``[metrics] listen``); docs/operations.md lists every metric."""
+
+import collections
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from daemon.metrics import Histogram, Metric, by_label, counter, gauge
+
+if TYPE_CHECKING:
+    from controller.service import Controller
+
+VERSION = metadata.version("agentcontroller")
+
+
+def controller_metrics(controller: "Controller") -> list[Metric | Histogram]:
+    intake, liveness, registry = controller.intake, controller.liveness, controller.registry
+    results = collections.Counter(controller.collector.results)
+    results.update(intake.answers)
+    results["ERROR"] += liveness.jobs_failed
+    agents = list(registry.agents.values())
+    return [
+        Metric("ac_controller_info", "gauge", "This controller: its id and version", [((controller.id, VERSION), 1)],
+               ("controller", "version")),
+        counter("ac_controller_commands_routed_total", "Commands sent to agents, one per target agent",
+                intake.routed),
+        by_label("ac_controller_results_total", "counter", "Results this controller appended to cmds_queue_<id>: "
+                 "agents' results it collected and its own answers, by state", "state", sorted(results.items())),
+        intake.latency,
+        counter("ac_controller_dead_letters_total", "Input without a usable id, put on the dead-letter list",
+                intake.dead_letters),
+        gauge("ac_controller_agents_alive", "Agents whose heartbeat is current", sum(view.alive for view in agents)),
+        gauge("ac_controller_agents_known", "Agents ever registered on this bus", len(agents)),
+        counter("ac_controller_agents_lost_total", "Agents this controller saw stop beating", liveness.agents_lost),
+        gauge("ac_controller_jobs_running", "Jobs routed to agents and not finished yet (by any controller)",
+              sum(view.load for view in agents)),
+        counter("ac_controller_results_dropped_total", "Results from agents for jobs that were not open on them",
+                controller.collector.dropped),
+        counter("ac_controller_bus_reconnects_total", "Times the connection to the bus was made again",
+                controller.bus.reconnects),
+        counter("ac_controller_event_handler_failures_total", "[events] handlers that failed or timed out",
+                controller.handlers.failed),
+    ]
+
