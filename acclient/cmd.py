@@ -1,5 +1,6 @@
 """``BaseCmd`` and ``Cmd``: handles on a command sent through the controller."""
 
+import collections
 import json
 import logging
 import time
@@ -14,6 +15,10 @@ from protocol.states import FINAL_STATES, State
 log = logging.getLogger(__name__)
 
 RETURNED, FAILED, NO_REPLY = "returned", "error", "no reply"
+#: Results ``iter_results`` takes per round trip once one has arrived.
+RESULTS_PER_READ = 1000
+#: What ``follow_msgs`` pings its subscription with, to know it has heard everything.
+FOLLOW_END = "ac-follow-end"
 
 
 class BaseCmd:
@@ -68,6 +73,7 @@ class Cmd(BaseCmd):
         self._role = role
         self._fanout = fanout
         self._report: dict[tuple[int, int], str] = {}
+        self._unread: collections.deque[bytes] = collections.deque()  # popped by iter_results, not yet yielded
 
     cmd = property(lambda self: self._cmd, doc="Command name")
     args = property(lambda self: self._args, doc="Command run arguments")
@@ -89,16 +95,16 @@ class Cmd(BaseCmd):
         Each result is popped: the next call waits for the next one (another
         agent's, or another run's). Raises ``TimeoutError`` when none came in time.
         """
-        popped = self._client._redis.blpop(keys.result_queue(self._id), timeout=timeout)
-        if popped is None:
+        raw = self._pop(timeout)
+        if raw is None:
             raise TimeoutError(f"no result for command {self._id} within {timeout:g} s")
-        return Job(self._client, popped[1])
+        return Job(self._client, raw)
 
     get_result = get_next_result
 
     def noblock_get_next_result(self) -> Job | None:
         """Pop the next result if there is one; ``None`` otherwise."""
-        raw = self._client._redis.lpop(keys.result_queue(self._id))
+        raw = self._unread.popleft() if self._unread else self._client._redis.lpop(keys.result_queue(self._id))
         return None if raw is None else Job(self._client, raw)
 
     def iter_results(self, timeout: float = 0) -> Iterator[Job]:
@@ -110,25 +116,47 @@ class Cmd(BaseCmd):
         """
         deadline = time.monotonic() + timeout if timeout else None
         last: dict[tuple[int, int], Job] = {}
+        targets: set[tuple[int, int]] = set()  # fixed once routed: the controller writes them all at once
+        pending: set[tuple[int, int]] = set()  # targets whose last result has not come yet
         while True:
-            targets = self.targets()
-            if targets and all(target in last and not last[target].get("more") for target in targets):
+            if not targets:
+                targets = self.targets()
+                pending = {target for target in targets if target not in last or last[target].get("more")}
+            if targets and not pending:
                 break
             wait = 0.0
             if deadline is not None:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     break
-            popped = self._client._redis.blpop(keys.result_queue(self._id), timeout=wait)
-            if popped is None:
+            raw = self._pop(wait, RESULTS_PER_READ)
+            if raw is None:
                 break
-            job = Job(self._client, popped[1])
-            last[(job.gid or 0, job.nid or 0)] = job
+            job = Job(self._client, raw)
+            target = (job.gid or 0, job.nid or 0)
+            last[target] = job
+            if job.get("more"):
+                pending.add(target)
+            else:
+                pending.discard(target)
             yield job
-        self._report = {target: _verdict(last.get(target)) for target in self.targets() | set(last)}
+        self._report = {target: _verdict(last.get(target)) for target in (targets or self.targets()) | set(last)}
         silent = sorted(f"{gid}:{nid}" for (gid, nid), verdict in self._report.items() if verdict == NO_REPLY)
         if silent:
             log.warning("command %s: no reply from %s", self._id, ", ".join(silent))
+
+    def _pop(self, timeout: float, batch: int = 1) -> bytes | None:
+        """The next result (``None`` after ``timeout``); with ``batch`` > 1, those already waiting
+        come along in the same round trip and are kept for the next calls."""
+        if not self._unread:
+            queue, redis = keys.result_queue(self._id), self._client._redis
+            popped = redis.blpop(queue, timeout=timeout)
+            if popped is None:
+                return None
+            self._unread.append(popped[1])
+            if batch > 1:
+                self._unread.extend(redis.lpop(queue, batch - 1) or ())
+        return self._unread.popleft()
 
     def report(self) -> dict[tuple[int, int], str]:
         """Per agent, after ``iter_results``: ``"returned"``, ``"error"`` or ``"no reply"``."""
@@ -170,18 +198,25 @@ class Cmd(BaseCmd):
                 for message in self.stored_msgs():
                     seen.add((message["gid"], message["nid"], message["id"]))
                     yield message
-            # An agent sends a job's messages before its final update, so once
-            # the jobs are over every message has been received.
-            over = self._over()
-            while not over:
+            # An agent sends a job's messages before its final update, so once the jobs are over every
+            # message has been published; a PING on the subscription answers after all of them.
+            over, pinged = self._over(), False
+            while True:
+                if over and not pinged:
+                    feed.ping(FOLLOW_END)
+                    pinged = True
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     return
                 event = feed.get_message(timeout=wait)
                 if event is None:
                     continue
+                if event["type"] == "pong":
+                    if event["data"] == FOLLOW_END.encode():
+                        return
+                    continue
                 if event["channel"].decode() != messages:
-                    over = self._over()
+                    over = over or self._over()  # a job update
                     continue
                 message = json.loads(event["data"])
                 if (message.get("gid"), message.get("nid"), message.get("id")) not in seen:

@@ -4,6 +4,7 @@ Relative paths are taken relative to the folder of the config file, so a
 config and its data can move together.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,20 @@ def _check_controller_names(names: list[str], controllers: dict[str, BusAddress]
     for name in names:
         if name not in controllers:
             raise ConfigError(f"{where}: no controller {name!r} (configured: {', '.join(controllers)})")
+
+
+def swarm_member(config: AgentConfig, index: int) -> AgentConfig:
+    """Identity ``index`` of a swarm (``ac-agent --swarm K``): node ``nid + index`` of the same grid.
+
+    Member 0 is the configured agent itself. The others keep their own files
+    under ``<home>/swarm/<gid>-<nid>/``, so no two identities share a message
+    id counter, a history or a message DB; only member 0 serves ``[metrics]``.
+    """
+    if index == 0:
+        return config
+    nid = config.nid + index
+    folder = config.home / "swarm" / f"{config.gid}-{nid}"
+    loggers = tuple(dataclasses.replace(logger, log_dir=str(folder / f"db-{logger.name}")) if logger.log_dir else logger
+                    for logger in config.loggers)
+    return dataclasses.replace(config, nid=nid, message_id_file=folder / config.message_id_file.name,
+                               history_file=folder / config.history_file.name, loggers=loggers, metrics_listen="")

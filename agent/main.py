@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import resource
 import shutil
 import sys
 
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-c", "--config", required=True, help="agent2.toml")
     parser.add_argument("--log-level", default="INFO", choices=LEVELS)
     parser.add_argument("--check", action="store_true", help="check the config and exit (status 0 if usable)")
+    parser.add_argument("--swarm", type=positive_int, default=1, metavar="K",
+                        help="host K agent identities in this process: nodes nid .. nid+K-1 (for benchmarks)")
     options = parser.parse_args(argv)
     setup_logging(options.log_level)
     try:
@@ -29,9 +32,25 @@ def main(argv: list[str] | None = None) -> None:
     if options.check:
         print(check_report(config))
         return
-    if run_daemon("ac-agent", run_agent, config):
+    if options.swarm > 1:
+        raise_open_files_limit()
+    if run_daemon("ac-agent", run_agent, config, options.swarm):
         restart()
     log.info("stopped")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def raise_open_files_limit() -> None:
+    """A swarm holds two bus connections per identity: allow as many files as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def check_report(config: AgentConfig) -> str:

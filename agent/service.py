@@ -34,12 +34,13 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 
 import trio
 
 import agent
 from agent.builtins import BUILTINS, Builtin, BuiltinError
-from agent.config import AgentConfig, Logger, StartupJob, load_config
+from agent.config import AgentConfig, Logger, StartupJob, load_config, swarm_member
 from agent.jobs import ExternalJob, JobContext
 from agent.launch import Identity, execute_spec, extension_spec
 from agent.loggers import Loggers
@@ -71,8 +72,10 @@ RELOADED = ("extensions", "startup", "loggers")
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, buses: dict[str, Bus], notifier: Notifier | None = None) -> None:
+    def __init__(self, config: AgentConfig, buses: dict[str, Bus], notifier: Notifier | None = None,
+                 reread_config: Callable[[], AgentConfig] | None = None) -> None:
         self.config = config
+        self.reread_config = reread_config or partial(load_config, config.path)
         self.notifier = notifier or Notifier({})
         self.metrics_address = ""  # host:port of the metrics endpoint, "" when off
         self.commands_taken = 0
@@ -161,7 +164,7 @@ class Agent:
         """Read the config file again and apply what can change while jobs run (``RELOADED``)."""
         self.notifier.reloading()
         try:
-            config = load_config(self.config.path)
+            config = self.reread_config()
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
         else:
@@ -191,7 +194,8 @@ class Agent:
 
     async def _wind_down(self) -> None:
         staying = [job.command.id for job in self.jobs.values() if job.long_running]
-        log.info("agent stopping%s: stopping %d jobs (answered KILLED)%s", " for a restart" if self.restarting else "",
+        log.info("agent %s:%s stopping%s: stopping %d jobs (answered KILLED)%s", self.config.gid, self.config.nid,
+                 " for a restart" if self.restarting else "",
                  len(self.jobs) - len(staying),
                  f"; {len(staying)} long-running jobs ({', '.join(staying[:20])}) stop quietly and start again "
                  "with the next agent" if staying else "")
@@ -409,19 +413,46 @@ def _without_levels(loggers: tuple[Logger, ...]) -> list[Logger]:
     return [dataclasses.replace(logger, levels=frozenset()) for logger in loggers]
 
 
-async def run_agent(config: AgentConfig) -> bool:
-    """Run until stopped; True if the agent should be restarted."""
+async def run_agent(config: AgentConfig, swarm: int = 1) -> bool:
+    """Run until stopped; True if the agent should be restarted.
+
+    ``swarm`` > 1 hosts that many agent identities (``agent.config.swarm_member``)
+    in this one process: each is a full agent on the wire, and they share the
+    trio loop and the buses. A signal, or any member stopping (``restart``),
+    stops them all; systemd hears from the first.
+    """
     notifier = Notifier()
     async with contextlib.AsyncExitStack() as stack:
         buses = {}
-        for name, address in config.controllers.items():
-            buses[name] = await stack.enter_async_context(open_bus(address, f"ac-agent-{config.gid}:{config.nid}"))
-        the_agent = Agent(config, buses, notifier)
-        metrics = serving_metrics(config.metrics_listen, partial(agent_metrics, the_agent))
-        the_agent.metrics_address = await stack.enter_async_context(metrics)
+        name = f"ac-agent-{config.gid}:{config.nid}" + (f"+{swarm - 1}" if swarm > 1 else "")
+        for controller, address in config.controllers.items():
+            buses[controller] = await stack.enter_async_context(open_bus(address, name))
+        members = [Agent(swarm_member(config, index), buses, notifier if index == 0 else Notifier({}),
+                         partial(_reread_member, config.path, index)) for index in range(swarm)]
+        metrics = serving_metrics(config.metrics_listen, partial(agent_metrics, members[0]))
+        members[0].metrics_address = await stack.enter_async_context(metrics)
+
+        def stop(restart: bool = False) -> None:
+            for member in members:
+                member.stop(restart=restart)
+
+        def reload() -> None:
+            for member in members:
+                member.reload()
+
+        async def run_member(member: Agent) -> None:
+            await member.run()
+            stop(restart=member.restarting)
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(handle_signals, the_agent.stop, the_agent.reload)
+            nursery.start_soon(handle_signals, stop, reload)
             nursery.start_soon(notifier.keep_watchdog)
-            await the_agent.run()
+            async with trio.open_nursery() as running:
+                for member in members:
+                    running.start_soon(run_member, member)
             nursery.cancel_scope.cancel()
-        return the_agent.restarting
+        return any(member.restarting for member in members)
+
+
+def _reread_member(path: Path, index: int) -> AgentConfig:
+    return swarm_member(load_config(path), index)

@@ -40,10 +40,17 @@ class AgentSpec:
     roles: tuple[str, ...] = ()
     #: Extra agent2.toml content, merged over the generated config (e.g. extensions).
     config: dict[str, Any] = field(default_factory=dict)
+    #: Identities the one process hosts (``ac-agent --swarm``): nodes ``nid`` .. ``nid + swarm - 1``.
+    swarm: int = 1
 
     @property
     def name(self) -> str:
+        """The agent's name, which is also the name of its process (a swarm's first member)."""
         return keys.agent_name(self.gid, self.nid)
+
+    @property
+    def members(self) -> list[str]:
+        return [keys.agent_name(self.gid, self.nid + index) for index in range(self.swarm)]
 
 
 class Grid:
@@ -203,14 +210,14 @@ class Grid:
     def start_agents(self, specs: list[AgentSpec]) -> None:
         """Start agents and wait until a controller has registered each of them."""
         with self._events() as events:
-            started = {}
+            started, waiting = {}, set()
             for spec in specs:
                 self.agent_specs[spec.name] = spec
                 started[spec.name] = self.agents[spec.name] = self._spawn_agent(spec)
-            waiting = set(started)
+                waiting.update(spec.members)
             while waiting:
                 event = self._await_event(events, "agent_registered", lambda event: event["agent"] in waiting,
-                                          started, "agents " + ", ".join(sorted(waiting)))
+                                          started, f"{len(waiting)} agents (" + ", ".join(sorted(waiting)[:10]) + ")")
                 waiting.discard(event["agent"])
 
     def start_agent(self, name: str) -> None:
@@ -240,6 +247,9 @@ class Grid:
                      "heartbeat_interval": self.heartbeat_interval},
             "controllers": {"main": {"url": self.bus_url}},
         }
+        if self.acl and spec.swarm > 1:
+            raise GridError(f"agent {spec.name}: a swarm shares its bus connections between identities, so it "
+                            "cannot run with acl (a Redis user per agent)")
         if self.acl:
             password = controller_acl.add_agent(self.redis, spec.gid, spec.nid)
             config["controllers"]["main"]["security"] = self.security_table(agent_user(spec.gid, spec.nid), password)
@@ -251,8 +261,9 @@ class Grid:
 
     def _spawn_agent(self, spec: AgentSpec) -> subprocess.Popen:
         path = self.write_agent_config(spec)
+        swarm = ["--swarm", str(spec.swarm)] if spec.swarm > 1 else []
         return self._spawn(f"agent-{spec.gid}-{spec.nid}", [sys.executable, "-m", "agent", "-c", str(path),
-                                                            "--log-level", self.log_level])
+                                                            "--log-level", self.log_level, *swarm])
 
     # -- plumbing ---------------------------------------------------------------------------
 

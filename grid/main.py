@@ -3,6 +3,7 @@
     ac-grid --agents 3 --roles web          # run until Ctrl-C
     ac-grid --demo                          # start, run the demo, stop
     ac-grid --config grid.toml              # agents from a file
+    ac-grid --agents 1000 --swarm           # 1 000 agents hosted by one process
 """
 
 import argparse
@@ -17,7 +18,8 @@ from grid.launcher import AgentSpec, Grid, GridError
 
 GRID_SCHEMA = {"controllers": Option(int, 1, positive), "heartbeat_interval": Option((int, float), 0.5, positive)}
 AGENT_SCHEMA = {"gid": Option(int, check=positive), "nid": Option(int, check=positive),
-                "roles": Option(list, [], list_of_strings), "config": Option(dict, {})}
+                "roles": Option(list, [], list_of_strings), "config": Option(dict, {}),
+                "swarm": Option(int, 1, positive)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agents", type=int, default=2, help="number of agents (default 2)")
     parser.add_argument("--gid", type=int, default=1, help="grid id of the agents (default 1)")
     parser.add_argument("--roles", default="", help="comma-separated roles of every agent")
+    parser.add_argument("--swarm", action="store_true",
+                        help="host the agents in one process (ac-agent --swarm): for hundreds or thousands of them")
     parser.add_argument("--controllers", type=int, default=None, help="number of controllers (default 1)")
     parser.add_argument("--config", help="grid TOML: [grid] and [[agents]] tables (overrides --agents)")
     parser.add_argument("--bus", help="use this Redis instead of starting a private one")
@@ -40,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"ac-grid: {exc}")
     try:
         with grid:
-            print(f"grid up: bus {grid.bus_url}, agents {', '.join(grid.agents)}; files in {grid.workdir}")
+            members = [name for spec in grid.agent_specs.values() for name in spec.members]
+            shown = ", ".join(members[:10]) + (f" and {len(members) - 10} more" if len(members) > 10 else "")
+            print(f"grid up: bus {grid.bus_url}, agents {shown}; files in {grid.workdir}")
             if options.demo:
                 run_demo(grid.client(), sorted(grid.agent_specs.values(), key=lambda spec: (spec.gid, spec.nid)))
                 return
@@ -66,10 +72,13 @@ def _grid_from(options: argparse.Namespace) -> Grid:
         specs = []
         for index, table in enumerate(tables):
             agent = take_section(table, AGENT_SCHEMA, f"{options.config} [[agents]] #{index + 1}")
-            specs.append(AgentSpec(agent["gid"], agent["nid"], tuple(agent["roles"]), agent["config"]))
+            specs.append(AgentSpec(agent["gid"], agent["nid"], tuple(agent["roles"]), agent["config"], agent["swarm"]))
     else:
         roles = tuple(role for role in options.roles.split(",") if role)
-        specs = [AgentSpec(options.gid, nid, roles) for nid in range(1, options.agents + 1)]
+        if options.swarm:
+            specs = [AgentSpec(options.gid, 1, roles, swarm=options.agents)]
+        else:
+            specs = [AgentSpec(options.gid, nid, roles) for nid in range(1, options.agents + 1)]
     return Grid(specs, controllers=options.controllers or controllers, bus_url=options.bus,
                 heartbeat_interval=heartbeat, log_level=options.log_level, tls=options.tls,
                 acl=options.acl)

@@ -3,6 +3,7 @@
 import pytest
 
 from agent.config import load_config as load_agent_config
+from agent.config import swarm_member
 from controller.config import load_config as load_controller_config
 from daemon.config import ConfigError
 
@@ -29,6 +30,17 @@ def test_good_agent_config(tmp_path):
     assert config.bus.port == 6379
     assert config.history_file == tmp_path / "history.db"
     assert config.home == tmp_path
+
+
+
+def test_swarm_members_are_the_next_nodes_with_files_of_their_own(tmp_path):
+    config = load_agent_config(write(tmp_path, GOOD_AGENT + '\n[metrics]\nlisten = "127.0.0.1:0"\n'))
+    assert swarm_member(config, 0) is config
+    third = swarm_member(config, 2)
+    assert (third.gid, third.nid, third.roles, third.metrics_listen) == (1, 4, ("web",), "")
+    folder = tmp_path / "swarm" / "1-4"
+    assert (third.history_file, third.message_id_file) == (folder / "history.db", folder / "message.id")
+    assert [logger.log_dir for logger in third.loggers if logger.type == "DB"] == [str(folder / "db-db")]
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -8,6 +8,7 @@ from agent.config import load_config as load_agent_config
 from controller import config as controller_config
 from controller.config import load_config as load_controller_config
 from daemon.config import METRICS_SCHEMA, SECURITY_SCHEMA
+from grid import main as grid_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -43,3 +44,13 @@ def test_every_controller_key_is_in_the_example():
                controller_config.AGENTS_SCHEMA, controller_config.EVENTS_SCHEMA, SECURITY_SCHEMA, METRICS_SCHEMA]
     missing = {key for schema in schemas for key in schema} - {"security"}
     assert not missing - documented_keys(CONFIGS / "controller.toml")
+
+
+def test_example_grid_config_loads_and_names_every_key():
+    grid = grid_main._grid_from(grid_main.argparse.Namespace(config=str(CONFIGS / "grid.toml"), controllers=None,
+                                                             bus=None, log_level="INFO", tls=False, acl=False))
+    assert [(spec.name, spec.roles, spec.swarm) for spec in grid.agent_specs.values()] == [
+        ("1:1", ("web", "db"), 1), ("1:2", ("web",), 1), ("2:1", ("swarm",), 100)]
+    assert grid.agent_specs["1:2"].config == {"main": {"max_jobs": 10}}
+    keys = {*grid_main.GRID_SCHEMA, *grid_main.AGENT_SCHEMA}
+    assert not keys - documented_keys(CONFIGS / "grid.toml")
