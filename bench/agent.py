@@ -17,7 +17,6 @@ import argparse
 import json
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +24,7 @@ import uuid
 import psutil
 
 from agent.messagedb import DB_FILE, MessageDB, encode_rows
+from bench.table import Row, print_table
 from grid.launcher import AgentSpec, Grid
 from protocol.keys import AgentKeys
 
@@ -125,6 +125,27 @@ def _wait(condition, timeout: float, interval: float) -> None:
         time.sleep(interval)
 
 
+def measure(jobs: int = 2000, messages: int = 1_000_000, rounds: int = 3, idle: float = 10.0) -> list[Row]:
+    with Grid([AGENT], heartbeat_interval=2.0, log_level="WARNING") as grid:
+        rss, cpu = idle_figures(grid, idle)
+        raw, rate = job_rates(grid, jobs, rounds)
+        through = end_to_end_job_rate(grid, min(jobs, 1000))
+        limit = raw_insert_rate(messages)
+        stored = db_message_rate(grid, messages)
+        rss_after, _ = idle_figures(grid, idle)
+    return [
+        Row(f"execute /bin/true on one agent (best of {rounds} rounds of {jobs})", rate, "jobs/s", raw,
+            "subprocess.run loop, same rounds", ">= 70 % of raw"),
+        Row("execute /bin/true through client + controller, sequential waits", through, "jobs/s"),
+        Row(f"messages into the agent DB from one job ({messages:,})", stored, "msg/s", limit,
+            "batched inserts straight into a MessageDB", ">= 100,000/s"),
+        Row(f"idle agent CPU over {idle:g} s (heartbeat every 2 s)", cpu, "% of a core", aim="~0",
+            higher_is_better=False),
+        Row("idle agent RSS", rss, "MB", aim="<= 40 MB", higher_is_better=False),
+        Row("idle agent RSS after the jobs and messages", rss_after, "MB", higher_is_better=False),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000, help="execute /bin/true jobs per round (default 2000)")
@@ -132,23 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the job benchmark (default 3)")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement (default 10)")
     options = parser.parse_args(argv)
-    print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} cpus")
-    with Grid([AGENT], heartbeat_interval=2.0, log_level="WARNING") as grid:
-        rss, cpu = idle_figures(grid, options.idle)
-        print(f"idle agent: RSS {rss:.1f} MB (aim <= 40 MB); CPU {cpu:.2f} % of a core over {options.idle:g} s "
-              f"(aim ~0; heartbeat every 2 s)")
-        raw, rate = job_rates(grid, options.jobs, options.rounds)
-        print(f"execute /bin/true: {rate:,.0f} jobs/s on the agent; limit: subprocess loop {raw:,.0f}/s "
-              f"-> {100 * rate / raw:.0f} % (aim >= 70 %; best of {options.rounds} interleaved rounds)")
-        through = end_to_end_job_rate(grid, min(options.jobs, 1000))
-        print(f"execute /bin/true through client + controller (sequential waits, informational): "
-              f"{through:,.0f} jobs/s")
-        limit = raw_insert_rate(options.messages)
-        rate = db_message_rate(grid, options.messages)
-        print(f"messages into the DB: {rate:,.0f}/s from one job; limit: batched SQLite inserts {limit:,.0f}/s "
-              f"(aim >= 100,000/s)")
-        rss, cpu = idle_figures(grid, options.idle)
-        print(f"idle agent after all that: RSS {rss:.1f} MB; CPU {cpu:.2f} % (informational)")
+    print_table(measure(options.jobs, options.messages, options.rounds, options.idle))
 
 
 if __name__ == "__main__":

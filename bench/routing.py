@@ -18,12 +18,14 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import redis
 import tomli_w
 
+from bench.table import Row
 from bus.address import BusAddress
 from grid.processes import spawn, stop_process
 from grid.redis_server import RedisServer
@@ -33,50 +35,73 @@ AIM = 20_000  # commands per second, from the issue
 POLL = 0.005
 
 
+@dataclass(frozen=True)
+class Routed:
+    count: int
+    agents: int
+    seconds: float
+    redis_calls: dict[str, int]  # Redis commands by name, scripts' inner calls included
+    controller_cpu: float
+    redis_cpu: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+def route(count: int = 200_000, agents: int = 4, batch_size: int = 256) -> Routed:
+    """Queue ``count`` commands on a private redis-server, start a controller, time it routing them."""
+    with tempfile.TemporaryDirectory(prefix="ac-bench-") as folder:
+        server = RedisServer(Path(folder) / "redis")
+        server.workdir.mkdir()
+        server.start()
+        try:
+            bus = redis.Redis(**BusAddress.from_url(server.url).redis_kwargs())
+            register_agents(bus, agents)
+            queue_commands(bus, count)
+            bus.config_resetstat()
+            redis_process = psutil.Process(server.process.pid)
+            redis_cpu = cpu_seconds(redis_process)
+            controller = start_controller(server.url, Path(folder), batch_size)
+            try:
+                started, finished, polls = wait_until_routed(bus, count, agents)
+                controller_cpu = cpu_seconds(psutil.Process(controller.pid))
+                redis_cpu = cpu_seconds(redis_process) - redis_cpu
+            finally:
+                stop_process(controller)
+            calls = command_calls(bus)
+        finally:
+            server.stop()
+    calls["llen"] -= polls
+    calls.pop("info", None)
+    return Routed(count, agents, finished - started, calls, controller_cpu, redis_cpu)
+
+
+def measure(count: int = 200_000, agents: int = 4, batch_size: int = 256) -> list[Row]:
+    routed = route(count, agents, batch_size)
+    return [Row(f"controller alone: routing {count:,} queued commands to {agents} agents (role)", routed.per_second,
+                "cmd/s", aim=f">= {AIM:,}/s"),
+            Row("controller CPU per routed command", routed.controller_cpu / count * 1e6, "us",
+                higher_is_better=False)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.routing", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200_000, help="commands to route")
     parser.add_argument("--agents", type=int, default=4, help="registered agents (all hold the role)")
     parser.add_argument("--batch-size", type=int, default=256, help="[routing] batch_size of the controller")
     options = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ac-bench-") as folder:
-        server = RedisServer(Path(folder) / "redis")
-        server.workdir.mkdir()
-        server.start()
-        try:
-            run(server.url, Path(folder), server, options)
-        finally:
-            server.stop()
-
-
-def run(url: str, folder: Path, server: RedisServer, options: argparse.Namespace) -> None:
-    bus = redis.Redis(**BusAddress.from_url(url).redis_kwargs())
-    register_agents(bus, options.agents)
-    queue_commands(bus, options.count)
-    bus.config_resetstat()
-    redis_process = psutil.Process(server.process.pid)
-    redis_cpu = cpu_seconds(redis_process)
-    controller = start_controller(url, folder, options.batch_size)
-    try:
-        started, finished, polls = wait_until_routed(bus, options.count, options.agents)
-        controller_cpu = cpu_seconds(psutil.Process(controller.pid))
-        redis_cpu = cpu_seconds(redis_process) - redis_cpu
-    finally:
-        stop_process(controller)
-    stats = command_calls(bus)
-    stats["llen"] -= polls
-    stats.pop("info", None)
-    routed_per_second = options.count / (finished - started)
-    per_command = sum(stats.values()) / options.count
-    print(f"routed {options.count} commands to {options.agents} agents (role, least busy) "
-          f"in {finished - started:.2f} s")
-    print(f"  {routed_per_second:,.0f} commands/s   (aim: >= {AIM:,}/s)")
-    print(f"  {per_command:.2f} Redis commands per routed command, scripts' inner calls included:")
-    for name, calls in sorted(stats.items(), key=lambda item: -item[1]):
-        if calls / options.count >= 0.005:
-            print(f"    {name:<10} {calls / options.count:.3f}")
-    print(f"  CPU per routed command: controller {controller_cpu / options.count * 1e6:.1f} us "
-          f"(its start-up included), redis-server {redis_cpu / options.count * 1e6:.1f} us")
+    routed = route(options.count, options.agents, options.batch_size)
+    count = options.count
+    print(f"routed {count} commands to {options.agents} agents (role, least busy) in {routed.seconds:.2f} s")
+    print(f"  {routed.per_second:,.0f} commands/s   (aim: >= {AIM:,}/s)")
+    print(f"  {sum(routed.redis_calls.values()) / count:.2f} Redis commands per routed command, scripts' inner "
+          "calls included:")
+    for name, calls in sorted(routed.redis_calls.items(), key=lambda item: -item[1]):
+        if calls / count >= 0.005:
+            print(f"    {name:<10} {calls / count:.3f}")
+    print(f"  CPU per routed command: controller {routed.controller_cpu / count * 1e6:.1f} us "
+          f"(its start-up included), redis-server {routed.redis_cpu / count * 1e6:.1f} us")
 
 
 def cpu_seconds(process: psutil.Process) -> float:

@@ -39,10 +39,7 @@ class RedisServer:
         return self.workdir / "redis.log"
 
     def start(self) -> str:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise GridError("redis-server not found on PATH: install it (Debian: apt-get install -y "
-                                   "redis-server) or give the URL of a running Redis with --bus")
+        binary = redis_server_binary()
         for _ in range(5):  # a free port can be taken by someone else before redis binds it
             self.port = _free_port()
             notify_path = self.workdir / "redis.notify"
@@ -84,6 +81,20 @@ class RedisServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def redis_server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise GridError("redis-server not found on PATH: install it (Debian: apt-get install -y "
+                        "redis-server) or give the URL of a running Redis with --bus")
+    return binary
+
+
+def redis_server_version() -> str:
+    """The version of the redis-server on PATH, e.g. ``7.0.15``."""
+    output = subprocess.run([redis_server_binary(), "--version"], capture_output=True, text=True, check=True).stdout
+    return next((word[2:] for word in output.split() if word.startswith("v=")), output.strip())
 
 
 def _free_port() -> int:
