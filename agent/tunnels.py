@@ -433,9 +433,9 @@ async def _list(endpoint: Endpoint, command: Command) -> list[dict[str, Any]]:
 
 
 _COMMANDS: dict[str, Callable[[Endpoint, Command], Awaitable[Any]]] = {
-    "hubble_open_tunnel": _open,
-    "hubble_close_tunnel": _close,
-    "hubble_list_tunnels": _list,
+    wire.OPEN_COMMAND: _open,
+    wire.CLOSE_COMMAND: _close,
+    wire.LIST_COMMAND: _list,
 }
 
 

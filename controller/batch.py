@@ -52,6 +52,10 @@ class Batch:
         self.records += ["D", json.dumps(letter)]
         self.dead += 1
 
+    def grant_tunnel(self, agent: keys.AgentKeys, grant: str) -> None:
+        """A client lets ``agent`` open tunnel connections to ``grant`` (see ``controller/tunnels.py``)."""
+        self.records += ["G", keys.tunnel_grants(agent.gid, agent.nid), grant]
+
     def add_schedule(self, schedule_id: str, schedule: dict[str, Any], due_ms: int) -> None:
         self.records += ["S", schedule_id, json.dumps(schedule, separators=(",", ":")), due_ms]
 

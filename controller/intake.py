@@ -32,8 +32,9 @@ from controller.registry import Registry
 from controller.routing import NoRoute, Router
 from controller.sequencer import Sequencer
 from daemon.metrics import Histogram
-from protocol import keys
+from protocol import keys, tunnels
 from protocol.command import CONTROLLER_CMD, Command, MalformedCommand, decode_command, usable_id
+from protocol.errors import ProtocolError
 from protocol.job import Job, error_job
 
 log = logging.getLogger(__name__)
@@ -188,8 +189,11 @@ class Intake:
             batch.answer(command.id, error_job(command.id, str(exc), gid=command.gid, nid=command.nid,
                                                cmd=command.cmd, args=command.args.to_wire(), tags=command.tags))
             return
+        grant = _tunnel_grant(command)
         for view in targets:
             batch.send(command, raw, view.keys)
+            if grant is not None:
+                batch.grant_tunnel(view.keys, grant)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("command %s (%s) goes to %s", command.id, command.cmd, ", ".join(view.name for view in targets))
 
@@ -209,6 +213,19 @@ def _answering_bugs(raw: bytes, batch: Batch) -> Iterator[None]:
             batch.dead_letter(raw, reason)
         else:
             batch.answer(command_id, error_job(command_id, reason))
+
+
+def _tunnel_grant(command: Command) -> str | None:
+    """What a ``hubble_open_tunnel`` from a client lets its agent reach; ``None`` for other commands, or
+    for fields the agent will refuse anyway."""
+    if command.cmd != tunnels.OPEN_COMMAND:
+        return None
+    try:
+        data = json.loads(command.data) if isinstance(command.data, str) else command.data
+        spec = tunnels.TunnelSpec.from_wire(data)
+    except (ValueError, TypeError, AttributeError, ProtocolError):
+        return None
+    return tunnels.grant(spec.gateway, spec.ip, spec.remote)
 
 
 def _id_of(raw: bytes) -> str | None:

@@ -82,6 +82,7 @@ class TunnelRelay:
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, controller_id: str) -> None:
         self.config = config
         self.main_bus = bus
+        self.granted: set[tuple[Agent, str]] = set()  # grants seen in keys.tunnel_grants
         self.bus = bus  # replaced by a bus of our own in run(): tunnel traffic does not delay routing
         self.registry = registry
         self.id = controller_id
@@ -200,9 +201,20 @@ class TunnelRelay:
             return f"gateway agent {_name(target)} is not alive"
         return None
 
+    async def _check_grant(self, agent: Agent, request: dict[str, Any]) -> str | None:
+        """Why ``agent`` may not reach this target (``None``: a client opened such a tunnel on it).
+        A compromised node may send any request: it only gets where a client let it go."""
+        grant = (agent, wire.grant(request["gateway"], request["ip"], request["remote"]))
+        if grant in self.granted or await self.main_bus.execute("HEXISTS", keys.tunnel_grants(*agent), grant[1]):
+            self.granted.add(grant)  # also when a bus restarting empty forgets it
+            return None
+        return (f"no client opened a tunnel on agent {_name(agent)} to {request['ip']}:{request['remote']} "
+                f"through {request['gateway']}")
+
     async def _open(self, agent: Agent, request: dict[str, Any]) -> None:
         stream_id = request["stream"]
-        problem = await self._check_gateway(agent, request["gateway"], must_be_alive=True)
+        problem = await self._check_grant(agent, request) or \
+            await self._check_gateway(agent, request["gateway"], must_be_alive=True)
         if problem:
             log.info("refused a connection of agent %s: %s", _name(agent), problem)
             await self._order(agent, wire.encode(wire.ABORT, stream=stream_id, reason=problem))

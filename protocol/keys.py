@@ -228,6 +228,12 @@ def tunnel_record(stream: str) -> str:
     return f"{CONTROLLER_PREFIX}tunnel:{stream}"
 
 
+def tunnel_grants(gid: int, nid: int) -> str:
+    """Hash: where clients let agent ``gid:nid`` open tunnels to (``protocol.tunnels.grant``) -> times granted.
+    Written by the controller routing ``hubble_open_tunnel``; an agent can neither read nor write it."""
+    return f"{CONTROLLER_PREFIX}tunnel-grants:{gid}:{nid}"
+
+
 def tunnels_owned(controller_id: str) -> str:
     """Set: the tunnel connections a controller relays (a peer adopts them if it dies)."""
     return f"{CONTROLLER_PREFIX}tunnels:{controller_id}"

@@ -40,6 +40,9 @@ PROBE_TIMEOUT = 10.0
 #: The gateway that names the controller's own host.
 CONTROLLER_GATEWAY = "controller"
 
+#: The agent commands that open, close and list tunnels.
+OPEN_COMMAND, CLOSE_COMMAND, LIST_COMMAND = "hubble_open_tunnel", "hubble_close_tunnel", "hubble_list_tunnels"
+
 _STREAM_ID = re.compile(r"[0-9a-f]{32}")
 _GATEWAY = re.compile(r"([1-9][0-9]{0,9})\.([1-9][0-9]{0,9})")
 _MAX_HOST = 255
@@ -94,6 +97,11 @@ class TunnelSpec:
 
     def to_wire(self) -> dict[str, Any]:
         return {"local": self.local, "gateway": self.gateway, "ip": self.ip, "remote": self.remote}
+
+
+def grant(gateway: str, ip: str, remote: int) -> str:
+    """A field of ``keys.tunnel_grants``: the target a client let an agent reach through a gateway."""
+    return f"{gateway}|{ip}|{remote}"
 
 
 def check_host(value: object, field: str) -> str:

@@ -65,6 +65,9 @@ while i <= #ARGV do
     redis.call('HSET', schedules, ARGV[i + 1], ARGV[i + 2])
     redis.call('ZADD', schedules_due, ARGV[i + 3], ARGV[i + 1])
     i = i + 4
+  elseif op == 'G' then
+    redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], 1)
+    i = i + 3
   elseif op == 'U' then
     redis.call('HDEL', schedules, ARGV[i + 1])
     redis.call('ZREM', schedules_due, ARGV[i + 1])

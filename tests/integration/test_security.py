@@ -14,7 +14,7 @@ from redis.retry import Retry
 import acclient
 from controller import acl
 from grid.launcher import AgentSpec, Grid
-from protocol import envelope, keys
+from protocol import envelope, keys, tunnels
 from protocol.job import Job
 from protocol.states import State
 
@@ -214,3 +214,21 @@ def test_script_names_that_could_leave_the_script_folder_are_refused(acl_grid, d
     job = grid.client().cmd(1, 2, "runpy", acclient.RunArgs(domain=domain, name=name)).get_next_result(TIMEOUT)
     assert job.state == "ERROR"
     assert "is not allowed here: no '/', '..' or NUL" in job.data
+
+
+def test_a_compromised_node_reaches_only_where_a_client_opened_a_tunnel(acl_grid):
+    """Agent 1:1's credentials can queue any tunnel request; the controller relays only what a client granted."""
+    grid, password = acl_grid
+    client = grid.client()
+    granted = client.tunnel_open(1, 1, 0, "1.2", "127.0.0.1", 9)  # a client lets 1:1 reach 127.0.0.1:9 via 1:2
+    agent_keys = keys.AgentKeys(1, 1)
+    compromised = as_agent(grid, 1, 1, password)
+    stream = tunnels.new_stream_id()
+    compromised.rpush(agent_keys.tunnel_requests, tunnels.encode(tunnels.OPEN, stream=stream, gateway="1.2",
+                                                                 ip="127.0.0.1", remote=22))
+    compromised.publish(agent_keys.tunnel_up, tunnels.bell(tunnels.REQUESTS))
+    refused = "refused a connection of agent 1:1: no client opened a tunnel on agent 1:1 to 127.0.0.1:22 through 1.2"
+    assert wait_for(lambda: refused in grid.log_path("controller-0").read_text(), what="the refusal")
+    assert not grid.redis.exists(keys.tunnel_record(stream)), "nothing was relayed"
+    assert grid.redis.hkeys(keys.tunnel_grants(1, 1)) == [b"1.2|127.0.0.1|9"]
+    client.tunnel_close(1, 1, **granted)
