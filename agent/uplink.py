@@ -107,21 +107,18 @@ class Uplink:
             if not self.is_held(raw):
                 self.dispatch(self, raw)  # taken just before a lost connection: the reply never came
         keys = self.keys
+        wait = ("BLMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT", 0)
         take = ("LMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT")
+        # Wait for a command and take the one behind it in the same round trip; while the queue keeps
+        # giving all that was asked, ask for twice as many without waiting, up to TAKE_BATCH.
+        wanted = [wait, take]
         self.taking.set()
         while True:
-            raw = await connection.execute("BLMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT", 0)
-            self.dispatch(self, raw)
-            # Then take what else waits, in bursts that double while the queue keeps giving: one extra
-            # LMOVE for a lone command, up to TAKE_BATCH per round trip under load.
-            burst = 1
-            while True:
-                taken = [raw for raw in await connection.pipeline([take] * burst) if raw is not None]
-                for raw in taken:
-                    self.dispatch(self, raw)
-                if len(taken) < burst:
-                    break
-                burst = min(2 * burst, TAKE_BATCH)
+            taken = [raw for raw in await connection.pipeline(wanted) if raw is not None]
+            for raw in taken:
+                self.dispatch(self, raw)
+            kept_giving = len(taken) == len(wanted)
+            wanted = [take] * min(2 * len(wanted), TAKE_BATCH) if kept_giving else [wait, take]
 
     async def _heartbeat(self) -> None:
         while True:

@@ -24,7 +24,7 @@ from functools import partial
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost
+from bus import Bus, Connection, ConnectionLost, ReplyError
 from controller import scripts
 from controller.batch import Batch
 from controller.config import ControllerConfig
@@ -116,10 +116,20 @@ class Intake:
             await self._route_batch(connection, inflight, raws, ticket, trio.current_time())
 
     async def _claim(self, connection: Connection, lane: str) -> list[bytes]:
+        """Wait for a command, and take the batch waiting behind it in the same round trip."""
         inflight = keys.controller_inflight(lane)
-        raws = await scripts.CLAIM.run(connection, [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS],
-                                       [self.config.batch_size, BATCH_BYTES, lane])
-        return raws or [await connection.execute("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", 0)]
+        script_keys, script_args = [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS], [self.config.batch_size - 1,
+                                                                                 BATCH_BYTES, lane]
+        wait = ("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", 0)
+        first, rest = await connection.pipeline([wait, scripts.CLAIM.evalsha(script_keys, script_args)],
+                                                raise_errors=False)
+        if isinstance(first, ReplyError):
+            raise first
+        if scripts.is_noscript(rest):
+            rest = await scripts.CLAIM.run(connection, script_keys, script_args)
+        elif isinstance(rest, ReplyError):
+            raise rest
+        return [first, *rest]
 
     async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int,
                            claimed_at: float) -> None:
