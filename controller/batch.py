@@ -15,6 +15,7 @@ from controller.config import ControllerConfig
 from protocol import keys
 from protocol.command import Command
 from protocol.job import Job, now_ms
+from protocol.jsontext import compact
 
 #: Dead letters kept for inspection (the counter counts them all).
 DEAD_LETTERS_KEPT = 1000
@@ -57,7 +58,7 @@ class Batch:
         self.records += ["G", keys.tunnel_grants(agent.gid, agent.nid), grant]
 
     def add_schedule(self, schedule_id: str, schedule: dict[str, Any], due_ms: int) -> None:
-        self.records += ["S", schedule_id, json.dumps(schedule, separators=(",", ":")), due_ms]
+        self.records += ["S", schedule_id, compact(schedule), due_ms]
 
     def remove_schedule(self, schedule_id: str) -> None:
         self.records += ["U", schedule_id]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.errors import ProtocolError, type_name
+from protocol.jsontext import compact
 from protocol.levels import parse_levels
 
 MAX_ID_LENGTH = 128
@@ -132,7 +133,7 @@ class Command:
         return wire
 
     def to_json(self) -> str:
-        return json.dumps(self.to_wire(), separators=(",", ":"))
+        return compact(self.to_wire())
 
 
 def decode_command(raw: bytes | str, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> Command:

@@ -27,6 +27,7 @@ from typing import Any
 
 from protocol.errors import ProtocolError
 from protocol.job import Job
+from protocol.jsontext import compact
 
 
 class Kind(StrEnum):
@@ -38,7 +39,7 @@ class Kind(StrEnum):
 
 def encode(kind: Kind, body: str, **header: Any) -> str:
     header["kind"] = kind.value
-    return json.dumps(header, separators=(",", ":")) + "\n" + body
+    return compact(header) + "\n" + body
 
 
 def decode(raw: bytes | str) -> tuple[dict[str, Any], str]:
@@ -67,13 +68,13 @@ def job_envelope(job: Job, *, push: bool, final: bool, reopen: bool = False) -> 
 
 
 def register_envelope(registration: dict[str, Any]) -> str:
-    return encode(Kind.REGISTER, json.dumps(registration, separators=(",", ":")))
+    return encode(Kind.REGISTER, compact(registration))
 
 
 def log_envelope(messages: list[dict[str, Any]]) -> str:
     """Messages for the controller's bounded per-agent log, one JSON per line."""
-    return encode(Kind.LOG, "\n".join(json.dumps(message, separators=(",", ":")) for message in messages))
+    return encode(Kind.LOG, "\n".join(compact(message) for message in messages))
 
 
 def stats_envelope(job_id: str, stats: dict[str, Any]) -> str:
-    return encode(Kind.STATS, json.dumps(stats, separators=(",", ":")), id=job_id)
+    return encode(Kind.STATS, compact(stats), id=job_id)

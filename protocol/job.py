@@ -6,10 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.command import Command
+from protocol.jsontext import compact
 from protocol.states import FINAL_STATES, State
-
-#: Compact job JSON; built once (``json.dumps`` with options builds an encoder per call).
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 #: Lines of stdout and stderr kept in a job's ``streams``.
 STREAM_TAIL_LINES = 1000
@@ -68,7 +66,7 @@ class Job:
         return wire
 
     def to_json(self) -> str:
-        return _COMPACT.encode(self.to_wire())
+        return compact(self.to_wire())
 
 
 def error_job(command_id: str, data: str, *, gid: int = 0, nid: int = 0, cmd: str = "",

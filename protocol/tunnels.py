@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ProtocolError, type_name
+from protocol.jsontext import compact
 
 #: Largest chunk one list element carries.
 CHUNK_BYTES = 256 * 1024
@@ -173,7 +174,7 @@ _FIELDS = {
 
 
 def encode(op: str, **fields: Any) -> str:
-    return json.dumps({"op": op, **fields}, separators=(",", ":"))
+    return compact({"op": op, **fields})
 
 
 def decode_request(raw: bytes) -> dict[str, Any]:
