@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--demo", action="store_true", help="run the demo through the client, then stop")
     parser.add_argument("--log-level", default="WARNING", help="log level of the daemons (default WARNING)")
     options = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # "grid up" shows at once, also through a pipe
     try:
         grid = _grid_from(options)
     except ConfigError as exc:
