@@ -118,8 +118,8 @@ class Intake:
     async def _claim(self, connection: Connection, lane: str) -> list[bytes]:
         """Wait for a command, and take the batch waiting behind it in the same round trip."""
         inflight = keys.controller_inflight(lane)
-        script_keys, script_args = [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS], [self.config.batch_size - 1,
-                                                                                 BATCH_BYTES, lane]
+        script_keys = [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS]
+        script_args = [self.config.batch_size - 1, BATCH_BYTES, lane]
         wait = ("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", 0)
         first, rest = await connection.pipeline([wait, scripts.CLAIM.evalsha(script_keys, script_args)],
                                                 raise_errors=False)
