@@ -1,7 +1,7 @@
 """Compact JSON text, as the wire carries it.
 
-One encoder, built once: ``json.dumps`` with options builds a new encoder on
-every call, which showed in profiles of the agent's and controller's hot paths.
+One encoder, built once and shared by everything that writes to the bus:
+``json.dumps`` with options builds a new encoder on every call (about 1 µs).
 """
 
 import json
