@@ -10,7 +10,7 @@ from typing import Any
 from acclient.errors import NoTargetError
 from acclient.job import Job
 from protocol import keys
-from protocol.states import FINAL_STATES, State
+from protocol.states import FINAL_STATES, QUEUED, State
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class Cmd(BaseCmd):
         with self._client._subscribe(keys.job_updates(self._id)) as updates:
             while True:
                 jobs = self.get_jobs()
-                waiting = sorted(f"{g}:{n}" for (g, n), job in jobs.items() if job._data["state"] == State.QUEUED)
+                waiting = sorted(f"{g}:{n}" for (g, n), job in jobs.items() if job.state == QUEUED)
                 if jobs and not waiting:
                     return jobs
                 left = deadline - time.monotonic()

@@ -4,14 +4,15 @@ import json
 from typing import Any
 
 from protocol import keys
-from protocol.states import FINAL_STATES
+from protocol.states import FINAL_STATES, QUEUED, State
 
 
 class Job:
     """A job JSON, readable as attributes (``job.data``) or as a dict (``job['data']``).
 
     While the job has no final state, reading it fetches its latest version,
-    so ``job.state`` of a running job is never stale.
+    so ``job.state`` of a running job is never stale. A job that has not
+    started yet (``RUNNING`` on the wire, with a ``phase``) reads as ``QUEUED``.
     """
 
     def __init__(self, client: Any, jobdata: dict[str, Any] | str | bytes) -> None:
@@ -26,9 +27,12 @@ class Job:
         return self
 
     def _read(self, key: str) -> Any:
-        if self._data.get("state") not in FINAL_STATES and self._client is not None:
-            self.refresh()
-        return self._data.get(key)
+        data = self._data
+        if data.get("state") not in FINAL_STATES and self._client is not None:
+            data = self.refresh()._data
+        if key == "state" and data.get("state") == State.RUNNING and data.get("phase"):
+            return QUEUED
+        return data.get(key)
 
     def __getitem__(self, key: str) -> Any:
         value = self._read(key)
@@ -44,9 +48,9 @@ class Job:
         return self._data.keys()
 
     def dump(self) -> dict[str, Any]:
-        """The job as a dict."""
-        self._read("state")
-        return dict(self._data)
+        """The job as a dict (``state`` as ``job.state`` says it)."""
+        state = self._read("state")
+        return {**self._data, "state": state}
 
     def __repr__(self) -> str:
         return f"Job({self._data!r})"
@@ -58,7 +62,10 @@ class Job:
     args = property(lambda self: self._read("args"), doc="Job args")
     data = property(lambda self: self._read("data"), doc="Job data")
     level = property(lambda self: self._read("level"), doc="Job level")
-    state = property(lambda self: self._read("state"), doc="Job state")
+    state = property(lambda self: self._read("state"), doc="Job state: QUEUED until it starts, then RUNNING "
+                     "until its final state")
+    phase = property(lambda self: self._read("phase"), doc="What a QUEUED job waits for: 'routed' (the agent "
+                     "has not taken it up yet) or 'waiting' (for a slot or its serial queue); None once it runs")
     starttime = property(lambda self: self._read("starttime"), doc="Job starttime (epoch ms)")
     time = property(lambda self: self._read("time"), doc="Job runtime in milliseconds")
     streams = property(lambda self: self._read("streams"), doc="[stdout tail, stderr tail]")

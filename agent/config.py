@@ -209,10 +209,7 @@ def _loggers(value: object, path: Path, controllers: dict[str, BusAddress]) -> t
         if kind not in LOGGER_TYPES:
             raise ConfigError(f"{where} type: expected one of {', '.join(LOGGER_TYPES)}, got {kind!r}")
         checked = take_section(table, LOGGER_SCHEMAS[kind], where)
-        try:
-            checked["levels"] = parse_levels(checked["levels"], "levels")
-        except ProtocolError as exc:
-            raise ConfigError(f"{where} {exc}") from None
+        checked["levels"] = _logger_levels(checked["levels"], where)
         if kind == "DB":
             checked["log_dir"] = str(path.parent / checked["log_dir"])
         if kind == "AC":
@@ -220,6 +217,16 @@ def _loggers(value: object, path: Path, controllers: dict[str, BusAddress]) -> t
             checked["controllers"] = tuple(checked["controllers"])
         loggers.append(Logger(name=name, **checked))
     return tuple(loggers)
+
+
+def _logger_levels(value: str | list, where: str) -> frozenset[int]:
+    """A logger's levels; empty (``[]`` or ``""``) means every level, as in the 2015 agent2.toml."""
+    if not (value.strip() if isinstance(value, str) else value):
+        return ALL_LEVELS
+    try:
+        return parse_levels(value, "levels")
+    except ProtocolError as exc:
+        raise ConfigError(f"{where} {exc}") from None
 
 
 def _default_loggers(path: Path) -> tuple[Logger, ...]:

@@ -1,9 +1,10 @@
 """The life of one external job: its runs, and what is reported about them.
 
 Each run waits for a ticket from the scheduler (a ``max_jobs`` slot, its
-turn in its ``queue``), reports ``RUNNING`` with the pid as soon as its
-process starts, and ends ``SUCCESS`` (exit code 0), ``ERROR``, ``TIMEOUT``
-(past ``max_time``) or ``KILLED``. Then the job either runs again, a failed
+turn in its ``queue``; meanwhile it shows ``RUNNING`` in phase ``waiting``),
+reports ``RUNNING`` with the pid as soon as its process starts, and ends
+``SUCCESS`` (exit code 0), ``ERROR``, ``TIMEOUT`` (past ``max_time``) or
+``KILLED``. Then the job either runs again, a failed
 run restarted under ``max_restart`` or the next run of a
 ``recurring_period``, or is over.
 
@@ -32,7 +33,7 @@ from agent.statedb import StateDB
 from agent.stats import Stats
 from protocol.command import LONG_RUNNING, Command
 from protocol.job import Job, now_ms
-from protocol.states import State
+from protocol.states import Phase, State
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ class ExternalJob:
     async def _run_once(self) -> tuple[Job, float]:
         """One run, from waiting for a ticket to its end; the job as it ended, and how long it lived."""
         granted = self.ticket.granted
+        if not granted.is_set() and not self.killed:
+            self.report(self._new_job(State.RUNNING, phase=Phase.WAITING), False, False)
         ready = not self.killed if granted.is_set() else await self._killable(granted.wait)
         if not ready:
             return self._new_job(State.KILLED, f"{self.reason} (before it started)"), 0.0
@@ -161,8 +164,8 @@ class ExternalJob:
             self._pause = None
         return not self.killed
 
-    def _new_job(self, state: State, data: str = "") -> Job:
-        job = Job.for_command(self.command, self.context.gid, self.context.nid, state, data=data)
+    def _new_job(self, state: State, data: str = "", phase: Phase | None = None) -> Job:
+        job = Job.for_command(self.command, self.context.gid, self.context.nid, state, data=data, phase=phase)
         job.starttime = now_ms()
         return job
 

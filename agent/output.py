@@ -42,9 +42,11 @@ class StreamTail:
 class RunOutput:
     """The output sink of one run (see ``agent.process.OutputSink``).
 
-    ``loglevels`` (``keep``) decides which messages count at all: only kept
-    messages can become the result or the critical message and reach the
-    loggers. The stream tails show every line.
+    What the run reports about itself is taken from every message, before any
+    filter, as the 2015 agent did: its result (the last message at a result
+    level), its critical message, its statsd values and the stream tails.
+    ``loglevels`` (``keep``) only decides which messages reach the loggers, so
+    narrowing it never loses the result.
     """
 
     def __init__(self, log: JobLog, keep: frozenset[int] | None, on_statsd: StatsdHandler) -> None:
@@ -64,9 +66,8 @@ class RunOutput:
         for message in messages:
             tail.add(message.text)
             level = message.level
-            if keep is not None and level not in keep:
-                continue
-            kept.append(message)
+            if keep is None or level in keep:
+                kept.append(message)
             if level in RESULT_LEVELS:
                 self.level, self.data = level, message.text
             elif level == CRITICAL:

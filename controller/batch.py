@@ -16,6 +16,7 @@ from protocol import keys
 from protocol.command import Command
 from protocol.job import Job, now_ms
 from protocol.jsontext import compact
+from protocol.states import Phase
 
 #: Dead letters kept for inspection (the counter counts them all).
 DEAD_LETTERS_KEPT = 1000
@@ -32,8 +33,8 @@ class Batch:
     dead: int = 0
 
     def send(self, command: Command, raw: bytes, agent: keys.AgentKeys) -> None:
-        """Queue ``raw`` for ``agent``, with a ``QUEUED`` job in ``jobresult:<id>``."""
-        queued = Job.for_command(command, agent.gid, agent.nid).to_json()
+        """Queue ``raw`` for ``agent``, with a placeholder job in ``jobresult:<id>`` (``RUNNING``, phase ``routed``)."""
+        queued = Job.for_command(command, agent.gid, agent.nid, phase=Phase.ROUTED).to_json()
         self.sends[agent] += [command.id, raw, queued]
         self.routed += 1
 

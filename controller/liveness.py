@@ -125,6 +125,7 @@ class Liveness:
         except (ValueError, TypeError):
             job = Job(job_id, view.gid, view.nid, "")
         job.state = State.ERROR
+        job.phase = None
         job.data = f"agent {view.name} lost"
         job.level = 0
         if job.starttime:

@@ -242,10 +242,13 @@ class Grid:
     def write_agent_config(self, spec: AgentSpec) -> Path:
         folder = self.agent_dir(spec.name)
         folder.mkdir(parents=True, exist_ok=True)
+        scripts = folder / "scripts"
+        scripts.mkdir(exist_ok=True)
         config = {
             "main": {"gid": spec.gid, "nid": spec.nid, "roles": list(spec.roles),
                      "heartbeat_interval": self.heartbeat_interval},
             "controllers": {"main": {"url": self.bus_url}},
+            "extensions": jumpscript_extensions(scripts),
         }
         if self.acl and spec.swarm > 1:
             raise GridError(f"agent {spec.name}: a swarm shares its bus connections between identities, so it "
@@ -304,6 +307,14 @@ class Grid:
             return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def jumpscript_extensions(scripts: Path) -> dict[str, Any]:
+    """The jumpscript runner under both of its command names: ``jumpscript`` (what the 2015 client's
+    ``execute_jumpscript`` sends) and ``execute_js_py`` (the usage page's name, what ours sends)."""
+    runner = {"binary": sys.executable, "cwd": str(scripts), "args": ["-m", "extensions.jumpscript", "{domain}",
+                                                                      "{name}"]}
+    return {"jumpscript": runner, "execute_js_py": dict(runner)}
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from protocol.command import Command
 from protocol.jsontext import compact
-from protocol.states import FINAL_STATES, State
+from protocol.states import FINAL_STATES, Phase, State
 
 #: Lines of stdout and stderr kept in a job's ``streams``.
 STREAM_TAIL_LINES = 1000
@@ -28,7 +28,7 @@ class Job:
     args: dict[str, Any] = field(default_factory=dict)
     data: str = ""
     level: int = 0
-    state: str = State.QUEUED
+    state: str = State.RUNNING
     starttime: int = 0
     time: int = 0
     streams: list[str] = field(default_factory=lambda: ["", ""])
@@ -37,12 +37,14 @@ class Job:
     pid: int | None = None
     #: Set on a run's result when another run of the same job follows (a restart, a recurring run).
     more: bool = False
+    #: A ``RUNNING`` job that has not started yet: what it waits for (``protocol.states.Phase``).
+    phase: str | None = None
 
     @classmethod
-    def for_command(cls, command: Command, gid: int, nid: int, state: State = State.QUEUED,
-                    data: str = "") -> "Job":
+    def for_command(cls, command: Command, gid: int, nid: int, state: State = State.RUNNING,
+                    data: str = "", phase: Phase | None = None) -> "Job":
         return cls(command.id, gid, nid, command.cmd, command.args.to_wire(), data=data,
-                   state=state, tags=command.tags)
+                   state=state, tags=command.tags, phase=phase)
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> "Job":
@@ -63,6 +65,8 @@ class Job:
             del wire["pid"]
         if not wire["more"]:
             del wire["more"]
+        if wire["phase"] is None:
+            del wire["phase"]
         return wire
 
     def to_json(self) -> str:

@@ -124,7 +124,9 @@ def test_max_jobs_holds_extra_jobs_in_order_but_never_builtins(jobs_grid):
         wait_state(client, name, "RUNNING", agent=(1, 2))
     assert builtin(client, "ping", agent=(1, 2)) == "pong"  # answered while the agent is full
     assert len(builtin(client, "get_processes_stats", agent=(1, 2))) == 2
-    assert [current(client, name, (1, 2)).state for name in names[2:]] == ["QUEUED", "QUEUED"]
+    waiting = [current(client, name, (1, 2)) for name in names[2:]]
+    assert [job.state for job in waiting] == ["QUEUED", "QUEUED"]
+    assert {(job._data["state"], job.phase) for job in waiting} <= {("RUNNING", "routed"), ("RUNNING", "waiting")}
     builtin(client, "kill", {"id": "slot-0"}, agent=(1, 2))
     wait_state(client, "slot-2", "RUNNING", agent=(1, 2))  # the first in line got the slot
     assert current(client, "slot-3", (1, 2)).state == "QUEUED"

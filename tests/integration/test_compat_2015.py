@@ -8,17 +8,15 @@ JOB_FIELDS = {"id", "gid", "nid", "cmd", "args", "data", "level", "state", "star
 
 
 def command_2015(cmd, gid=None, nid=None, role=None, fanout=False, args=None, data=None):
-    """The command JSON as the 2015 client built it: every key present, data JSON-encoded, role null."""
-    run_args = {"domain": None, "name": None, "max_time": 0, "max_restart": 0, "recurring_period": 0,
-                "stats_interval": 0, "args": None, "loglevels": "*", "loglevels_db": None, "loglevels_ac": None,
-                "queue": None}
-    run_args.update(args or {})
-    return {"id": str(uuid.uuid4()), "gid": gid, "nid": nid, "cmd": cmd, "args": run_args,
-            "data": json.dumps(data), "role": role, "fanout": fanout}
+    """The command JSON exactly as the 2015 client's ``Cmd.dump`` builds it: gid/nid 0 when unset, only the
+    truthy run arguments (``loglevels`` defaults to ``'*'``), data JSON-encoded or ``''``, role always there."""
+    run_args = {key: value for key, value in {"loglevels": "*", **(args or {})}.items() if value}
+    return {"id": str(uuid.uuid4()), "gid": gid or 0, "nid": nid or 0, "role": role, "fanout": fanout, "cmd": cmd,
+            "args": run_args, "data": json.dumps(data) if data is not None else ""}
 
 
 def check_job_shape(job, command, gid, nid):
-    assert JOB_FIELDS <= set(job) <= JOB_FIELDS | {"pid"}
+    assert JOB_FIELDS <= set(job) <= JOB_FIELDS | {"pid", "more", "phase"}
     assert (job["id"], job["gid"], job["nid"], job["cmd"]) == (command["id"], gid, nid, command["cmd"])
     assert isinstance(job["data"], str) and isinstance(job["level"], int)
     assert isinstance(job["starttime"], int) and isinstance(job["time"], int)

@@ -68,8 +68,8 @@ def test_a_silent_agent_shows_queued_then_lost_and_its_late_answer_is_dropped(ma
     try:
         sent = command(gid=1, nid=1)
         submit(bus, sent)
-        queued = json.loads(wait_until(lambda: bus.hget(keys.job_results(sent["id"]), "1:1"), what="QUEUED"))
-        assert queued["state"] == "QUEUED"
+        queued = json.loads(wait_until(lambda: bus.hget(keys.job_results(sent["id"]), "1:1"), what="routed"))
+        assert (queued["state"], queued["phase"]) == ("RUNNING", "routed")
         lost = result(bus, sent["id"])
         assert (lost["state"], lost["data"]) == ("ERROR", "agent 1:1 lost")
     finally:

@@ -36,7 +36,8 @@ def test_sigterm_stops_a_busy_controller_without_losing_reordering_or_repeating_
     queued = grid.redis.pipeline()
     for id_ in (routed[0], routed[-1]):
         queued.hget(keys.job_results(id_), sink.name)
-    assert [json.loads(job)["state"] for job in queued.execute()] == ["QUEUED", "QUEUED"]
+    assert [(json.loads(job)["state"], json.loads(job)["phase"]) for job in queued.execute()] == \
+        [("RUNNING", "routed")] * 2
     log = grid.log_path("controller-x").read_text()
     assert "stopping: routing the commands it claimed" in log and f"after routing {len(routed)} commands" in log
 

@@ -6,6 +6,7 @@ from agent.config import load_config as load_agent_config
 from agent.config import swarm_member
 from controller.config import load_config as load_controller_config
 from daemon.config import ConfigError
+from protocol.levels import ALL_LEVELS
 
 GOOD_AGENT = """
 [main]
@@ -99,6 +100,14 @@ def test_agent_defaults_paths_and_loggers(tmp_path):
     assert (console.type, sorted(console.levels)) == ("console", [7, 8, 9])
     explicit = load_agent_config(write(tmp_path, GOOD_AGENT + "\n[logging.c]\ntype = 'console'\n"))
     assert [logger.type for logger in explicit.loggers] == ["console"]
+
+
+@pytest.mark.parametrize("empty", ["[]", "''", "'  '"])
+def test_empty_logger_levels_mean_every_level_as_in_agent2(tmp_path, empty):
+    text = GOOD_AGENT + f"\n[logging.db]\ntype = 'DB'\nlog_dir = 'logs'\nlevels = {empty}\n" \
+        f"[logging.ac]\ntype = 'AC'\nlevels = {empty}\n"
+    db, ac = load_agent_config(write(tmp_path, text)).loggers
+    assert db.levels == ac.levels == ALL_LEVELS
 
 
 def test_missing_agent_config_file(tmp_path):

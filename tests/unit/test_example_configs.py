@@ -16,7 +16,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_example_agent_config_loads_and_names_every_section():
     config = load_agent_config(CONFIGS / "agent2.toml")
     assert (config.gid, config.nid) == (1, 1)
-    assert config.extensions["execute_js_py"].binary == "ac-jumpscript"
+    runners = {name: config.extensions[name] for name in ("jumpscript", "execute_js_py")}  # 2015 and usage page
+    assert {(ext.binary, ext.cwd, ext.args) for ext in runners.values()} == \
+        {("ac-jumpscript", str(CONFIGS / "scripts"), ("{domain}", "{name}"))}
     assert {logger.type for logger in config.loggers} == {"DB", "AC", "console"}
     assert [job.id for job in config.startup] == ["hello"]
 

@@ -9,7 +9,7 @@ from protocol.command import decode_command
 from protocol.errors import ProtocolError
 from protocol.job import Job, error_job
 from protocol.keys import AgentKeys, agent_name, agent_of, job_results, parse_agent_name, result_queue
-from protocol.states import FINAL_STATES, State
+from protocol.states import FINAL_STATES, Phase, State
 
 JOB_FIELDS = {"id", "gid", "nid", "cmd", "args", "data", "level", "state", "starttime", "time", "streams",
               "critical", "tags"}
@@ -20,7 +20,9 @@ def test_job_json_has_exactly_the_2015_fields():
     job = Job.for_command(command, 1, 2)
     wire = json.loads(job.to_json())
     assert set(wire) == JOB_FIELDS
-    assert wire["state"] == "QUEUED"
+    assert wire["state"] == "RUNNING"
+    routed = json.loads(Job.for_command(command, 1, 2, phase=Phase.ROUTED).to_json())
+    assert set(routed) == JOB_FIELDS | {"phase"} and (routed["state"], routed["phase"]) == ("RUNNING", "routed")
     assert wire["args"] == {"name": "ls"}
     assert wire["streams"] == ["", ""]
     assert wire["tags"] == "t"
@@ -37,9 +39,9 @@ def test_error_job_is_final_with_reason():
 
 
 def test_state_spellings():
-    assert [state.value for state in State] == ["QUEUED", "RUNNING", "SUCCESS", "ERROR", "TIMEOUT", "KILLED",
-                                                "UNKNOWN_CMD", "DUPLICATE_ID"]
-    assert State.QUEUED not in FINAL_STATES and State.RUNNING not in FINAL_STATES
+    assert [state.value for state in State] == ["RUNNING", "SUCCESS", "ERROR", "TIMEOUT", "KILLED",
+                                                "UNKNOWN_CMD", "DUPLICATE_ID", "SKIPPED"]
+    assert State.RUNNING not in FINAL_STATES and "QUEUED" not in set(State), "QUEUED is never a wire state"
 
 
 def test_client_facing_key_names():
