@@ -17,7 +17,7 @@ import trio
 from agent import sysinfo
 from agent.messagedb import MAX_QUERY_LIMIT, MessageQuery
 from protocol.command import Command
-from protocol.errors import ProtocolError, type_name
+from protocol.errors import ProtocolError, shown, type_name
 from protocol.levels import ALL_LEVELS, parse_levels
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ async def get_process_stats(agent: "Agent", command: Command) -> dict[str, Any]:
     job_id = _string(_data(command, {"id"}, required={"id"}), "id")
     stats = await agent.stats.process_stats(job_id)
     if stats is None:
-        raise BuiltinError(f"job {job_id!r} is not running on this agent")
+        raise BuiltinError(f"job {shown(job_id)} is not running on this agent")
     return stats
 
 
@@ -77,7 +77,7 @@ async def get_msgs(agent: "Agent", command: Command) -> list[dict[str, Any]]:
     limit = data.get("limit")
     limit = DEFAULT_LIMIT if limit is None else limit
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-        raise BuiltinError(f"data.limit: expected a whole number 0-{MAX_QUERY_LIMIT}, got {limit!r}")
+        raise BuiltinError(f"data.limit: expected a whole number 0-{MAX_QUERY_LIMIT}, got {shown(limit)}")
     query = MessageQuery(jobid=_string(data, "jobid", None), timefrom=_time(data, "timefrom"),
                          timeto=_time(data, "timeto"), levels=None if levels == ALL_LEVELS else levels,
                          limit=min(limit, MAX_QUERY_LIMIT))
@@ -87,7 +87,7 @@ async def get_msgs(agent: "Agent", command: Command) -> list[dict[str, Any]]:
 async def kill(agent: "Agent", command: Command) -> dict[str, Any]:
     job_id = _string(_data(command, {"id"}, required={"id"}), "id")
     if not agent.kill_job(job_id):
-        raise BuiltinError(f"no job {job_id!r} on this agent")
+        raise BuiltinError(f"no job {shown(job_id)} on this agent")
     return {"killed": [job_id]}
 
 
@@ -125,14 +125,14 @@ def _data(command: Command, known: set[str], required: frozenset[str] | set[str]
         try:
             value = json.loads(command.data)
         except ValueError:
-            raise BuiltinError(f"data: expected a JSON object, got {command.data[:80]!r}") from None
+            raise BuiltinError(f"data: expected a JSON object, got {shown(command.data)}") from None
     if value is None:
         value = {}
     if not isinstance(value, dict):
         raise BuiltinError(f"data: expected a JSON object, got {type_name(value)}")
     unknown = sorted(set(value) - known)
     if unknown:
-        raise BuiltinError(f"data.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+        raise BuiltinError(f"data.{shown(unknown[0])}: unknown key (known: {', '.join(sorted(known))})")
     for key in sorted(required):
         if value.get(key) is None:
             raise BuiltinError(f"data.{key}: missing")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from agent.process import ProcessSpec, SpawnError
 from daemon.notify import child_environment
 from protocol.command import Command, RunArgs, check_path_component
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, shown
 
 #: Run arguments a template may name; ``args`` only as a whole element.
 TEMPLATE_FIELDS = frozenset(RunArgs.__slots__) - {"env"}
@@ -83,7 +83,7 @@ def execute_spec(command: Command, identity: Identity) -> ProcessSpec:
         argv=(command.args.name, *(command.args.args or ())),
         cwd=command.args.working_dir,
         env=identity.environment(command),
-        stdin=command.data.encode(),
+        stdin=stdin_bytes(command.data),
     )
 
 
@@ -105,7 +105,7 @@ def extension_spec(command: Command, extension: Extension, identity: Identity) -
         fields = template_fields(template)
         for field in fields:
             if field not in values:
-                raise SpawnError(f"extension {extension.name}: run argument {field!r} is missing "
+                raise SpawnError(f"extension {extension.name}: run argument {shown(field)} is missing "
                                  f"(its args template {template!r} needs it)")
         if template == WHOLE_ARGS:
             argv.extend(values["args"])
@@ -115,8 +115,17 @@ def extension_spec(command: Command, extension: Extension, identity: Identity) -
         argv=tuple(argv),
         cwd=extension.cwd or None,
         env=identity.environment(command, extension.env),
-        stdin=command.data.encode(),
+        stdin=stdin_bytes(command.data),
     )
+
+
+def stdin_bytes(data: str) -> bytes:
+    """A command's ``data`` as the process reads it: UTF-8. Text that has none (a lone surrogate) is refused."""
+    try:
+        return data.encode()
+    except UnicodeError as exc:
+        raise SpawnError(f"data holds text that cannot be encoded as UTF-8 ({exc.reason} at position "
+                         f"{exc.start})") from None
 
 
 def _text(value: object) -> str:

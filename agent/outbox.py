@@ -111,7 +111,7 @@ class Outbox:
                 self._check_delivered = True
                 await self.bus.connection()
             except ReplyError as exc:
-                log.error("the bus refused our outbox write (%s); retrying", exc)
+                self.bus.refused(exc, "our outbox write")
                 await trio.sleep(refused.next())
 
     async def _write(self) -> None:

@@ -26,6 +26,7 @@ from typing import Protocol
 import psutil
 import trio
 
+from protocol.errors import shown
 from protocol.levels import STDERR, STDOUT
 from protocol.parser import Message, OutputParser
 
@@ -99,22 +100,28 @@ class ProcessRun:
         spec = self.spec
         binary = spec.argv[0]
         if any("\0" in text for text in (*spec.argv, spec.cwd or "")):
-            raise SpawnError(f"cannot run {binary!r}: an argument or the working directory contains a NUL byte")
+            raise SpawnError(f"cannot run {shown(binary)}: an argument or the working directory contains a NUL byte")
+        _check_encodable(spec)
         if os.sep not in binary and shutil.which(binary, path=spec.env.get("PATH", os.defpath)) is None:
-            raise SpawnError(f"cannot run {binary!r}: not found on PATH")
+            raise SpawnError(f"cannot run {shown(binary)}: not found on PATH")
         if spec.cwd and not os.path.isdir(spec.cwd):
-            raise SpawnError(f"cannot run {binary!r}: working directory {spec.cwd!r} does not exist")
-        pipes = [os.pipe() for _ in range(3 if spec.stdin else 2)]
-        child_ends = [write for _, write in pipes[:2]] + ([pipes[2][0]] if spec.stdin else [])
-        ours = [read for read, _ in pipes[:2]] + ([pipes[2][1]] if spec.stdin else [])
+            raise SpawnError(f"cannot run {shown(binary)}: working directory {shown(spec.cwd)} does not exist")
+        child_ends: list[int] = []
+        ours: list[int] = []
         try:
+            for index in range(3 if spec.stdin else 2):
+                read, write = os.pipe()
+                child_ends.append(read if index == 2 else write)
+                ours.append(write if index == 2 else read)
             self._popen = subprocess.Popen(
                 spec.argv, stdin=child_ends[2] if spec.stdin else subprocess.DEVNULL, stdout=child_ends[0],
                 stderr=child_ends[1], cwd=spec.cwd or None, env=spec.env, start_new_session=True)
-        except OSError as exc:
+        except BaseException as exc:  # whatever stops the start, no descriptor of it stays open
             for fd in ours:
                 os.close(fd)
-            raise SpawnError(f"cannot run {binary!r}: {exc.strerror or exc}") from None
+            if isinstance(exc, OSError):
+                raise SpawnError(f"cannot run {shown(binary)}: {exc.strerror or exc}") from None
+            raise
         finally:
             for fd in child_ends:
                 os.close(fd)
@@ -251,6 +258,18 @@ async def stop_leftover_group(pgid: int, started: float | None, grace: float = D
         _signal_group(pgid, signal.SIGKILL)
         await _group_empty(pgid, grace)
     return True
+
+
+def _check_encodable(spec: ProcessSpec) -> None:
+    """Refuse text the operating system cannot take (a lone surrogate, valid in JSON, is not a file name)."""
+    texts = [("an argument", text) for text in spec.argv] + [("the working directory", spec.cwd or "")]
+    texts += [("the environment", text) for pair in spec.env.items() for text in pair]
+    for what, text in texts:
+        try:
+            os.fsencode(text)
+        except UnicodeError as exc:
+            raise SpawnError(f"cannot run {shown(spec.argv[0])}: {what} holds text that cannot be encoded "
+                             f"({exc.reason} at position {exc.start}: {shown(text)})") from None
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -58,6 +58,7 @@ from daemon.notify import Notifier
 from daemon.run import StartError
 from daemon.signals import handle_signals
 from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
+from protocol.errors import shown
 from protocol.job import Job, error_job, now_ms
 from protocol.keys import AgentKeys
 from protocol.levels import RESULT_JSON
@@ -250,7 +251,7 @@ class Agent:
         elif command.cmd == "execute" or command.cmd in self.config.extensions:
             self._start_job(command, uplink, raw)
         else:
-            self._answer(uplink, raw, command, State.UNKNOWN_CMD, f"unknown command {command.cmd!r}")
+            self._answer(uplink, raw, command, State.UNKNOWN_CMD, f"unknown command {shown(command.cmd)}")
 
     def kill_job(self, job_id: str) -> bool:
         job = self.jobs.get(job_id)

@@ -24,7 +24,7 @@ import trio
 from agent.outbox import Outbox
 from protocol import envelope
 from protocol.command import Command
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, shown
 from protocol.statsd import StatsdSample, parse_statsd
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,10 @@ class StatsdAggregate:
         known = self._types.get(key)
         if known is None:
             if len(self._types) >= MAX_STATSD_KEYS:
-                raise ProtocolError("statsd", f"more than {MAX_STATSD_KEYS} keys: {key!r} ignored")
+                raise ProtocolError("statsd", f"more than {MAX_STATSD_KEYS} keys: {shown(key)} ignored")
             self._types[key] = kind
         elif known != kind:
-            raise ProtocolError("statsd", f"{key!r} is a {known!r} stat, got type {kind!r}")
+            raise ProtocolError("statsd", f"{shown(key)} is a {known!r} stat, got type {kind!r}")
         if kind == "g":
             self._gauges[key] = self._gauges.get(key, 0.0) + sample.value if sample.relative else sample.value
         elif kind == "c":

@@ -11,12 +11,13 @@ import collections
 import json
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from agent.outbox import Outbox
-from bus import Bus, Connection, ConnectionLost
+from bus import Bus, Connection
 from protocol import envelope
 from protocol.job import Job, now_ms
 from protocol.keys import AgentKeys
@@ -88,19 +89,14 @@ class Uplink:
             nursery.start_soon(self._heartbeat)
             nursery.start_soon(self._register_on_connect)
             with self._intake:
-                leftovers(self, await self._retrying("LRANGE", self.keys.inflight, 0, -1))
+                held = await self.bus.keep_trying(partial(self.bus.execute, "LRANGE", self.keys.inflight, 0, -1),
+                                                  "reading our inflight list")
+                leftovers(self, held)
                 await self.bus.serve_dedicated(self._take_commands)
 
     def stop_intake(self) -> None:
         """Take no more commands (the agent is stopping)."""
         self._intake.cancel()
-
-    async def _retrying(self, *command: Any) -> Any:
-        while True:
-            try:
-                return await self.bus.execute(*command)
-            except ConnectionLost:
-                continue
 
     async def _take_commands(self, connection: Connection) -> None:
         for raw in await connection.execute("LRANGE", self.keys.inflight, 0, -1):
@@ -122,26 +118,24 @@ class Uplink:
 
     async def _heartbeat(self) -> None:
         while True:
-            try:
-                await self._beat()
-            except ConnectionLost:
-                await self.bus.connection()
-                continue
+            await self._beat()
             await trio.sleep(self.heartbeat_interval)
 
     async def _beat(self) -> None:
+        """Beat once, however long the bus takes to accept it (a refusal is retried within a beat)."""
         ttl_ms = int(self.heartbeat_interval * 3 * 1000)
-        beat = {"time": now_ms(), "running": self.running()}
-        await self.bus.execute("SET", self.keys.alive, json.dumps(beat), "PX", ttl_ms)
+
+        async def beat() -> None:
+            heartbeat = {"time": now_ms(), "running": self.running()}
+            await self.bus.set_alive([(self.keys.alive, json.dumps(heartbeat))], ttl_ms)
+
+        await self.bus.keep_trying(beat, "our heartbeat", cap=self.heartbeat_interval)
 
     async def _register_on_connect(self) -> None:
         generation = 0
         while True:
             generation = await self.bus.wait_generation(generation)
-            try:
-                await self._beat()
-            except ConnectionLost:
-                continue
+            await self._beat()
             place = self.outbox.put(envelope.register_envelope(self.registration()))
             if not self.registered.is_set():
                 await self.outbox.delivered(place)

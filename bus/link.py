@@ -1,10 +1,19 @@
-"""A daemon's lasting link to the bus: reconnects with capped, jittered backoff."""
+"""A daemon's lasting link to the bus: reconnects with capped, jittered backoff.
 
+Two kinds of trouble are weather, to be waited out, never a reason for a
+daemon to stop: a lost connection (the bus went away) and a *refusal*, an
+error reply that says the bus cannot take the command now (out of memory,
+still loading its data, a read-only replica, a failed save, an ACL that does
+not allow it yet). ``Bus.keep_trying`` waits out both; ``Bus.refused``
+counts and logs a refusal met elsewhere.
+"""
+
+import collections
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -16,6 +25,25 @@ log = logging.getLogger(__name__)
 
 #: The longest a daemon waits between two attempts to reach the bus.
 RECONNECT_CAP = 5.0
+#: The longest a daemon waits before trying again a command the bus refused.
+REFUSAL_CAP = 30.0
+#: Seconds between two log lines about refusals of one kind.
+REFUSAL_LOG_INTERVAL = 10.0
+
+#: First words of the error replies that mean "not now": the bus is out of memory, loading, a replica,
+#: failing to save, or its ACL does not allow this (yet). Anything else is a bug and is raised.
+REFUSALS = frozenset({"OOM", "LOADING", "READONLY", "MISCONF", "NOPERM", "BUSY", "MASTERDOWN", "NOREPLICAS",
+                      "TRYAGAIN", "NOAUTH", "WRONGPASS"})
+
+T = TypeVar("T")
+
+
+def refusal_kind(error: BaseException) -> str | None:
+    """``"OOM"`` for ``OOM command not allowed ...``; ``None`` for an error that is no refusal."""
+    if not isinstance(error, ReplyError):
+        return None
+    kind = str(error).split(" ", 1)[0]
+    return kind if kind in REFUSALS else None
 
 
 class Backoff:
@@ -54,6 +82,9 @@ class Bus:
         self.name = name
         self.generation = 0
         self.reconnects = 0
+        # By kind (the first word of the reply), every kind counted from 0 so that metrics show them all.
+        self.refusals: collections.Counter[str] = collections.Counter(dict.fromkeys(sorted(REFUSALS), 0))
+        self._refusal_logged: dict[str, float] = {}
         self._connection: Connection | None = None
         self._connected = trio.Event()
         self._changed = trio.Event()
@@ -82,6 +113,44 @@ class Bus:
             found += (key.decode() for key in batch)
             if int(cursor) == 0:
                 return found
+
+    def refused(self, error: ReplyError, what: str) -> None:
+        """Count a refusal of the bus (``refusal_kind``) and say so in the log, once in a while per kind."""
+        kind = refusal_kind(error) or "ERR"
+        self.refusals[kind] += 1
+        now = trio.current_time()
+        if now - self._refusal_logged.get(kind, -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged[kind] = now
+            log.warning("%s: the bus at %s refuses %s (%s); backing off and trying again (%d %s refusals so far)",
+                        self.name, self.address.url, what, error, self.refusals[kind], kind)
+
+    async def keep_trying(self, operation: Callable[[], Awaitable[T]], what: str, cap: float = REFUSAL_CAP) -> T:
+        """``await operation()`` until it succeeds: after a lost connection as soon as the next one is up,
+        after a refusal with a growing, jittered delay of at most ``cap`` seconds. Other errors are raised."""
+        refused = Backoff(first=min(0.2, cap), cap=cap)
+        while True:
+            try:
+                return await operation()
+            except ConnectionLost:
+                await self.connection()
+            except ReplyError as exc:
+                if refusal_kind(exc) is None:
+                    raise
+                self.refused(exc, what)
+                await trio.sleep(refused.next())
+
+    async def set_alive(self, entries: Sequence[tuple[str, str]], ttl_ms: int) -> None:
+        """Write heartbeat keys (key, value) that live ``ttl_ms``. A Redis out of memory refuses new data but
+        still renews expiries: then their expiry is renewed instead, so a full bus does not make us look dead."""
+        replies = await self.pipeline([("SET", key, value, "PX", ttl_ms) for key, value in entries],
+                                      raise_errors=False)
+        full = [key for (key, _), reply in zip(entries, replies, strict=True) if refusal_kind(reply) == "OOM"]
+        if full:
+            await self.pipeline([("PEXPIRE", key, ttl_ms) for key in full])
+            self.refused(next(reply for reply in replies if isinstance(reply, ReplyError)), "a heartbeat")
+        for reply in replies:
+            if isinstance(reply, ReplyError) and refusal_kind(reply) != "OOM":
+                raise reply
 
     async def wait_generation(self, seen: int) -> int:
         """Wait for a connection newer than generation ``seen``; return its generation."""

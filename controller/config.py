@@ -42,6 +42,7 @@ RESULTS_SCHEMA = {
     "result_ttl": Option(int, 24 * 3600, positive),
     "joblog_max": Option(int, 100_000, positive),
     "agent_log_max": Option(int, 10_000, positive),
+    "result_queue_max": Option(int, 1000, positive),
 }
 ROUTING_SCHEMA = {
     "batch_size": Option(int, 256, lambda value: None if 0 < value <= MAX_BATCH_SIZE
@@ -65,6 +66,7 @@ class ControllerConfig:
     result_ttl: int = 24 * 3600
     joblog_max: int = 100_000
     agent_log_max: int = 10_000
+    result_queue_max: int = 1000
     batch_size: int = 256
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
     takeover_after: float = 5.0

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 4 * 1024 * 1024
 #: Lanes per controller.
 LANES = 2
+#: Seconds a lane waits in ``BLMOVE`` before it lets the other lane claim: bounds how long a lane that
+#: reconnected with a batch it had claimed waits for its turn while ``cmds_queue`` stays empty.
+CLAIM_WAIT = 1.0
 #: Upper bounds (seconds) of the routing latency histogram: from a batch's claim to its commit.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -113,14 +116,18 @@ class Intake:
                     self._claims.discard(claim)
             if claim.cancelled_caught:
                 return  # its reply may be unread: this connection is done
-            await self._route_batch(connection, inflight, raws, ticket, trio.current_time())
+            if raws:
+                await self._route_batch(connection, inflight, raws, ticket, trio.current_time())
+            else:
+                self.sequencer.skip(ticket)
 
     async def _claim(self, connection: Connection, lane: str) -> list[bytes]:
-        """Wait for a command, and take the batch waiting behind it in the same round trip."""
+        """Wait (up to ``CLAIM_WAIT``) for a command, and take the batch waiting behind it in the same round
+        trip; nothing when none came."""
         inflight = keys.controller_inflight(lane)
         script_keys = [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS]
         script_args = [self.config.batch_size - 1, BATCH_BYTES, lane]
-        wait = ("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", 0)
+        wait = ("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", CLAIM_WAIT)
         first, rest = await connection.pipeline([wait, scripts.CLAIM.evalsha(script_keys, script_args)],
                                                 raise_errors=False)
         if isinstance(first, ReplyError):
@@ -129,7 +136,7 @@ class Intake:
             rest = await scripts.CLAIM.run(connection, script_keys, script_args)
         elif isinstance(rest, ReplyError):
             raise rest
-        return [first, *rest]
+        return rest if first is None else [first, *rest]
 
     async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int,
                            claimed_at: float) -> None:

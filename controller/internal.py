@@ -18,7 +18,7 @@ from controller.registry import AgentView, Registry
 from controller.scheduler import Schedule, list_schedules, next_tick
 from protocol import keys
 from protocol.command import Command
-from protocol.errors import ProtocolError, type_name
+from protocol.errors import ProtocolError, shown, type_name
 from protocol.job import Job, error_job, now_ms
 from protocol.levels import RESULT_JSON
 from protocol.states import State
@@ -42,7 +42,7 @@ class Internal:
         handler = self.handlers.get(command.args.name or "")
         if handler is None:
             known = ", ".join(sorted(self.handlers))
-            return self._error(command, f"unknown controller command {command.args.name!r} (known: {known})")
+            return self._error(command, f"unknown controller command {shown(command.args.name)} (known: {known})")
         try:
             result = await handler(command, batch)
         except ProtocolError as exc:
@@ -73,7 +73,7 @@ class Internal:
         """``data``: ``{"id"}`` (or the id as a plain string)."""
         schedule_id = _schedule_id(command.data)
         if not await self.bus.execute("HEXISTS", keys.SCHEDULES, schedule_id):
-            raise ProtocolError("data.id", f"no schedule {schedule_id!r}")
+            raise ProtocolError("data.id", f"no schedule {shown(schedule_id)}")
         batch.remove_schedule(schedule_id)
         return {"id": schedule_id}
 

@@ -7,9 +7,12 @@ then it also renews the expiry of the results of jobs that still run, so that
 a long job's ``jobresult:<id>`` outlives ``result_ttl``.
 
 When Redis itself (re)started, heartbeat keys are gone until the agents have
-reconnected and beaten again: an agent not yet seen alive on this Redis is
+reconnected and beaten again: an agent not yet seen beating on this Redis is
 judged only once Redis has been up for one heartbeat lifetime plus the
-longest reconnect delay. An agent seen alive on it is judged at once.
+longest reconnect delay. An agent seen beating on it is judged at once.
+"Beating" means registering or writing a new heartbeat: a heartbeat key that
+Redis restored from its append-only file, as the agent wrote it before the
+restart, proves nothing about the agent now.
 """
 
 import logging
@@ -51,8 +54,10 @@ class Liveness:
         while True:
             try:
                 await self.sweep(slow=sweeps % SLOW_EVERY == 0)
-            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
+            except ConnectionLost as exc:
                 log.warning("liveness sweep interrupted: %s", exc)
+            except ReplyError as exc:  # the bus not ready (LOADING), full (OOM), ...
+                self.bus.refused(exc, "the liveness sweep")
             sweeps += 1
             await trio.sleep(self.config.sweep_interval)
 
@@ -60,8 +65,12 @@ class Liveness:
         await self.beat()
         if self.bus.generation != self._generation:
             self._generation = self.bus.generation
-            self._run_id, uptime = await self._bus_run()
+            run_id, uptime = await self._bus_run()
             self._bus_started_at = trio.current_time() - uptime
+            if run_id != self._run_id:
+                self._run_id = self.registry.run_id = run_id
+                for view in self.registry.agents.values():
+                    view.first_beat = None
         if slow:
             await self.registry.load_registrations(self.bus)
         await self._recover_dead_controllers(everywhere=slow)
@@ -72,7 +81,10 @@ class Liveness:
         bus_up = trio.current_time() - self._bus_started_at
         for view in self.registry.agents.values():
             if view.alive:
-                view.seen_on = self._run_id
+                if view.first_beat is None:
+                    view.first_beat = view.heartbeat
+                elif view.heartbeat != view.first_beat:
+                    view.seen_on = self._run_id
             elif view.load and (view.seen_on == self._run_id or bus_up >= view.heartbeat_ttl + RECONNECT_CAP):
                 await self._fail_jobs(view)
         if trio.current_time() - self._kept_alive_at >= self.config.result_ttl / 3:
@@ -88,8 +100,8 @@ class Liveness:
     async def beat(self) -> None:
         """Renew the heartbeat of each of our lanes (and their entries among the controllers)."""
         ttl_ms = int(self.config.takeover_after * 1000)
-        await self.bus.pipeline([("SET", keys.controller_alive(lane), "1", "PX", ttl_ms) for lane in self.lanes]
-                                + [("SADD", keys.CONTROLLERS, *self.lanes)])
+        await self.bus.set_alive([(keys.controller_alive(lane), "1") for lane in self.lanes], ttl_ms)
+        await self.bus.execute("SADD", keys.CONTROLLERS, *self.lanes)
 
     async def release(self) -> None:
         """On a clean stop: hand back the batches we hold and stop beating, so no peer waits for us."""

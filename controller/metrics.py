@@ -37,6 +37,8 @@ def controller_metrics(controller: "Controller") -> list[Metric | Histogram]:
                 controller.collector.dropped),
         counter("ac_controller_bus_reconnects_total", "Times the connection to the bus was made again",
                 controller.bus.reconnects),
+        by_label("ac_controller_bus_refusals_total", "counter", "Commands the bus refused (OOM, LOADING, READONLY, "
+                 "NOPERM, ...): waited out and tried again", "kind", sorted(controller.bus.refusals.items())),
         counter("ac_controller_event_handler_failures_total", "[events] handlers that failed or timed out",
                 controller.handlers.failed),
     ]

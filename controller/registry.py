@@ -26,8 +26,9 @@ class AgentView:
     registration: dict[str, Any] = field(default_factory=dict)
     alive: bool = False
     load: int = 0  # unfinished jobs routed to it: as last read from Redis, plus what we routed since
-    seen_on: str = ""  # run id of the Redis on which we last saw its heartbeat
+    seen_on: str = ""  # run id of the Redis on which we saw it beat (write a new heartbeat)
     heartbeat: bytes = b""  # the last heartbeat we read (JSON: time, running), kept after it expired
+    first_beat: bytes | None = None  # the first heartbeat we read on the current Redis run
 
     @property
     def name(self) -> str:
@@ -51,13 +52,17 @@ class AgentView:
 class Registry:
     def __init__(self) -> None:
         self.agents: dict[tuple[int, int], AgentView] = {}
+        self.run_id = ""  # the Redis run the liveness sweep last saw (``AgentView.seen_on``)
 
     def get(self, gid: int, nid: int) -> AgentView | None:
         return self.agents.get((gid, nid))
 
     def register(self, gid: int, nid: int, registration: dict[str, Any], alive: bool = True) -> AgentView:
-        """Record a (re)registration: its roles are current from now on."""
+        """Record a (re)registration: its roles are current from now on. A fresh one (``alive``), just
+        drained from the agent's outbox, proves that the agent runs against this Redis."""
         view = self.agents.get((gid, nid)) or AgentView(gid, nid)
+        if alive:
+            view.seen_on = self.run_id
         roles = registration.get("roles")
         view.registration = registration
         view.roles = frozenset(role for role in roles if isinstance(role, str)) if isinstance(roles, list) \

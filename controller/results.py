@@ -81,7 +81,10 @@ class Collector:
             try:
                 await self._drain(sorted(agents))
             except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
-                log.warning("draining outboxes interrupted (%s); will drain again", exc)
+                if isinstance(exc, ReplyError):
+                    self.bus.refused(exc, "draining outboxes")
+                else:
+                    log.warning("draining outboxes interrupted (%s); will drain again", exc)
                 for gid, nid in agents:
                     self.mark(gid, nid)
                 await trio.sleep(RETRY_DELAY)
@@ -94,7 +97,8 @@ class Collector:
                 [keys.AgentKeys(gid, nid).outbox, keys.running_jobs(gid, nid), keys.AGENTS,
                  keys.agent_logs(gid, nid), keys.job_stats(gid, nid)],
                 [keys.agent_name(gid, nid), ttl, DRAIN_BATCH, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX,
-                 self.config.agent_log_max, keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX, keys.MESSAGES_SUFFIX],
+                 self.config.agent_log_max, keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX, keys.MESSAGES_SUFFIX,
+                 self.config.result_queue_max],
             )
             for gid, nid in agents
         ]

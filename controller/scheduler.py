@@ -26,7 +26,7 @@ from bus import Bus, ConnectionLost, ReplyError
 from controller import scripts
 from protocol import keys
 from protocol.command import MAX_ID_LENGTH, MalformedCommand, decode_command
-from protocol.errors import ProtocolError, type_name
+from protocol.errors import ProtocolError, shown, type_name
 from protocol.job import now_ms
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,11 @@ def check_cron(value: object) -> str:
     if not isinstance(value, str):
         raise ProtocolError("cron", f"expected a string, got {type_name(value)}")
     if len(value.split()) != 5:
-        raise ProtocolError("cron", f"{value!r} is not a 5-field cron spec (minute hour day month weekday)")
+        raise ProtocolError("cron", f"{shown(value)} is not a 5-field cron spec (minute hour day month weekday)")
     try:
         next_tick(value, now_ms())
     except (CronSimError, StopIteration) as exc:
-        raise ProtocolError("cron", f"{value!r}: {exc or 'never fires'}") from None
+        raise ProtocolError("cron", f"{shown(value)}: {exc or 'never fires'}") from None
     return value
 
 
@@ -121,8 +121,10 @@ class Scheduler:
         while True:
             try:
                 await self.submit_due()
-            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
+            except ConnectionLost as exc:
                 log.warning("scheduler interrupted: %s", exc)
+            except ReplyError as exc:  # the bus not ready (LOADING), full (OOM), ...
+                self.bus.refused(exc, "the scheduler")
             await trio.sleep(POLL_INTERVAL)
 
     async def submit_due(self) -> None:

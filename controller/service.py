@@ -29,7 +29,7 @@ from functools import partial
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost, open_bus
+from bus import Bus, Connection, ConnectionLost, ReplyError, open_bus
 from controller import events, scripts
 from controller.config import ControllerConfig
 from controller.handlers import EventHandlers
@@ -103,16 +103,20 @@ class Controller:
                 scope.shield = True
                 try:
                     await self.liveness.release()
-                except ConnectionLost as exc:
+                except (ConnectionLost, ReplyError) as exc:
                     log.warning("could not hand back our batch (%s); a peer will take it over", exc)
         log.info("controller %s stopped after routing %d commands", self.id, self.intake.routed)
 
     async def _start(self, nursery: trio.Nursery) -> None:
         self.notifier.status(f"connecting to the bus at {self.bus.address.url}")
-        connection = await self.bus.connection()
-        for script in scripts.ALL:
-            await script.load(connection)
-        await self.liveness.sweep(slow=True)
+
+        async def load_scripts() -> None:
+            connection = await self.bus.connection()
+            for script in scripts.ALL:
+                await script.load(connection)
+
+        await self.bus.keep_trying(load_scripts, "loading our scripts")
+        await self.bus.keep_trying(partial(self.liveness.sweep, slow=True), "the first liveness sweep")
         await nursery.start(self.handlers.run)
         nursery.start_soon(self.bus.serve_dedicated, self._follow_events)
         nursery.start_soon(self.collector.run)

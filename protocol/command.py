@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import ProtocolError, type_name
+from protocol.errors import ProtocolError, shown, type_name
 from protocol.jsontext import compact
 from protocol.levels import parse_levels
 
@@ -170,7 +170,7 @@ def usable_id(value: object) -> str | None:
 def check_path_component(value: str, field: str) -> str:
     """Refuse a script ``domain``/``name`` that could leave its folder."""
     if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value or ".." in value:
-        raise ProtocolError(field, f"{value!r} is not allowed here: no '/', '..' or NUL")
+        raise ProtocolError(field, f"{shown(value)} is not allowed here: no '/', '..' or NUL")
     return value
 
 

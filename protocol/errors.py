@@ -1,4 +1,22 @@
-"""The one exception type for input that breaks the wire contract."""
+"""The one exception type for input that breaks the wire contract, and how input is echoed in errors."""
+
+#: Characters of an input value that an error message repeats (a 10 MB name is not echoed back whole).
+SHOWN_CHARS = 120
+#: Characters an error text may have at the most, whatever it echoes.
+MAX_ERROR_TEXT = 2000
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters, saying how much was cut."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def bounded(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """An error text cut to ``limit`` characters: the last guard before it goes on the wire."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class ProtocolError(ValueError):
@@ -9,6 +27,7 @@ class ProtocolError(ValueError):
     """
 
     def __init__(self, field: str, problem: str) -> None:
+        problem = bounded(problem)
         super().__init__(f"{field}: {problem}" if field else problem)
         self.field = field
         self.problem = problem

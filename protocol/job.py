@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.command import Command
+from protocol.errors import bounded
 from protocol.jsontext import compact
 from protocol.states import FINAL_STATES, Phase, State
 
@@ -76,5 +77,5 @@ class Job:
 def error_job(command_id: str, data: str, *, gid: int = 0, nid: int = 0, cmd: str = "",
               args: dict[str, Any] | None = None, tags: str | None = None) -> Job:
     """A final ``ERROR`` job carrying a reason, for a command that could not run."""
-    return Job(command_id, gid, nid, cmd, args or {}, data=data, state=State.ERROR,
+    return Job(command_id, gid, nid, cmd, args or {}, data=bounded(data), state=State.ERROR,
                starttime=now_ms(), tags=tags)

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from protocol.errors import ProtocolError, type_name
+from protocol.errors import ProtocolError, shown, type_name
 
 STDOUT = 1
 STDERR = 2
@@ -66,7 +66,7 @@ def _parse_level_string(spec: str, field: str) -> frozenset[int]:
         if dash:
             first, last = _level_number(low, spec, field), _level_number(high, spec, field)
             if first > last:
-                raise ProtocolError(field, f"range {part.strip()!r} runs backwards in {spec!r}")
+                raise ProtocolError(field, f"range {shown(part.strip())} runs backwards in {shown(spec)}")
             levels.update(range(first, last + 1))
         else:
             levels.add(_level_number(low, spec, field))
@@ -76,13 +76,14 @@ def _parse_level_string(spec: str, field: str) -> frozenset[int]:
 def _level_number(text: str, spec: str, field: str) -> int:
     text = text.strip()
     if not text.isdigit():
-        raise ProtocolError(field, f"{text!r} is not a level number in {spec!r} (expected e.g. '1,2,6-9' or '*')")
+        raise ProtocolError(field, f"{shown(text)} is not a level number in {shown(spec)} (expected e.g. '1,2,6-9' "
+                                   "or '*')")
     return _check_level(int(text), field)
 
 
 def _check_level(value: object, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(field, f"level {value!r} is not an integer")
+        raise ProtocolError(field, f"level {shown(value)} is not an integer")
     if not 0 <= value <= MAX_LEVEL:
         raise ProtocolError(field, f"level {value} is outside 0-{MAX_LEVEL}")
     return value

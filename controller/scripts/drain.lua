@@ -11,6 +11,7 @@
 -- ARGV[4]  jobresult key prefix       ARGV[5]  result queue key prefix
 -- ARGV[6]  messages kept in the log list
 -- ARGV[7]  job channel prefix   ARGV[8]  updates channel suffix   ARGV[9]  messages channel suffix
+-- ARGV[10] results kept in a result queue nobody pops (at least one per target of the command)
 --
 -- A job update is taken only while the job is open on this agent (in its
 -- running-jobs hash): one that was never sent to it, or was already answered
@@ -21,7 +22,7 @@
 -- Returns {envelopes taken, jobs still open on the agent, last registration
 -- body or '', 1 if that agent was new to the registry else 0, the results
 -- pushed as a flat list of state and count, dropped job ids...}.
-local agent, ttl = ARGV[1], ARGV[2]
+local agent, ttl, queue_max = ARGV[1], ARGV[2], tonumber(ARGV[10])
 local taken, registration, new_agent, dropped, pushed = 0, '', 0, {}, {}
 for _ = 1, tonumber(ARGV[3]) do
   local envelope = redis.call('LPOP', KEYS[1])
@@ -54,7 +55,13 @@ for _ = 1, tonumber(ARGV[3]) do
         redis.call('PUBLISH', ARGV[7] .. id .. ARGV[8], body)
         if header.push then
           local queue = ARGV[5] .. id
-          redis.call('RPUSH', queue, body)
+          local length = redis.call('RPUSH', queue, body)
+          if length > queue_max then
+            local keep = math.max(queue_max, redis.call('HLEN', results))
+            if length > keep then
+              redis.call('LTRIM', queue, length - keep, -1)
+            end
+          end
           redis.call('EXPIRE', queue, ttl)
           if type(header.state) == 'string' then
             pushed[header.state] = (pushed[header.state] or 0) + 1
