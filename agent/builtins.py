@@ -17,7 +17,7 @@ import trio
 from agent import sysinfo
 from agent.messagedb import MAX_QUERY_LIMIT, MessageQuery
 from protocol.command import Command
-from protocol.errors import ProtocolError, shown, type_name
+from protocol.errors import SHOWN_CHARS, ProtocolError, bounded, shown, type_name
 from protocol.levels import ALL_LEVELS, parse_levels
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def _data(command: Command, known: set[str], required: frozenset[str] | set[str]
         raise BuiltinError(f"data: expected a JSON object, got {type_name(value)}")
     unknown = sorted(set(value) - known)
     if unknown:
-        raise BuiltinError(f"data.{shown(unknown[0])}: unknown key (known: {', '.join(sorted(known))})")
+        raise BuiltinError(f"data.{bounded(unknown[0], SHOWN_CHARS)}: unknown key (known: {', '.join(sorted(known))})")
     for key in sorted(required):
         if value.get(key) is None:
             raise BuiltinError(f"data.{key}: missing")

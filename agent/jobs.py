@@ -13,7 +13,8 @@ the same attempt. Between recurring runs both are given back, and the next
 run lines up again.
 
 Every run's end is pushed to the client (one more result, marked ``more``
-when another run follows); only the last one is final. A kill ends the job at once, whatever it was doing: waiting
+when another run follows); only the last one is final. Between runs the job
+shows ``RUNNING`` in phase ``waiting`` (with the last run's output). A kill ends the job at once, whatever it was doing: waiting
 for its turn, running, or pausing between recurring runs.
 """
 
@@ -97,6 +98,10 @@ class ExternalJob:
                     break
                 job.more = True
                 self.report(job, True, False)
+                # The run's result is in the client's queue; until the next run, the job itself is unfinished
+                # (a 2015 ``Job`` reading the result of a run would never look again).
+                job.state, job.more, job.phase, job.pid = State.RUNNING, False, Phase.WAITING, None
+                self.report(job, False, False)
                 if delay:  # the next recurring run: meanwhile the slot and the queue are free for others
                     self.context.scheduler.leave(self.ticket)
                     if not await self._killable(trio.sleep, delay):

@@ -15,6 +15,7 @@ overriding the DB and AC loggers' own levels). Every message it emits gets
 the next id of the agent's message counter.
 """
 
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from agent.messagedb import MAX_STORED_CHARS, JobRef, MessageDB, MessageQuery, e
 from agent.outbox import Outbox
 from protocol import envelope
 from protocol.command import Command
+from protocol.jsontext import compact
 from protocol.levels import ALL_LEVELS, CRITICAL, OPS_ERROR, WARNING
 from protocol.parser import Message
 
@@ -37,6 +39,8 @@ job_log = logging.getLogger("agent.jobs")
 #: A message on its way to the loggers: ``(id, level, data)``.
 Record = tuple[int, int, str]
 
+#: An AC logger's envelope stops growing after the message that brings it to this many bytes.
+LOG_ENVELOPE_BYTES = 256 * 1024
 #: Messages (and characters) waiting for the DB before jobs are made to wait.
 MAX_PENDING_ROWS = 50_000
 MAX_PENDING_CHARS = 16 * 1024 * 1024
@@ -168,14 +172,23 @@ class ACLogger:
             self.flush()
 
     def flush(self) -> None:
-        """Hand every pending message to the outboxes now."""
+        """Hand every pending message to the outboxes now, in envelopes of at most ``batch_size`` messages
+        and about ``LOG_ENVELOPE_BYTES``."""
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self.batch_size):
-            batch = pending[start:start + self.batch_size]
-            body = envelope.log_envelope(batch)
+        start = 0
+        while start < len(pending):
+            lines, size = [], 0
+            for message in itertools.islice(pending, start, start + self.batch_size):
+                lines.append(compact(message))
+                size += len(lines[-1]) + 1
+                if size >= LOG_ENVELOPE_BYTES:
+                    break
+            batch = pending[start:start + len(lines)]
+            start += len(lines)
+            body = envelope.log_envelope(lines)
             for outbox in self.outboxes:
                 if outbox.has_room(len(body)):
-                    outbox.put(body)
+                    outbox.put_bulk(body, {message["jobid"] for message in batch})
                 else:
                     self._count_dropped(outbox, len(batch))
 

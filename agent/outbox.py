@@ -1,21 +1,36 @@
-"""Envelopes on their way to the controller, delivered exactly once, in order.
+"""Envelopes on their way to the controller, delivered exactly once.
 
 Each write is one transaction: push the envelopes, record the sequence number
 of the last one in ``outseq``, forget the commands that are now finished
 (``LREM`` from the inflight list) and ring the bell. If the connection breaks
-mid-write, the agent reads ``outseq`` after reconnecting and knows exactly
-which envelopes arrived; it sends the rest again. While the bus is away,
-envelopes wait here, in memory: job results always, log and stats envelopes
-only while the spool is under ``MAX_SPOOL_BYTES`` (``has_room``), so a long
-outage costs messages for the controller's log, never results and never
-unbounded memory.
+mid-write, the agent reads ``outseq`` after reconnecting and knows whether
+that transaction arrived; if not, it sends the same envelopes again. While
+the bus is away, envelopes wait here, in memory: job results always, log and
+stats envelopes only while the spool is under ``MAX_SPOOL_BYTES``
+(``has_room``), so a long outage costs messages for the controller's log,
+never results and never unbounded memory.
+
+Envelopes travel in two lanes, so that answers never queue behind a flood of
+log messages:
+
+* *urgent*: job updates, registrations, removals. Written as soon as they
+  are put, ahead of any bulk envelope waiting.
+* *bulk*: log and stats envelopes. Written only while the controllers keep
+  up: once the outbox in Redis holds ``BULK_BACKLOG`` envelopes, bulk ones
+  wait here until it has been drained below that (the length comes back
+  with every write; while waiting it is polled). So an answer put during a
+  flood waits behind at most ``BULK_BACKLOG`` envelopes in Redis.
+
+One order is kept across lanes: an update of a job waits for the bulk
+envelopes that carry that job's messages and were put before it, so a
+client that sees a job end has been sent all of its messages.
 """
 
 import collections
 import itertools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import trio
 
@@ -27,17 +42,31 @@ log = logging.getLogger(__name__)
 #: Envelopes per transaction, and bytes (a transaction holds at least one envelope).
 WRITE_BATCH = 512
 WRITE_BATCH_BYTES = 4 * 1024 * 1024
-#: Envelopes kept while the bus is away; beyond this the oldest are dropped.
+#: Envelopes kept while the bus is away; beyond this the oldest are dropped (bulk ones first).
 MAX_WAITING = 200_000
-#: Bytes of waiting envelopes above which optional ones (logs, stats) are refused.
+#: Bytes of waiting bulk envelopes above which more are refused (``has_room``).
 MAX_SPOOL_BYTES = 64 * 1024 * 1024
+#: Envelopes in the outbox in Redis above which bulk envelopes wait for the controllers to drain it.
+BULK_BACKLOG = 8
+#: Seconds between looks at the outbox's length while bulk envelopes wait for it to drain.
+BACKLOG_POLL = 0.02
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Entry:
     envelope: str | None
     finished_command: bytes | None  # the raw command to take off the inflight list
-    seq: int = 0
+    bulk: bool = False
+    job: str | None = None  # urgent: the job it updates; it follows the bulk entries of that job put before it
+    jobs: frozenset[str] = frozenset()  # bulk: the jobs whose messages it carries
+    after: int = 0  # urgent: the number of the last bulk entry it must follow (0: none)
+    number: int = 0  # bulk: its number among the bulk entries, in the order they were put
+    seq: int = 0  # set when first sent: its place in outseq's numbering
+    done: bool = False
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = len(self.envelope or "")
 
 
 class Outbox:
@@ -47,64 +76,90 @@ class Outbox:
         self.bus = bus
         self.keys = agent_keys
         self.on_delivered = on_delivered
-        self._waiting: collections.deque[_Entry] = collections.deque()
+        self._urgent: collections.deque[_Entry] = collections.deque()
+        self._bulk: collections.deque[_Entry] = collections.deque()
+        self._bulk_put = 0  # bulk entries ever put: the last one's number
+        self._bulk_written = 0  # the number of the newest bulk entry written: all before it are written too
+        self._newest_bulk_of: dict[str, int] = {}  # job -> the number of the newest bulk entry carrying it
+        self._sending: list[_Entry] = []  # the transaction in flight (sent again as it is after a lost connection)
         self._wakeup = trio.Event()
         self._last_seq = 0
         self._check_delivered = True  # read outseq before the next write
-        self._bytes = 0
-        self._put = 0  # entries ever put
-        self._gone = 0  # entries ever delivered (or dropped)
+        self._backlog = 0  # envelopes in the outbox in Redis, as last seen
+        self._bulk_bytes = 0
         self._delivered = trio.Event()
         self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return sum(not entry.done for entry in itertools.chain(self._urgent, self._bulk))
 
     @property
     def spooled_bytes(self) -> int:
         """Bytes of the envelopes waiting to reach the bus."""
-        return self._bytes
+        return sum(entry.size for entry in itertools.chain(self._urgent, self._bulk) if not entry.done)
 
     def has_room(self, size: int) -> bool:
-        """Whether an optional envelope of ``size`` bytes may still be spooled."""
-        return self._bytes + size <= MAX_SPOOL_BYTES
+        """Whether an optional (bulk) envelope of ``size`` bytes may still be spooled."""
+        return self._bulk_bytes + size <= MAX_SPOOL_BYTES
 
-    def put(self, envelope: str, finished_command: bytes | None = None) -> int:
-        """Queue an envelope; ``finished_command`` leaves the inflight list with it.
-        Returns its place, for ``delivered``."""
-        if len(self._waiting) >= MAX_WAITING:
-            self._bytes -= len(self._waiting.popleft().envelope or "")
-            self._gone += 1
-            self.dropped += 1
-            if self.dropped % 10_000 == 1:
-                log.error("outbox full while the bus is away: dropped %d envelopes so far", self.dropped)
-        self._waiting.append(_Entry(envelope, finished_command))
-        self._bytes += len(envelope)
-        self._wakeup.set()
-        self._put += 1
-        return self._put
+    def put(self, envelope: str, finished_command: bytes | None = None, job: str | None = None) -> _Entry:
+        """Queue an urgent envelope; ``finished_command`` leaves the inflight list with it. An update of
+        ``job`` follows that job's bulk envelopes. Returns the entry, for ``delivered``."""
+        after = self._newest_bulk_of.get(job, 0) if job is not None else 0
+        return self._add(_Entry(envelope, finished_command, job=job, after=after))
 
-    async def delivered(self, place: int | None = None) -> None:
-        """Wait until every envelope put so far (or up to ``place``, as ``put`` returned it) is on the bus."""
-        place = self._put if place is None else place
-        while self._gone < place:
-            await self._delivered.wait()
+    def put_bulk(self, envelope: str, jobs: Iterable[str] = ()) -> _Entry:
+        """Queue a log or stats envelope carrying messages of ``jobs``."""
+        self._bulk_put += 1
+        entry = _Entry(envelope, None, bulk=True, jobs=frozenset(jobs), number=self._bulk_put)
+        for job in entry.jobs:
+            self._newest_bulk_of[job] = entry.number
+        self._bulk_bytes += entry.size
+        return self._add(entry)
 
     def put_removal(self, finished_command: bytes) -> None:
         """Take a command off the inflight list without telling the controller anything."""
-        self._waiting.append(_Entry(None, finished_command))
+        self._add(_Entry(None, finished_command))
+
+    async def delivered(self, entry: _Entry | None = None) -> None:
+        """Wait until ``entry`` (as ``put`` returned it) is on the bus, or, with none, every envelope put so far."""
+        waiting = [entry] if entry is not None else [*self._urgent, *self._bulk]
+        while not all(item.done for item in waiting):
+            await self._delivered.wait()
+
+    def _add(self, entry: _Entry) -> _Entry:
+        if len(self._urgent) + len(self._bulk) >= MAX_WAITING:
+            self._drop_oldest()
+        (self._bulk if entry.bulk else self._urgent).append(entry)
         self._wakeup.set()
-        self._put += 1
+        return entry
+
+    def _drop_oldest(self) -> None:
+        """Make room: drop the oldest envelope that is not being sent, a bulk one if there is any."""
+        for lane in (self._bulk, self._urgent):
+            entry = next((entry for entry in lane if not entry.done and not entry.seq), None)
+            if entry is not None:
+                break
+        else:
+            return
+        lane.remove(entry)
+        entry.done = True
+        self._forget(entry)
+        self.dropped += 1
+        if self.dropped % 10_000 == 1:
+            log.error("outbox full while the bus is away: dropped %d envelopes so far", self.dropped)
 
     async def run(self) -> None:
         refused = Backoff(first=0.5, cap=30)
         while True:
-            if not self._waiting:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                continue
             try:
-                await self._write()
+                if self._check_delivered:
+                    await self._forget_delivered()
+                batch = self._sending or self._next_batch()
+                if not batch:
+                    await self._wait_for_work()
+                    continue
+                await self._write(batch)
                 refused.reset()
             except ConnectionLost as exc:
                 log.warning("outbox write interrupted: %s", exc)
@@ -114,17 +169,46 @@ class Outbox:
                 self.bus.refused(exc, "our outbox write")
                 await trio.sleep(refused.next())
 
-    async def _write(self) -> None:
-        if self._check_delivered:
-            await self._forget_delivered()
-            if not self._waiting:
-                return
-        batch, size = [], 0
-        for entry in itertools.islice(self._waiting, WRITE_BATCH):
-            if batch and size > WRITE_BATCH_BYTES:
+    def _next_batch(self) -> list[_Entry]:
+        """The envelopes that may go now: urgent ones first (each after the bulk ones it must follow), then
+        bulk ones while the outbox in Redis is short."""
+        batch: list[_Entry] = []
+        size = 0
+        blocked: set[str] = set()  # jobs whose next update waits for bulk envelopes: their later ones wait too
+        for entry in self._waiting(self._urgent):
+            if entry.after > self._bulk_written or entry.job in blocked:
+                blocked.add(entry.job)  # type: ignore[arg-type]  # entries with ``after`` have a job
+                continue
+            if len(batch) >= WRITE_BATCH or (batch and size > WRITE_BATCH_BYTES):
+                return batch
+            batch.append(entry)
+            size += entry.size
+        if self._backlog >= BULK_BACKLOG:
+            return batch
+        for entry in self._waiting(self._bulk):
+            if len(batch) >= WRITE_BATCH or (batch and size > WRITE_BATCH_BYTES):
                 break
             batch.append(entry)
-            size += len(entry.envelope or "")
+            size += entry.size
+        return batch
+
+    @staticmethod
+    def _waiting(lane: collections.deque[_Entry]) -> Iterator[_Entry]:
+        return (entry for entry in lane if not entry.done)
+
+    async def _wait_for_work(self) -> None:
+        """Until something may be written: a new envelope, or (bulk envelopes waiting for the outbox in Redis
+        to drain) a look at its length that finds it shorter."""
+        if any(True for _ in self._waiting(self._bulk)) and self._backlog >= BULK_BACKLOG:
+            with trio.move_on_after(BACKLOG_POLL):
+                await self._wakeup.wait()
+            self._backlog = await self.bus.execute("LLEN", self.keys.outbox)
+        else:
+            await self._wakeup.wait()
+        self._wakeup = trio.Event()
+
+    async def _write(self, batch: list[_Entry]) -> None:
+        self._sending = batch
         for entry in batch:
             if not entry.seq:
                 self._last_seq += 1
@@ -136,27 +220,39 @@ class Outbox:
         if envelopes:
             commands += [("RPUSH", self.keys.outbox, *envelopes), ("PUBLISH", self.keys.bell, "")]
         commands.append(("EXEC",))
-        await self.bus.pipeline(commands)
-        for _ in batch:
-            self._bytes -= len(self._waiting.popleft().envelope or "")
-        self._gone += len(batch)
-        for raw in finished:
-            self.on_delivered(raw)
-        self._announce_delivered()
+        replies = await self.bus.pipeline(commands)
+        if envelopes:
+            self._backlog = replies[-1][-2]  # what RPUSH answered: the outbox's length
+        self._finish(batch)
 
     async def _forget_delivered(self) -> None:
-        """After a reconnection: drop what the bus already has, per ``outseq``."""
+        """After a reconnection: whether the transaction in flight arrived, per ``outseq``."""
         delivered = int(await self.bus.execute("GET", self.keys.outbox_seq) or 0)
-        while self._waiting and self._waiting[0].seq and self._waiting[0].seq <= delivered:
-            entry = self._waiting.popleft()
-            self._gone += 1
-            self._bytes -= len(entry.envelope or "")
-            if entry.finished_command is not None:
-                self.on_delivered(entry.finished_command)
+        if self._sending and self._sending[-1].seq <= delivered:
+            self._finish(self._sending)
         self._last_seq = max(self._last_seq, delivered)
         self._check_delivered = False
-        self._announce_delivered()
 
-    def _announce_delivered(self) -> None:
+    def _finish(self, batch: list[_Entry]) -> None:
+        """``batch`` is on the bus."""
+        self._sending = []
+        for entry in batch:
+            if not entry.done:
+                entry.done = True
+                self._forget(entry)
+        for lane in (self._urgent, self._bulk):
+            while lane and lane[0].done:
+                lane.popleft()
         self._delivered.set()
         self._delivered = trio.Event()
+
+    def _forget(self, entry: _Entry) -> None:
+        """``entry`` left us (delivered or dropped)."""
+        if entry.bulk:
+            self._bulk_bytes -= entry.size
+            self._bulk_written = max(self._bulk_written, entry.number)
+            for job in entry.jobs:
+                if self._newest_bulk_of.get(job) == entry.number:
+                    del self._newest_bulk_of[job]
+        if entry.finished_command is not None:
+            self.on_delivered(entry.finished_command)

@@ -211,7 +211,7 @@ class Stats:
             body = envelope.stats_envelope(stats.command.id, stats.aggregate(self.gid, self.nid))
             for outbox in self.outboxes:
                 if outbox.has_room(len(body)):
-                    outbox.put(body)
+                    outbox.put_bulk(body, [stats.command.id])
             stats.samples.clear()
             stats.statsd.reset_interval()
             stats.next_flush = now + max(stats.interval, SAMPLE_INTERVAL) * (1 - 1e-6)

@@ -60,7 +60,8 @@ class Uplink:
                reopen: bool = False) -> None:
         """Send a job update; ``command`` (the raw command) leaves the inflight list with it.
         ``reopen`` for a long-running job (see ``protocol.envelope.job_envelope``)."""
-        self.outbox.put(envelope.job_envelope(job, push=push, final=final, reopen=reopen), finished_command=command)
+        self.outbox.put(envelope.job_envelope(job, push=push, final=final, reopen=reopen), finished_command=command,
+                        job=job.id)
         if push:
             self.results[job.state] += 1
         if log.isEnabledFor(logging.DEBUG):

@@ -71,9 +71,9 @@ def register_envelope(registration: dict[str, Any]) -> str:
     return encode(Kind.REGISTER, compact(registration))
 
 
-def log_envelope(messages: list[dict[str, Any]]) -> str:
-    """Messages for the controller's bounded per-agent log, one JSON per line."""
-    return encode(Kind.LOG, "\n".join(compact(message) for message in messages))
+def log_envelope(lines: list[str]) -> str:
+    """Messages (each a JSON text) for the controller's bounded per-agent log, one per line."""
+    return encode(Kind.LOG, "\n".join(lines))
 
 
 def stats_envelope(job_id: str, stats: dict[str, Any]) -> str:

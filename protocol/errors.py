@@ -8,14 +8,11 @@ MAX_ERROR_TEXT = 2000
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     """``repr(value)`` for an error message, cut to ``limit`` characters, saying how much was cut."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return bounded(repr(value), limit)
 
 
 def bounded(text: str, limit: int = MAX_ERROR_TEXT) -> str:
-    """An error text cut to ``limit`` characters: the last guard before it goes on the wire."""
+    """``text`` cut to ``limit`` characters, saying how much was cut (the last guard of an error text)."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 

@@ -80,7 +80,8 @@ def bounded(function: Callable[..., Any], *args: Any, timeout: float = CALL_TIME
 
 def take_job(cmd: Any, agent: tuple[int, int], timeout: float = STATE_TIMEOUT) -> Any:
     """The 2015 ``Job`` of ``cmd`` on ``agent`` from ``cmd.get_jobs()``, as soon as the controller has
-    written one (its placeholder, once the command is routed)."""
+    written one (its placeholder, once the command is routed). Asked again at once: the agent may
+    update the placeholder within milliseconds, and a test wants the Job as the controller wrote it."""
     deadline = time.monotonic() + timeout
     while True:
         jobs = cmd.get_jobs()
@@ -88,7 +89,7 @@ def take_job(cmd: Any, agent: tuple[int, int], timeout: float = STATE_TIMEOUT) -
             return jobs[agent]
         if time.monotonic() > deadline:
             raise AssertionError(f"command {cmd.id} has no job on {agent} within {timeout:g} s: {sorted(jobs)}")
-        time.sleep(0.01)
+        time.sleep(0.0005)
 
 
 def watch_state(job: Any, wanted: Collection[str], timeout: float = STATE_TIMEOUT) -> list[str]:

@@ -66,7 +66,7 @@ def test_loglevels_db_and_loglevels_ac_override_the_loggers(logging_grid):
     assert sorted(m["level"] for m in ac_messages(logging_grid, "levels-override")) == [1, 20]
     kept = acclient.RunArgs(loglevels="1,4")
     job = client.execute(1, 1, "bash", ["-c", script], args=kept, id="levels-kept").get_next_result(TIMEOUT)
-    assert (job.data, job.level, job.critical) == ("", 0, "")  # the result and critical levels were not kept
+    assert (job.data, job.level, job.critical) == ("result", 20, "fatal")  # taken before loglevels filters
     assert [m["level"] for m in builtin(client, "get_msgs", {"jobid": "levels-kept"})] == [4, 1]
     assert [m["level"] for m in ac_messages(logging_grid, "levels-kept")] == [4]
 

@@ -45,7 +45,7 @@ class FakeOutbox:
     def has_room(self, size):
         return True
 
-    def put(self, body, finished_command=None):
+    def put_bulk(self, body, jobs=()):
         self.envelopes.append(body)
 
 
