@@ -4,12 +4,15 @@ These are one-off administration commands, so they use redis-py directly
 rather than the daemon's trio link.
 """
 
+import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
 
 from protocol.acl import CLIENT_USER_PREFIX, agent_rules, agent_user, client_rules, parse_agent_user
+from protocol.keys import GRANTED_ROLES, agent_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +24,15 @@ class AgentUser:
     connections: int
 
 
-def add_agent(client: redis.Redis, gid: int, nid: int, password: str | None = None) -> str:
-    """Create (or reset) agent ``gid:nid``'s user; return its password."""
+def add_agent(client: redis.Redis, gid: int, nid: int, password: str | None = None,
+              roles: Sequence[str] = ()) -> str:
+    """Create (or reset) agent ``gid:nid``'s user, granted ``roles`` (it may register with those only);
+    return its password."""
     if gid <= 0 or nid <= 0:
         raise ValueError("gid and nid must be positive")
     password = password or secrets.token_hex(24)
     client.execute_command("ACL", "SETUSER", agent_user(gid, nid), *agent_rules(gid, nid), f">{password}")
+    client.hset(GRANTED_ROLES, agent_name(gid, nid), json.dumps(sorted(set(roles))))
     return password
 
 
@@ -40,7 +46,9 @@ def add_client(client: redis.Redis, name: str, password: str | None = None) -> t
 
 
 def revoke_agent(client: redis.Redis, gid: int, nid: int) -> bool:
-    """Delete agent ``gid:nid``'s user; Redis closes its connections at once. False if there was none."""
+    """Delete agent ``gid:nid``'s user (and its granted roles); Redis closes its connections at once. False if
+    there was none."""
+    client.hdel(GRANTED_ROLES, agent_name(gid, nid))
     return bool(client.execute_command("ACL", "DELUSER", agent_user(gid, nid)))
 
 
@@ -57,7 +65,8 @@ def list_agents(client: redis.Redis) -> list[AgentUser]:
     return sorted(users, key=lambda user: (user.gid, user.nid))
 
 
-def config_snippet(url: str, gid: int, nid: int, password: str) -> str:
-    """The agent2.toml lines that make agent ``gid:nid`` use its user."""
-    return (f'[controllers.main]\nurl = "{url}"\n\n[controllers.main.security]\n'
+def config_snippet(url: str, gid: int, nid: int, password: str, roles: Sequence[str] = ()) -> str:
+    """The agent2.toml lines that make agent ``gid:nid`` use its user (and the roles it was granted)."""
+    return (f'[main]\ngid = {gid}\nnid = {nid}\nroles = {json.dumps(sorted(set(roles)))}\n\n'
+            f'[controllers.main]\nurl = "{url}"\n\n[controllers.main.security]\n'
             f'username = "{agent_user(gid, nid)}"\npassword = "{password}"\n')

@@ -52,6 +52,8 @@ ROUTING_SCHEMA = {
 }
 AGENTS_SCHEMA = {
     "sweep_interval": Option((int, float), 0.5, positive),
+    "max_envelope_bytes": Option(int, 32 * 1024 * 1024, positive),
+    "outbox_max": Option(int, 100_000, positive),
 }
 EVENT_NAMES = ("agent_registered", "agent_returned")
 EVENTS_SCHEMA = {
@@ -71,6 +73,8 @@ class ControllerConfig:
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
     takeover_after: float = 5.0
     sweep_interval: float = 0.5
+    max_envelope_bytes: int = 32 * 1024 * 1024
+    outbox_max: int = 100_000
     agent_registered: str = ""
     agent_returned: str = ""
     handler_timeout: float = 30.0

@@ -1,7 +1,8 @@
 """``ac-controller``: the command line of the controller daemon.
 
     ac-controller [-c controller.toml] [--bus URL]        run the controller
-    ac-controller [-c ...] acl add-agent G N              create agent G:N's Redis user, print its credentials
+    ac-controller [-c ...] acl add-agent G N [--roles R,..] create agent G:N's Redis user, granted roles R; print
+                                                          its credentials
     ac-controller [-c ...] acl add-client NAME            a client user: send commands, read results only
     ac-controller [-c ...] acl list                       the agents' users
     ac-controller [-c ...] acl revoke G N                 delete it (its connections are closed at once)
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     add.add_argument("gid", type=int)
     add.add_argument("nid", type=int)
     add.add_argument("--password", help="use this password instead of a random one")
+    add.add_argument("--roles", default="", help="the roles the agent may register with, comma-separated (default "
+                     "none: it is reached by gid and nid only); a registration claiming others is refused")
     add.add_argument("--agent-url", help="the bus URL as the agent reaches it (default: the controller's)")
     client = acl_commands.add_parser("add-client", help="create a client user: send commands, read results only")
     client.add_argument("name")
@@ -69,12 +72,13 @@ def _acl(options: argparse.Namespace, config: ControllerConfig) -> int:
     client = redis.Redis(**config.bus.redis_kwargs())
     try:
         if options.acl == "add-agent":
-            password = acl.add_agent(client, options.gid, options.nid, options.password)
+            roles = [role.strip() for role in options.roles.split(",") if role.strip()]
+            password = acl.add_agent(client, options.gid, options.nid, options.password, roles)
             address = config.bus
             url = options.agent_url or replace(address, username=None, password=None).url
             print(f"# agent {options.gid}:{options.nid}: user {agent_user(options.gid, options.nid)}, "
-                  f"password {password}\n# its agent2.toml:\n")
-            print(acl.config_snippet(url, options.gid, options.nid, password))
+                  f"password {password}, roles granted: {', '.join(roles) or 'none'}\n# its agent2.toml:\n")
+            print(acl.config_snippet(url, options.gid, options.nid, password, roles))
         elif options.acl == "add-client":
             user, password = acl.add_client(client, options.name, options.password)
             print(f"# client user {user}, password {password}\n# acclient.Client(host, port, password, "

@@ -35,6 +35,12 @@ def controller_metrics(controller: "Controller") -> list[Metric | Histogram]:
               sum(view.load for view in agents)),
         counter("ac_controller_results_dropped_total", "Results from agents for jobs that were not open on them",
                 controller.collector.dropped),
+        counter("ac_controller_messages_dropped_total", "Log messages from agents for jobs that were not open on "
+                "them (another agent's job, an answered one) or unreadable", controller.collector.messages_dropped),
+        counter("ac_controller_registrations_refused_total", "Registrations that claimed roles the agent was not "
+                "granted", controller.collector.registrations_refused),
+        counter("ac_controller_envelopes_discarded_total", "Outbox envelopes over max_envelope_bytes, or beyond "
+                "outbox_max", controller.collector.envelopes_discarded),
         counter("ac_controller_bus_reconnects_total", "Times the connection to the bus was made again",
                 controller.bus.reconnects),
         by_label("ac_controller_bus_refusals_total", "counter", "Commands the bus refused (OOM, LOADING, READONLY, "

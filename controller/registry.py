@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.keys import AGENTS, AgentKeys, parse_agent_name, running_jobs
+from protocol.keys import AGENTS, GRANTED_ROLES, AgentKeys, parse_agent_name, running_jobs
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +81,23 @@ class Registry:
         return [view for view in self.agents.values() if view.alive]
 
     async def load_registrations(self, bus: Any) -> None:
-        """Read the registry hash (at start, and now and then as a safety net)."""
-        flat = await bus.execute("HGETALL", AGENTS)
+        """Read the registry hash (at start, and now and then as a safety net), and the roles granted: an agent
+        is routed by the roles it registered with that it is (still) granted."""
+        flat, granted_flat = await bus.pipeline([("HGETALL", AGENTS), ("HGETALL", GRANTED_ROLES)])
+        granted = dict(zip(granted_flat[::2], granted_flat[1::2], strict=True))
         for index in range(0, len(flat), 2):
             name = flat[index].decode()
             try:
                 gid, nid = parse_agent_name(name)
                 registration = json.loads(flat[index + 1])
+                allowed = json.loads(granted[flat[index]]) if flat[index] in granted else None
             except ValueError:
                 log.warning("ignoring an unreadable registration of agent %r", name)
                 continue
             if isinstance(registration, dict):
-                self.register(gid, nid, registration, alive=False)
+                view = self.register(gid, nid, registration, alive=False)
+                if isinstance(allowed, list):
+                    view.roles &= frozenset(allowed)
 
     async def revive(self, bus: Any) -> None:
         """Read the registrations again and mark alive every agent that beats again.

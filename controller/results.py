@@ -22,8 +22,10 @@ from protocol import keys
 
 log = logging.getLogger(__name__)
 
-#: Envelopes taken from one outbox per script call, to keep each call short.
+#: Envelopes taken from one outbox per script call, and bytes after which it takes no more: each call
+#: stays short (a few milliseconds, stamping a few thousand log messages), so no agent holds Redis up.
 DRAIN_BATCH = 256
+DRAIN_BYTES = 512 * 1024
 #: Seconds to wait before draining again after the bus refused or dropped a drain.
 RETRY_DELAY = 0.2
 
@@ -41,7 +43,10 @@ class Collector:
         self.on_registration = on_registration
         self._dirty: set[tuple[int, int]] = set()
         self._wakeup = trio.Event()
-        self.dropped = 0
+        self.dropped = 0  # results for jobs not open on their agent
+        self.messages_dropped = 0  # log messages for jobs not open on their agent
+        self.registrations_refused = 0  # registrations claiming roles not granted
+        self.envelopes_discarded = 0  # too big, or beyond an outbox's bound
         self.results: collections.Counter[str] = collections.Counter()  # results from agents, by state
 
     async def run(self) -> None:
@@ -91,14 +96,15 @@ class Collector:
                 await self.bus.connection()
 
     async def _drain(self, agents: list[tuple[int, int]]) -> None:
-        ttl = self.config.result_ttl
+        config = self.config
         commands = [
             scripts.DRAIN.evalsha(
                 [keys.AgentKeys(gid, nid).outbox, keys.running_jobs(gid, nid), keys.AGENTS,
-                 keys.agent_logs(gid, nid), keys.job_stats(gid, nid)],
-                [keys.agent_name(gid, nid), ttl, DRAIN_BATCH, keys.JOB_RESULTS_PREFIX, keys.RESULT_QUEUE_PREFIX,
-                 self.config.agent_log_max, keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX, keys.MESSAGES_SUFFIX,
-                 self.config.result_queue_max],
+                 keys.agent_logs(gid, nid), keys.job_stats(gid, nid), keys.GRANTED_ROLES],
+                [keys.agent_name(gid, nid), config.result_ttl, DRAIN_BATCH, DRAIN_BYTES, keys.JOB_RESULTS_PREFIX,
+                 keys.RESULT_QUEUE_PREFIX, config.agent_log_max, keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX,
+                 keys.MESSAGES_SUFFIX, config.result_queue_max, gid, nid, config.max_envelope_bytes,
+                 config.outbox_max],
             )
             for gid, nid in agents
         ]
@@ -111,16 +117,13 @@ class Collector:
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
-            taken, open_jobs, registration, new_agent, pushed, *dropped = reply
+            _, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded = reply
             self.registry.set_load(gid, nid, open_jobs)
             for index in range(0, len(pushed), 2):
                 self.results[pushed[index].decode()] += pushed[index + 1]
-            if taken >= DRAIN_BATCH:
+            if left:
                 self.mark(gid, nid)
-            for job_id in dropped:
-                self.dropped += 1
-                log.warning("dropped a result from agent %d:%d for job %s: that job is not open on it "
-                            "(never sent to it, or already answered)", gid, nid, job_id.decode("utf-8", "replace"))
+            self._count_drops(gid, nid, dropped, messages_dropped, refused, discarded)
             if registration:
                 try:
                     details = json.loads(registration)
@@ -132,3 +135,23 @@ class Collector:
                     continue
                 await self.on_registration(gid, nid, details, bool(new_agent))
 
+    def _count_drops(self, gid: int, nid: int, dropped: list[bytes], messages_dropped: int, refused: bytes,
+                     discarded: int) -> None:
+        """Say what ``drain.lua`` would not take from agent ``gid:nid``'s outbox."""
+        for job_id in dropped:
+            self.dropped += 1
+            log.warning("dropped a result from agent %d:%d for job %s: that job is not open on it "
+                        "(never sent to it, or already answered)", gid, nid, job_id.decode("utf-8", "replace"))
+        if messages_dropped:
+            self.messages_dropped += messages_dropped
+            log.warning("dropped %d log messages from agent %d:%d: not for a job open on it (another agent's, "
+                        "an answered one, or unreadable)", messages_dropped, gid, nid)
+        if refused:
+            self.registrations_refused += 1
+            log.error("refused the registration of agent %d:%d: it claims roles it was not granted (%s); grant "
+                      "them with ac-controller acl add-agent %d %d --roles ...", gid, nid,
+                      refused.decode("utf-8", "replace"), gid, nid)
+        if discarded:
+            self.envelopes_discarded += discarded
+            log.error("discarded %d envelopes of agent %d:%d: larger than %d bytes, or beyond the %d its outbox "
+                      "may hold", discarded, gid, nid, self.config.max_envelope_bytes, self.config.outbox_max)

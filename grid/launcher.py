@@ -254,7 +254,7 @@ class Grid:
             raise GridError(f"agent {spec.name}: a swarm shares its bus connections between identities, so it "
                             "cannot run with acl (a Redis user per agent)")
         if self.acl:
-            password = controller_acl.add_agent(self.redis, spec.gid, spec.nid)
+            password = controller_acl.add_agent(self.redis, spec.gid, spec.nid, roles=spec.roles)
             config["controllers"]["main"]["security"] = self.security_table(agent_user(spec.gid, spec.nid), password)
         elif self.tls_files:
             config["controllers"]["main"]["security"] = self.security_table()

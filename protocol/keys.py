@@ -169,6 +169,10 @@ CONTROLLER_PREFIX = "ac:ctl:"
 #: Hash ``"<gid>:<nid>"`` -> registration JSON of every agent ever seen.
 AGENTS = CONTROLLER_PREFIX + "agents"
 
+#: Hash ``"<gid>:<nid>"`` -> JSON list of the roles the operator granted that agent (``acl add-agent
+#: --roles``). An agent with an entry may register with those roles only; one without claims its own.
+GRANTED_ROLES = CONTROLLER_PREFIX + "granted-roles"
+
 #: Pub/sub channel where controllers announce what happened (JSON events).
 EVENTS = CONTROLLER_PREFIX + "events"
 

@@ -2,95 +2,178 @@
 --
 -- Runs inside Redis, so popping an envelope and storing what it says are one
 -- step: a controller dying at any instant neither loses nor repeats a result.
--- Only the small header line of an envelope is decoded; bodies are stored
--- byte for byte as the agent wrote them.
+-- Only the small header line of a job envelope is decoded; job bodies are
+-- stored byte for byte as the agent wrote them.
 --
 -- KEYS[1]  the agent's outbox     KEYS[2]  the agent's running-jobs hash
 -- KEYS[3]  the agents registry    KEYS[4]  the agent's log list    KEYS[5]  the agent's stats hash
--- ARGV[1]  agent name "<gid>:<nid>"   ARGV[2]  result ttl (s)   ARGV[3]  max envelopes
--- ARGV[4]  jobresult key prefix       ARGV[5]  result queue key prefix
--- ARGV[6]  messages kept in the log list
--- ARGV[7]  job channel prefix   ARGV[8]  updates channel suffix   ARGV[9]  messages channel suffix
--- ARGV[10] results kept in a result queue nobody pops (at least one per target of the command)
+-- KEYS[6]  the roles granted to agents (hash "<gid>:<nid>" -> JSON list; no field: roles are not checked)
+-- ARGV[1]  agent name "<gid>:<nid>"   ARGV[2]  result ttl (s)
+-- ARGV[3]  most envelopes taken       ARGV[4]  bytes after which no further envelope is taken
+-- ARGV[5]  jobresult key prefix       ARGV[6]  result queue key prefix
+-- ARGV[7]  messages kept in the log list
+-- ARGV[8]  job channel prefix   ARGV[9]  updates channel suffix   ARGV[10] messages channel suffix
+-- ARGV[11] results kept in a result queue nobody pops (at least one per target of the command)
+-- ARGV[12] the agent's gid   ARGV[13] its nid (stamped on its log messages)
+-- ARGV[14] largest envelope taken (bytes)   ARGV[15] most envelopes an outbox may hold
 --
--- A job update is taken only while the job is open on this agent (in its
--- running-jobs hash): one that was never sent to it, or was already answered
--- (say, as lost while the agent was away), is dropped. So each result reaches
--- the client once. A long-running job (header ``reopen``) routed to this agent
--- is the exception: it lives across agent restarts, so its updates open it again.
+-- What an agent writes is not trusted. A job update is taken only while the
+-- job is open on this agent (in its running-jobs hash): one that was never
+-- sent to it, or was already answered (say, as lost while the agent was
+-- away), is dropped, so each result reaches the client once. A long-running
+-- job (header ``reopen``) routed to this agent is the exception: it lives
+-- across agent restarts, so its updates open it again. A log message is taken
+-- only for a job open on this agent, and is stamped with this agent's gid and
+-- nid, whatever it claimed. A registration that claims roles the agent was
+-- not granted is refused. An envelope over the size limit is dropped, and an
+-- outbox grown past its bound is cut to its newest envelopes.
 --
--- Returns {envelopes taken, jobs still open on the agent, last registration
--- body or '', 1 if that agent was new to the registry else 0, the results
--- pushed as a flat list of state and count, dropped job ids...}.
-local agent, ttl, queue_max = ARGV[1], ARGV[2], tonumber(ARGV[10])
-local taken, registration, new_agent, dropped, pushed = 0, '', 0, {}, {}
-for _ = 1, tonumber(ARGV[3]) do
+-- Each call does a bounded amount of work (ARGV[3], ARGV[4]) so that no call
+-- holds Redis for long; the caller drains again while envelopes remain.
+--
+-- Returns {envelopes taken, envelopes left, jobs still open on the agent, last registration body or '',
+-- 1 if that agent was new to the registry else 0, {state, count, ...} of the results pushed,
+-- {dropped job ids...}, log messages dropped, roles a refused registration claimed or '',
+-- envelopes discarded (too big, or cut from an outbox over its bound)}.
+local agent, ttl, queue_max = ARGV[1], ARGV[2], tonumber(ARGV[11])
+local budget_envelopes, budget_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local gid, nid, max_envelope = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local taken, bytes, registration, new_agent, refused = 0, 0, '', 0, ''
+local dropped, pushed, messages_dropped, discarded = {}, {}, 0, 0
+
+local excess = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[15])
+if excess > 0 then
+  redis.call('LTRIM', KEYS[1], excess, -1)
+  discarded = discarded + excess
+end
+
+local open_jobs = {}
+local function is_open(id)
+  local open = open_jobs[id]
+  if open == nil then
+    open = redis.call('HEXISTS', KEYS[2], id) == 1
+    open_jobs[id] = open
+  end
+  return open
+end
+
+local function take_job(header, body)
+  local id = tostring(header.id)
+  local results = ARGV[5] .. id
+  local open = is_open(id)
+  if not open and header.reopen and redis.call('HEXISTS', results, agent) == 1 then
+    redis.call('HSET', KEYS[2], id, 0)  -- a long-running job the agent started again
+    open = true
+  end
+  if not open then
+    table.insert(dropped, id)
+    return
+  end
+  redis.call('HSET', results, agent, body)
+  redis.call('EXPIRE', results, ttl)
+  redis.call('PUBLISH', ARGV[8] .. id .. ARGV[9], body)
+  if header.push then
+    local queue = ARGV[6] .. id
+    local length = redis.call('RPUSH', queue, body)
+    if length > queue_max then
+      local keep = math.max(queue_max, redis.call('HLEN', results))
+      if length > keep then
+        redis.call('LTRIM', queue, length - keep, -1)
+      end
+    end
+    redis.call('EXPIRE', queue, ttl)
+    if type(header.state) == 'string' then
+      pushed[header.state] = (pushed[header.state] or 0) + 1
+    end
+  end
+  if header.final then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[5], id)
+    open_jobs[id] = false
+  end
+end
+
+local function take_log(body)
+  local kept = 0
+  for line in string.gmatch(body, '[^\n]+') do
+    local decoded, message = pcall(cjson.decode, line)
+    if decoded and type(message) == 'table' and type(message.jobid) == 'string' and is_open(message.jobid) then
+      message.gid, message.nid = gid, nid
+      local stamped = cjson.encode(message)
+      redis.call('LPUSH', KEYS[4], stamped)
+      redis.call('PUBLISH', ARGV[8] .. message.jobid .. ARGV[10], stamped)
+      kept = kept + 1
+    else
+      messages_dropped = messages_dropped + 1
+    end
+  end
+  if kept > 0 then
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
+  end
+end
+
+local function take_registration(body)
+  local granted = redis.call('HGET', KEYS[6], agent)
+  if granted then
+    local ok, claimed = pcall(cjson.decode, body)
+    local allowed = {}
+    for _, role in ipairs(cjson.decode(granted)) do
+      allowed[role] = true
+    end
+    local extra = {}
+    if not ok or type(claimed) ~= 'table' or type(claimed.roles) ~= 'table' then
+      table.insert(extra, '(unreadable roles)')
+    else
+      for _, role in ipairs(claimed.roles) do
+        if not allowed[role] then
+          table.insert(extra, tostring(role))
+        end
+      end
+    end
+    if #extra > 0 then
+      refused = table.concat(extra, ',')
+      return
+    end
+  end
+  if redis.call('HSET', KEYS[3], agent, body) == 1 then
+    new_agent = 1
+  end
+  registration = body
+end
+
+while taken < budget_envelopes and bytes < budget_bytes do
   local envelope = redis.call('LPOP', KEYS[1])
   if not envelope then
     break
   end
   taken = taken + 1
-  local newline = string.find(envelope, '\n', 1, true)
-  local ok, header = false, nil
-  if newline then
-    ok, header = pcall(cjson.decode, string.sub(envelope, 1, newline - 1))
-  end
-  if not ok or type(header) ~= 'table' then
-    table.insert(dropped, '(malformed envelope)')
+  bytes = bytes + #envelope
+  if #envelope > max_envelope then
+    discarded = discarded + 1
   else
-    local body = string.sub(envelope, newline + 1)
-    if header.kind == 'job' then
-      local id = tostring(header.id)
-      local results = ARGV[4] .. id
-      local open = redis.call('HEXISTS', KEYS[2], id) == 1
-      if not open and header.reopen and redis.call('HEXISTS', results, agent) == 1 then
-        redis.call('HSET', KEYS[2], id, 0)  -- a long-running job the agent started again
-        open = true
-      end
-      if not open then
-        table.insert(dropped, id)
-      else
-        redis.call('HSET', results, agent, body)
-        redis.call('EXPIRE', results, ttl)
-        redis.call('PUBLISH', ARGV[7] .. id .. ARGV[8], body)
-        if header.push then
-          local queue = ARGV[5] .. id
-          local length = redis.call('RPUSH', queue, body)
-          if length > queue_max then
-            local keep = math.max(queue_max, redis.call('HLEN', results))
-            if length > keep then
-              redis.call('LTRIM', queue, length - keep, -1)
-            end
-          end
-          redis.call('EXPIRE', queue, ttl)
-          if type(header.state) == 'string' then
-            pushed[header.state] = (pushed[header.state] or 0) + 1
-          end
-        end
-        if header.final then
-          redis.call('HDEL', KEYS[2], id)
-          redis.call('HDEL', KEYS[5], id)
-        end
-      end
-    elseif header.kind == 'register' then
-      if redis.call('HSET', KEYS[3], agent, body) == 1 then
-        new_agent = 1
-      end
-      registration = body
-    elseif header.kind == 'log' then
-      for line in string.gmatch(body, '[^\n]+') do
-        redis.call('LPUSH', KEYS[4], line)
-        local decoded, message = pcall(cjson.decode, line)
-        if decoded and type(message) == 'table' and message.jobid then
-          redis.call('PUBLISH', ARGV[7] .. tostring(message.jobid) .. ARGV[9], line)
-        end
-      end
-      redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
-    elseif header.kind == 'stats' then
-      redis.call('HSET', KEYS[5], tostring(header.id), body)
-      redis.call('EXPIRE', KEYS[5], ttl)
+    local newline = string.find(envelope, '\n', 1, true)
+    local ok, header = false, nil
+    if newline then
+      ok, header = pcall(cjson.decode, string.sub(envelope, 1, newline - 1))
+    end
+    if not ok or type(header) ~= 'table' then
+      table.insert(dropped, '(malformed envelope)')
     else
-      table.insert(dropped, '(unknown envelope kind ' .. tostring(header.kind) .. ')')
+      local body = string.sub(envelope, newline + 1)
+      if header.kind == 'job' then
+        take_job(header, body)
+      elseif header.kind == 'register' then
+        take_registration(body)
+      elseif header.kind == 'log' then
+        take_log(body)
+      elseif header.kind == 'stats' then
+        if is_open(tostring(header.id)) then
+          redis.call('HSET', KEYS[5], tostring(header.id), body)
+          redis.call('EXPIRE', KEYS[5], ttl)
+        end
+      else
+        table.insert(dropped, '(unknown envelope kind ' .. tostring(header.kind) .. ')')
+      end
     end
   end
 end
@@ -99,8 +182,5 @@ for state, count in pairs(pushed) do
   table.insert(counts, state)
   table.insert(counts, count)
 end
-local reply = {taken, redis.call('HLEN', KEYS[2]), registration, new_agent, counts}
-for _, id in ipairs(dropped) do
-  table.insert(reply, id)
-end
-return reply
+return {taken, redis.call('LLEN', KEYS[1]), redis.call('HLEN', KEYS[2]), registration, new_agent, counts, dropped,
+        messages_dropped, refused, discarded}

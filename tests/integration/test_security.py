@@ -36,7 +36,7 @@ def as_agent(grid: Grid, gid: int, nid: int, password: str) -> redis.Redis:
 def acl_grid():
     runpy = {"binary": sys.executable, "cwd": "/tmp", "args": ["{domain}/{name}.py"]}
     with Grid([AgentSpec(1, 2, ("web",), {"extensions": {"runpy": runpy}})], heartbeat_interval=0.3) as grid:
-        password = acl.add_agent(grid.redis, 1, 1)
+        password = acl.add_agent(grid.redis, 1, 1, roles=["web"])
         grid.start_agents([acl_agent(1, 1, password)])
         yield grid, password
 
@@ -150,7 +150,7 @@ def test_hostile_commands_straight_into_an_agents_queue_are_answered_not_obeyed(
 
 def test_a_revoked_agent_is_cut_off_at_once(make_grid):
     grid = make_grid([AgentSpec(1, 2)], heartbeat_interval=0.3)
-    password = acl.add_agent(grid.redis, 1, 1)
+    password = acl.add_agent(grid.redis, 1, 1, roles=["web"])
     grid.start_agents([acl_agent(1, 1, password)])
     assert [user.user for user in acl.list_agents(grid.redis) if user.connections] == ["agent-1-1"]
     running = grid.client().execute(1, 1, "sleep", ["60"])
@@ -176,7 +176,8 @@ def test_acl_command_line_prints_a_working_agent_config(make_grid, tmp_path):
     assert added.returncode == 0, added.stderr
     snippet = added.stdout.split("# its agent2.toml:\n", 1)[1]
     assert 'username = "agent-3-1"' in snippet and grid.bus_url in snippet
-    (tmp_path / "agent2.toml").write_text("[main]\ngid = 3\nnid = 1\nheartbeat_interval = 0.3\n\n" + snippet)
+    assert snippet.lstrip().startswith("[main]\ngid = 3\nnid = 1\nroles = []\n")
+    (tmp_path / "agent2.toml").write_text(snippet.replace("[main]\n", "[main]\nheartbeat_interval = 0.3\n", 1))
     grid.start_agent_from_config(tmp_path / "agent2.toml", "3:1")
     assert grid.client().cmd(3, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
     listed = ac_controller(grid, "list")
