@@ -14,20 +14,24 @@ run lines up again.
 
 Every run's end is pushed to the client (one more result, marked ``more``
 when another run follows); only the last one is final. Between runs the job
-shows ``RUNNING`` in phase ``waiting`` (with the last run's output). A kill ends the job at once, whatever it was doing: waiting
-for its turn, running, or pausing between recurring runs.
+shows ``RUNNING`` in phase ``waiting`` (with the last run's output). A kill
+ends the job at once, whatever it was doing: waiting for its turn, running,
+or pausing between recurring runs.
 """
 
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import psutil
 import trio
 
+from agent.launch import Identity
 from agent.loggers import Loggers
 from agent.output import RunOutput
 from agent.process import DEFAULT_GRACE, Ending, Outcome, ProcessRun, ProcessSpec, SpawnError
+from agent.reaper import Reaper
 from agent.restarts import RestartPolicy
 from agent.scheduler import Scheduler, Ticket
 from agent.statedb import StateDB
@@ -46,13 +50,21 @@ Report = Callable[[Job, bool, bool], None]
 class JobContext:
     """What every job of an agent shares."""
 
-    gid: int
-    nid: int
+    identity: Identity
     scheduler: Scheduler
     loggers: Loggers
     stats: Stats
     history: StateDB
+    reaper: Reaper
     grace: float = DEFAULT_GRACE
+
+    @property
+    def gid(self) -> int:
+        return self.identity.gid
+
+    @property
+    def nid(self) -> int:
+        return self.identity.nid
 
 
 class ExternalJob:
@@ -135,7 +147,8 @@ class ExternalJob:
         context = self.context
         output = RunOutput(self.log, self.command.args.levels(),
                            lambda line: context.stats.statsd(self.command.id, line))
-        process = ProcessRun(self.spec, output, context.grace)
+        process = ProcessRun(self.spec, output, context.grace, context.reaper,
+                             partial(context.reaper.stop_strays, context.identity, self.command.id, context.grace))
         try:
             job.pid = process.start()
         except SpawnError as exc:

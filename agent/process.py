@@ -8,8 +8,8 @@ in its group is stopped the same way: no orphan survives a job.
 The group is signalled while its leader is still unreaped (its exit is seen
 through a pidfd, without reaping), so the group id cannot have been handed to
 another process in the meantime. A process that leaves the group on purpose
-(``setsid``) is out of reach; if it keeps our pipes open, reading stops after
-the grace period.
+(``setsid``) is found and stopped once the group is empty (``agent/reaper.py``);
+if it keeps our pipes open meanwhile, reading stops after the grace period.
 """
 
 import contextlib
@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -26,6 +26,7 @@ from typing import Protocol
 import psutil
 import trio
 
+from agent.reaper import Reaper
 from protocol.errors import shown
 from protocol.levels import STDERR, STDOUT
 from protocol.parser import Message, OutputParser
@@ -79,10 +80,15 @@ class ProcessRun:
     awaited on a pidfd.
     """
 
-    def __init__(self, spec: ProcessSpec, sink: OutputSink, grace: float = DEFAULT_GRACE) -> None:
+    def __init__(self, spec: ProcessSpec, sink: OutputSink, grace: float = DEFAULT_GRACE,
+                 reaper: Reaper | None = None, strays: Callable[[], Awaitable[object]] | None = None) -> None:
+        """``reaper``: the agent's, told which pid is ours to wait for; ``strays``: stops what the run left
+        outside its process group, once the group is empty."""
         self.spec = spec
         self.sink = sink
         self.grace = grace
+        self.reaper = reaper
+        self.strays = strays
         self.pid: int | None = None
         self._stop = trio.CancelScope()
         self._killed = False
@@ -127,6 +133,8 @@ class ProcessRun:
                 os.close(fd)
         self._streams = [trio.lowlevel.FdStream(fd) for fd in ours]
         self.pid = self._popen.pid
+        if self.reaper is not None:
+            self.reaper.managed.add(self.pid)
         with contextlib.suppress(OSError, AttributeError):
             self._pidfd = os.pidfd_open(self.pid)
         return self.pid
@@ -166,9 +174,13 @@ class ProcessRun:
             await self._terminate(pgid)
         _signal_group(pgid, signal.SIGTERM)  # what it left behind; its unreaped leader still holds the group id
         self._popen.wait()  # it has exited: this only reaps it
+        if self.reaper is not None:
+            self.reaper.managed.discard(pgid)
         if not await _group_empty(pgid, self.grace):
             _signal_group(pgid, signal.SIGKILL)
             await _group_empty(pgid, self.grace)
+        if self.strays is not None:
+            await self.strays()
         if not await streams_closed.wait(self.grace):
             _signal_group(pgid, signal.SIGKILL)
             await streams_closed.wait(self.grace)

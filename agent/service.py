@@ -46,6 +46,7 @@ from agent.launch import Identity, execute_spec, extension_spec
 from agent.loggers import Loggers
 from agent.metrics import agent_metrics
 from agent.process import ProcessSpec, SpawnError, stop_leftover_group
+from agent.reaper import Reaper, stop_leftovers
 from agent.scheduler import Scheduler
 from agent.statedb import StateDB
 from agent.stats import Stats
@@ -74,7 +75,7 @@ RELOADED = ("extensions", "startup", "loggers")
 
 class Agent:
     def __init__(self, config: AgentConfig, buses: dict[str, Bus], notifier: Notifier | None = None,
-                 reread_config: Callable[[], AgentConfig] | None = None) -> None:
+                 reread_config: Callable[[], AgentConfig] | None = None, reaper: Reaper | None = None) -> None:
         self.config = config
         self.reread_config = reread_config or partial(load_config, config.path)
         self.notifier = notifier or Notifier({})
@@ -97,7 +98,8 @@ class Agent:
         self.stats = Stats(config.gid, config.nid, config.stats_interval, [outboxes[name] for name in stats_to])
         self.history = StateDB(config.history_file)
         self.scheduler = Scheduler(config.max_jobs)
-        self.context = JobContext(config.gid, config.nid, self.scheduler, self.loggers, self.stats, self.history,
+        self.reaper = reaper or Reaper()
+        self.context = JobContext(self.identity, self.scheduler, self.loggers, self.stats, self.history, self.reaper,
                                   config.kill_grace)
         self.jobs: dict[str, ExternalJob] = {}
         self.restarting = False
@@ -122,6 +124,7 @@ class Agent:
                 services.start_soon(self.tunnels.run)
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    await self._stop_leftovers()
                     await self._restore_long_running()
                     self._start_startup_jobs(self.config.startup)
                     for uplink in self.uplinks.values():
@@ -359,7 +362,15 @@ class Agent:
                 job.level = RESULT_JSON
                 uplink.report(job, push=True, final=True, command=raw)
             else:
-                self._answer(uplink, raw, command, State.ERROR, "the agent restarted before this job finished")
+                self._answer(uplink, raw, command, State.ERROR, "the agent restarted before this job finished "
+                             "(whatever it still ran was stopped)")
+
+    async def _stop_leftovers(self) -> None:
+        """Before taking any command: stop every process a previous run of this agent left running (it was
+        killed, and took no job down with it). Their jobs are answered as the inflight list is read again."""
+        stopped = await stop_leftovers(self.identity, self.config.kill_grace)
+        if stopped:
+            log.warning("stopped %d processes of jobs a previous run of this agent left running", stopped)
 
     async def _restore_long_running(self) -> None:
         for saved in self.history.jobs():
@@ -428,8 +439,9 @@ async def run_agent(config: AgentConfig, swarm: int = 1) -> bool:
         name = f"ac-agent-{config.gid}:{config.nid}" + (f"+{swarm - 1}" if swarm > 1 else "")
         for controller, address in config.controllers.items():
             buses[controller] = await stack.enter_async_context(open_bus(address, name))
+        reaper = Reaper()
         members = [Agent(swarm_member(config, index), buses, notifier if index == 0 else Notifier({}),
-                         partial(_reread_member, config.path, index)) for index in range(swarm)]
+                         partial(_reread_member, config.path, index), reaper) for index in range(swarm)]
         metrics = serving_metrics(config.metrics_listen, partial(agent_metrics, members[0]))
         members[0].metrics_address = await stack.enter_async_context(metrics)
 
@@ -448,6 +460,7 @@ async def run_agent(config: AgentConfig, swarm: int = 1) -> bool:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(handle_signals, stop, reload)
             nursery.start_soon(notifier.keep_watchdog)
+            await nursery.start(reaper.run)
             async with trio.open_nursery() as running:
                 for member in members:
                     running.start_soon(run_member, member)
