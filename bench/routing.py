@@ -52,7 +52,7 @@ class Routed:
 def route(count: int = 200_000, agents: int = 4, batch_size: int = 256) -> Routed:
     """Queue ``count`` commands on a private redis-server, start a controller, time it routing them."""
     with tempfile.TemporaryDirectory(prefix="ac-bench-") as folder:
-        server = RedisServer(Path(folder) / "redis")
+        server = RedisServer(Path(folder) / "redis", persistence=False)
         server.workdir.mkdir()
         server.start()
         try:

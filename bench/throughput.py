@@ -76,7 +76,7 @@ def celery(count: int, concurrency: int) -> float | None:
     with tempfile.TemporaryDirectory(prefix="ac-bench-celery-") as folder:
         folder = Path(folder)
         (folder / "bench_app.py").write_text(CELERY_APP)
-        server = RedisServer(folder / "redis")
+        server = RedisServer(folder / "redis", persistence=False)
         server.workdir.mkdir()
         server.start()
         env = {"BENCH_BUS": server.url, "PYTHONPATH": str(folder)}

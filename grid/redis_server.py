@@ -16,17 +16,21 @@ from grid.tls import TlsFiles
 class RedisServer:
     """redis-server on a free loopback port, its files in ``workdir``.
 
-    With ``tls``, it listens for TLS only and asks clients for a certificate.
-    Readiness comes from redis-server itself over a notify socket (its
-    systemd support), not from polling.
+    With ``persistence`` (the default) it keeps an append-only file, fsynced
+    every second, as a bus that must lose nothing should (docs/operations.md);
+    benchmarks of the limits turn it off. With ``tls``, it listens for TLS
+    only and asks clients for a certificate. Readiness comes from
+    redis-server itself over a notify socket (its systemd support), not from
+    polling.
     """
 
     def __init__(self, workdir: Path | None = None, extra_args: tuple[str, ...] = (),
-                 tls: TlsFiles | None = None) -> None:
+                 tls: TlsFiles | None = None, persistence: bool = True) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ac-redis-"))
         self.extra_args = extra_args
         self.tls = tls
+        self.persistence = persistence
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -57,9 +61,12 @@ class RedisServer:
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def restart(self) -> None:
-        """Start again on the same port (after ``stop``), with an empty dataset."""
-        binary = shutil.which("redis-server")
+    def restart(self, empty: bool = False) -> None:
+        """Start again on the same port (after ``stop``): with the data it persisted, or ``empty``."""
+        if empty:
+            shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
+            (self.workdir / "dump.rdb").unlink(missing_ok=True)
+        binary = redis_server_binary()
         notify_path = self.workdir / "redis.notify"
         with _notify_socket(notify_path) as notify:
             self.process = spawn(self._argv(binary), self.log_path, {"NOTIFY_SOCKET": str(notify_path)})
@@ -72,8 +79,10 @@ class RedisServer:
             listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.server_cert),
                       "--tls-key-file", str(self.tls.server_key), "--tls-ca-cert-file", str(self.tls.ca),
                       "--tls-auth-clients", "yes"]
-        return [binary, *listen, "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
-                "--appendonly", "no", "--supervised", "systemd", *self.extra_args]
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistence else ["--appendonly",
+                                                                                                     "no"]
+        return [binary, *listen, "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "", *persistence,
+                "--maxmemory-policy", "noeviction", "--supervised", "systemd", *self.extra_args]
 
     def __enter__(self) -> "RedisServer":
         self.start()

@@ -188,7 +188,7 @@ def test_the_bus_restarting_empty_stops_nothing(make_grid):
     assert run(grid.redis, gid=1, nid=1)["state"] == "SUCCESS"
     grid.redis_server.process.terminate()
     grid.redis_server.process.wait()
-    grid.redis_server.restart()  # an empty dataset: no scripts, no registrations, no heartbeats
+    grid.redis_server.restart(empty=True)  # no scripts, no registrations, no heartbeats
 
     def answered():
         job = run(grid.redis, gid=1, nid=1)
