@@ -37,6 +37,7 @@ class Client:
     def __init__(self, address: str = "localhost", port: int = 6379, password: str | None = None, db: int = 0,
                  **redis_options: Any) -> None:
         self._redis = redis.Redis(host=address, port=port, password=password, db=db, **redis_options)
+        self._epochs_gone: dict[bytes | None, float] = {}  # bus epochs seen replaced, and since when
 
     @classmethod
     def from_url(cls, url: str, **security: Any) -> "Client":
@@ -46,6 +47,7 @@ class Client:
         """
         client = cls.__new__(cls)
         client._redis = redis.Redis(**BusAddress.from_url(url, **security).redis_kwargs())
+        client._epochs_gone = {}
         return client
 
     # -- sending --------------------------------------------------------------------
@@ -76,8 +78,11 @@ class Client:
         wire_data = data if data is None or isinstance(data, str) else json.dumps(data)
         command = {"id": id, "gid": gid or None, "nid": nid or None, "role": role, "fanout": bool(fanout),
                    "cmd": cmd, "args": args.dump(), "data": wire_data}
-        self._redis.rpush(keys.CMDS_QUEUE, json.dumps(command))
-        return Cmd(self, id, gid, nid, cmd, args, data, role, fanout)
+        send = self._redis.pipeline(transaction=False)
+        send.rpush(keys.CMDS_QUEUE, json.dumps(command))
+        send.get(keys.BUS_EPOCH)  # to know later whether the bus lost its data while we waited
+        _, epoch = send.execute()
+        return Cmd(self, id, gid, nid, cmd, args, data, role, fanout, epoch)
 
     def execute(self, gid: int | None, nid: int | None, executable: str, cmdargs: list[str] | None = None,
                 args: RunArgs | None = None, data: Any = None, id: str | None = None, role: str | None = None,

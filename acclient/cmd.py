@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from acclient.errors import NoTargetError
+from acclient.errors import CommandLost, NoTargetError
 from acclient.job import Job
 from protocol import keys
 from protocol.states import FINAL_STATES, QUEUED, State
@@ -15,6 +15,10 @@ from protocol.states import FINAL_STATES, QUEUED, State
 log = logging.getLogger(__name__)
 
 RETURNED, FAILED, NO_REPLY = "returned", "error", "no reply"
+#: Longest single wait on the bus: every wait ends at its own deadline, whatever the socket timeout.
+WAIT_SLICE = 1.0
+#: Seconds a command the bus seems to have lost (its epoch changed) is given to show up again.
+LOSS_GRACE = 10.0
 #: Results ``iter_results`` takes per round trip once one has arrived.
 RESULTS_PER_READ = 1000
 #: What ``follow_msgs`` pings its subscription with, to know it has heard everything.
@@ -65,8 +69,9 @@ class Cmd(BaseCmd):
     agent (and one per run of a recurring job)."""
 
     def __init__(self, client: Any, id: str, gid: int | None, nid: int | None, cmd: str, args: Any,
-                 data: Any, role: str | None, fanout: bool) -> None:
+                 data: Any, role: str | None, fanout: bool, epoch: bytes | None = None) -> None:
         super().__init__(client, id, gid, nid)
+        self._epoch = epoch  # the bus's epoch token when the command was sent
         self._cmd = cmd
         self._args = args
         self._data = data
@@ -146,17 +151,43 @@ class Cmd(BaseCmd):
             log.warning("command %s: no reply from %s", self._id, ", ".join(silent))
 
     def _pop(self, timeout: float, batch: int = 1) -> bytes | None:
-        """The next result (``None`` after ``timeout``); with ``batch`` > 1, those already waiting
-        come along in the same round trip and are kept for the next calls."""
+        """The next result (``None`` after ``timeout``; 0: no limit); with ``batch`` > 1, those already
+        waiting come along in the same round trip and are kept for the next calls.
+
+        It waits in slices of ``WAIT_SLICE`` seconds, whatever the connection's socket timeout, so the
+        deadline is ours; between slices it looks whether the bus lost the command (``CommandLost``)."""
         if not self._unread:
             queue, redis = keys.result_queue(self._id), self._client._redis
-            popped = redis.blpop(queue, timeout=timeout)
-            if popped is None:
-                return None
+            deadline = time.monotonic() + timeout if timeout else None
+            if self._epoch in self._client._epochs_gone:  # the client saw the bus lose its data since we sent
+                self._check_not_lost()
+            while True:
+                wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+                popped = redis.blpop(queue, timeout=wait)
+                if popped is not None:
+                    break
+                self._check_not_lost()
             self._unread.append(popped[1])
             if batch > 1:
                 self._unread.extend(redis.lpop(queue, batch - 1) or ())
         return self._unread.popleft()
+
+    def _check_not_lost(self) -> None:
+        """Raise ``CommandLost`` once it is clear that the bus lost this command: its epoch token changed
+        since the command was sent, and no job of the command showed up again within ``LOSS_GRACE``
+        (agents announce the jobs they still run within a few seconds)."""
+        redis, gone = self._client._redis, self._client._epochs_gone
+        epoch = redis.get(keys.BUS_EPOCH)
+        if epoch == self._epoch:
+            return
+        if redis.exists(keys.job_results(self._id)):
+            self._epoch = epoch  # known on the bus: routed since, or an agent still ran it
+            return
+        since = gone.setdefault(self._epoch, time.monotonic())  # when this client first saw that epoch gone
+        if time.monotonic() - since >= LOSS_GRACE:
+            raise CommandLost(self._id)
 
     def report(self) -> dict[tuple[int, int], str]:
         """Per agent, after ``iter_results``: ``"returned"``, ``"error"`` or ``"no reply"``."""
@@ -179,7 +210,8 @@ class Cmd(BaseCmd):
                 if left <= 0:
                     raise TimeoutError(f"command {self._id} did not start within {timeout:g} s on "
                                        f"{', '.join(waiting) or 'any agent (not routed yet)'}")
-                updates.get_message(timeout=left)
+                if updates.get_message(timeout=min(left, WAIT_SLICE)) is None:
+                    self._check_not_lost()
 
     def follow_msgs(self, timeout: float = 0, history: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the command's messages live, as agents' AC loggers send them,

@@ -14,5 +14,16 @@ class JobError(RuntimeError):
         self.job = job
 
 
+class CommandLost(RuntimeError):
+    """The bus lost the command before it was answered: Redis restarted without persistence (or was flushed)
+    while the command waited to be routed or to be taken by its agent. It may not have run; send it again
+    if that is safe."""
+
+    def __init__(self, command_id: str) -> None:
+        super().__init__(f"command {command_id} was lost: the bus lost its data (Redis restarted without "
+                         "persistence, or was flushed) before the command was answered; it may not have run")
+        self.command_id = command_id
+
+
 class NoTargetError(ValueError):
     """The command has no single agent to ask (it went by role or fanned out)."""

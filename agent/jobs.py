@@ -79,6 +79,7 @@ class ExternalJob:
         self.silent = False
         self.reason = ""
         self.runs = 0
+        self.latest: Job | None = None  # the job as last reported
         self._process: ProcessRun | None = None
         self._pause: trio.CancelScope | None = None
 
@@ -109,11 +110,11 @@ class ExternalJob:
                 if delay is None:
                     break
                 job.more = True
-                self.report(job, True, False)
+                self._report(job, True, False)
                 # The run's result is in the client's queue; until the next run, the job itself is unfinished
                 # (a 2015 ``Job`` reading the result of a run would never look again).
                 job.state, job.more, job.phase, job.pid = State.RUNNING, False, Phase.WAITING, None
-                self.report(job, False, False)
+                self._report(job, False, False)
                 if delay:  # the next recurring run: meanwhile the slot and the queue are free for others
                     self.context.scheduler.leave(self.ticket)
                     if not await self._killable(trio.sleep, delay):
@@ -121,7 +122,7 @@ class ExternalJob:
                         break
                     self.ticket = self.context.scheduler.enter(self.command.args.queue)
             if not self.silent:
-                self.report(job, True, True)
+                self._report(job, True, True)
         finally:
             self.context.scheduler.leave(self.ticket)
             self.log.close()
@@ -138,7 +139,7 @@ class ExternalJob:
         """One run, from waiting for a ticket to its end; the job as it ended, and how long it lived."""
         granted = self.ticket.granted
         if not granted.is_set() and not self.killed:
-            self.report(self._new_job(State.RUNNING, phase=Phase.WAITING), False, False)
+            self._report(self._new_job(State.RUNNING, phase=Phase.WAITING), False, False)
         ready = not self.killed if granted.is_set() else await self._killable(granted.wait)
         if not ready:
             return self._new_job(State.KILLED, f"{self.reason} (before it started)"), 0.0
@@ -159,7 +160,7 @@ class ExternalJob:
         context.stats.track(self.command, job.pid)
         if self.long_running:
             self._save_process(job.pid)
-        self.report(job, False, False)
+        self._report(job, False, False)
         if self.killed:
             process.kill()
         try:
@@ -181,6 +182,10 @@ class ExternalJob:
                 await wait(*args)
             self._pause = None
         return not self.killed
+
+    def _report(self, job: Job, push: bool, final: bool) -> None:
+        self.latest = job
+        self.report(job, push, final)
 
     def _new_job(self, state: State, data: str = "", phase: Phase | None = None) -> Job:
         job = Job.for_command(self.command, self.context.gid, self.context.nid, state, data=data, phase=phase)

@@ -24,6 +24,12 @@ log messages:
 One order is kept across lanes: an update of a job waits for the bulk
 envelopes that carry that job's messages and were put before it, so a
 client that sees a job end has been sent all of its messages.
+
+On each new connection the agent reads ``outseq``. Gone, after the agent had
+written to it, it says that the bus lost its data (Redis restarted without
+persistence): ``on_data_lost`` is called before anything more is written,
+so that what it puts first (``put_first``: the jobs the agent still holds,
+and its inflight list restored) reaches the bus ahead of their results.
 """
 
 import collections
@@ -34,7 +40,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from bus import Backoff, Bus, ConnectionLost, ReplyError
+from bus import Backoff, Bus, Connection, ConnectionLost, ReplyError
 from protocol.keys import AgentKeys
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,7 @@ class _Entry:
     jobs: frozenset[str] = frozenset()  # bulk: the jobs whose messages it carries
     after: int = 0  # urgent: the number of the last bulk entry it must follow (0: none)
     number: int = 0  # bulk: its number among the bulk entries, in the order they were put
+    restore: tuple[bytes, ...] = ()  # commands to put back into the inflight list (after the bus lost it)
     seq: int = 0  # set when first sent: its place in outseq's numbering
     done: bool = False
     size: int = field(init=False)
@@ -70,12 +77,15 @@ class _Entry:
 
 
 class Outbox:
-    """``on_delivered(raw)`` is called for each finished command once it left the inflight list."""
+    """``on_delivered(raw)`` is called for each finished command once it left the inflight list;
+    ``on_data_lost()`` when the bus turns out to have lost its data."""
 
-    def __init__(self, bus: Bus, agent_keys: AgentKeys, on_delivered: Callable[[bytes], None]) -> None:
+    def __init__(self, bus: Bus, agent_keys: AgentKeys, on_delivered: Callable[[bytes], None],
+                 on_data_lost: Callable[[], None] = lambda: None) -> None:
         self.bus = bus
         self.keys = agent_keys
         self.on_delivered = on_delivered
+        self.on_data_lost = on_data_lost
         self._urgent: collections.deque[_Entry] = collections.deque()
         self._bulk: collections.deque[_Entry] = collections.deque()
         self._bulk_put = 0  # bulk entries ever put: the last one's number
@@ -85,6 +95,8 @@ class Outbox:
         self._wakeup = trio.Event()
         self._last_seq = 0
         self._check_delivered = True  # read outseq before the next write
+        self._checked_on = 0  # the bus generation (connection) on which outseq was last read
+        self.data_losses = 0
         self._backlog = 0  # envelopes in the outbox in Redis, as last seen
         self._bulk_bytes = 0
         self._delivered = trio.Event()
@@ -116,6 +128,12 @@ class Outbox:
             self._newest_bulk_of[job] = entry.number
         self._bulk_bytes += entry.size
         return self._add(entry)
+
+    def put_first(self, envelope: str | None, restore: Iterable[bytes] = ()) -> None:
+        """Queue an urgent envelope ahead of every other, with commands to put back into the inflight list."""
+        entry = _Entry(envelope, None, restore=tuple(restore))
+        self._urgent.appendleft(entry)
+        self._wakeup.set()
 
     def put_removal(self, finished_command: bytes) -> None:
         """Take a command off the inflight list without telling the controller anything."""
@@ -153,13 +171,14 @@ class Outbox:
         refused = Backoff(first=0.5, cap=30)
         while True:
             try:
-                if self._check_delivered:
-                    await self._forget_delivered()
+                connection = await self.bus.connection()  # the one this turn uses: checked, then written to
+                if self._check_delivered or self._checked_on != self.bus.generation:
+                    await self._forget_delivered(connection)
                 batch = self._sending or self._next_batch()
                 if not batch:
                     await self._wait_for_work()
                     continue
-                await self._write(batch)
+                await self._write(connection, batch)
                 refused.reset()
             except ConnectionLost as exc:
                 log.warning("outbox write interrupted: %s", exc)
@@ -207,7 +226,7 @@ class Outbox:
             await self._wakeup.wait()
         self._wakeup = trio.Event()
 
-    async def _write(self, batch: list[_Entry]) -> None:
+    async def _write(self, connection: Connection, batch: list[_Entry]) -> None:
         self._sending = batch
         for entry in batch:
             if not entry.seq:
@@ -215,23 +234,37 @@ class Outbox:
                 entry.seq = self._last_seq
         envelopes = [entry.envelope for entry in batch if entry.envelope is not None]
         finished = [entry.finished_command for entry in batch if entry.finished_command is not None]
+        restore = [raw for entry in batch for raw in entry.restore]
         commands: list[tuple] = [("MULTI",), ("SET", self.keys.outbox_seq, batch[-1].seq)]
+        if restore:
+            commands.append(("RPUSH", self.keys.inflight, *restore))
         commands += [("LREM", self.keys.inflight, 1, raw) for raw in finished]
         if envelopes:
             commands += [("RPUSH", self.keys.outbox, *envelopes), ("PUBLISH", self.keys.bell, "")]
         commands.append(("EXEC",))
-        replies = await self.bus.pipeline(commands)
+        replies = await connection.pipeline(commands)
         if envelopes:
             self._backlog = replies[-1][-2]  # what RPUSH answered: the outbox's length
         self._finish(batch)
 
-    async def _forget_delivered(self) -> None:
-        """After a reconnection: whether the transaction in flight arrived, per ``outseq``."""
-        delivered = int(await self.bus.execute("GET", self.keys.outbox_seq) or 0)
+    async def _forget_delivered(self, connection: Connection) -> None:
+        """On a new connection: whether the transaction in flight arrived, per ``outseq``; whether the bus
+        lost its data (``outseq`` gone after we wrote it)."""
+        generation = self.bus.generation
+        seq = await connection.execute("GET", self.keys.outbox_seq)
+        if seq is None and self._last_seq > 0:
+            self.data_losses += 1
+            self._last_seq = 0
+            for entry in self._sending:  # whatever it was, it is gone: send it again, after what comes first
+                entry.seq = 0
+            self._sending = []
+            self.on_data_lost()
+        delivered = int(seq or 0)
         if self._sending and self._sending[-1].seq <= delivered:
             self._finish(self._sending)
         self._last_seq = max(self._last_seq, delivered)
         self._check_delivered = False
+        self._checked_on = generation
 
     def _finish(self, batch: list[_Entry]) -> None:
         """``batch`` is on the bus."""

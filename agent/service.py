@@ -88,7 +88,7 @@ class Agent:
         self.uplinks = {
             name: Uplink(name, bus, keys, takes_commands=name in commanding,
                          heartbeat_interval=config.heartbeat_interval, dispatch=self.dispatch,
-                         registration=self.registration, running=lambda: len(self.jobs))
+                         registration=self.registration, running=lambda: len(self.jobs), describe=self.describe)
             for name, bus in buses.items()
         }
         outboxes = {name: uplink.outbox for name, uplink in self.uplinks.items()}
@@ -255,6 +255,11 @@ class Agent:
             self._start_job(command, uplink, raw)
         else:
             self._answer(uplink, raw, command, State.UNKNOWN_CMD, f"unknown command {shown(command.cmd)}")
+
+    def describe(self, command: Command) -> Job:
+        """A job as it is now: as last reported if it runs here, else as just taken."""
+        job = self.jobs.get(command.id)
+        return job.latest if job is not None and job.latest is not None else self._job(command, State.RUNNING)
 
     def kill_job(self, job_id: str) -> bool:
         job = self.jobs.get(job_id)

@@ -19,6 +19,7 @@ import trio
 from agent.outbox import Outbox
 from bus import Bus, Connection
 from protocol import envelope
+from protocol.command import Command, MalformedCommand, decode_command
 from protocol.job import Job, now_ms
 from protocol.keys import AgentKeys
 
@@ -31,7 +32,7 @@ TAKE_BATCH = 64
 class Uplink:
     def __init__(self, name: str, bus: Bus, keys: AgentKeys, *, takes_commands: bool, heartbeat_interval: float,
                  dispatch: Callable[["Uplink", bytes], None], registration: Callable[[], dict[str, Any]],
-                 running: Callable[[], int]) -> None:
+                 running: Callable[[], int], describe: Callable[[Command], Job]) -> None:
         self.name = name
         self.bus = bus
         self.keys = keys
@@ -40,7 +41,8 @@ class Uplink:
         self.dispatch = dispatch
         self.registration = registration
         self.running = running
-        self.outbox = Outbox(bus, keys, on_delivered=self._forget)
+        self.describe = describe
+        self.outbox = Outbox(bus, keys, on_delivered=self._forget, on_data_lost=self._reannounce)
         self._held: collections.Counter[bytes] = collections.Counter()  # raw commands in our inflight list
         self._intake = trio.CancelScope()
         self.results: collections.Counter[str] = collections.Counter()  # results reported, by state
@@ -70,6 +72,21 @@ class Uplink:
     def drop(self, raw: bytes) -> None:
         """Take an unanswerable command off the inflight list."""
         self.outbox.put_removal(raw)
+
+    def _reannounce(self) -> None:
+        """The bus lost its data (our own keys are gone): put the commands we hold back into our inflight
+        list, and tell the controllers which jobs we still run, ahead of any of their results."""
+        held = list(self._held.elements())
+        jobs = []
+        for raw in dict.fromkeys(held):
+            try:
+                command = decode_command(raw)
+            except MalformedCommand:
+                continue
+            jobs.append(self.describe(command))
+        self.outbox.put_first(envelope.adopt_envelope(jobs) if jobs else None, restore=held)
+        log.error("the bus at %s lost its data (Redis restarted without persistence?): announcing the %d jobs we "
+                  "still hold, so that their results are taken", self.bus.address.url, len(jobs))
 
     def _forget(self, raw: bytes) -> None:
         self._held[raw] -= 1

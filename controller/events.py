@@ -8,6 +8,7 @@ from protocol import keys
 
 AGENT_REGISTERED = "agent_registered"
 AGENT_LOST = "agent_lost"
+BUS_DATA_LOST = "bus_data_lost"
 CONTROLLER_STARTED = "controller_started"
 
 

@@ -13,9 +13,15 @@ longest reconnect delay. An agent seen beating on it is judged at once.
 "Beating" means registering or writing a new heartbeat: a heartbeat key that
 Redis restored from its append-only file, as the agent wrote it before the
 restart, proves nothing about the agent now.
+
+Each sweep also looks at the bus epoch (``keys.BUS_EPOCH``), a token that
+vanishes only with the bus's data. Found missing (Redis restarted without
+persistence, or was flushed), it is set again, and for ``ADOPTION_WINDOW``
+seconds the agents' ``adopt`` envelopes reopen the jobs they still run.
 """
 
 import logging
+import uuid
 
 import trio
 
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 SLOW_EVERY = 10
 #: Running jobs whose result expiry is renewed per round trip.
 KEEP_ALIVE_CHUNK = 1000
+#: Seconds after the bus lost its data during which agents' jobs are adopted: agents reconnect within
+#: a few seconds, and announce what they hold as soon as they find their own keys gone.
+ADOPTION_WINDOW = 120.0
 
 
 class Liveness:
@@ -48,6 +57,8 @@ class Liveness:
         self._kept_alive_at = 0.0
         self.agents_lost = 0
         self.jobs_failed = 0  # unfinished jobs of lost agents answered ERROR
+        self.data_losses = 0  # times this controller found that the bus had lost its data
+        self._epoch: bytes | None = None
 
     async def run(self) -> None:
         sweeps = 0
@@ -63,6 +74,7 @@ class Liveness:
 
     async def sweep(self, slow: bool = False) -> None:
         await self.beat()
+        await self._check_epoch()
         if self.bus.generation != self._generation:
             self._generation = self.bus.generation
             run_id, uptime = await self._bus_run()
@@ -90,6 +102,27 @@ class Liveness:
         if trio.current_time() - self._kept_alive_at >= self.config.result_ttl / 3:
             self._kept_alive_at = trio.current_time()
             await self._keep_results_alive()
+
+    async def _check_epoch(self) -> None:
+        """Notice a bus that lost its data: its epoch token is gone (or another controller set a new one)."""
+        epoch = await self.bus.execute("GET", keys.BUS_EPOCH)
+        if epoch is not None and epoch == self._epoch:
+            return
+        if epoch is None:
+            fresh = uuid.uuid4().hex.encode()
+            epoch = fresh if await self.bus.execute("SET", keys.BUS_EPOCH, fresh, "NX") else \
+                await self.bus.execute("GET", keys.BUS_EPOCH)
+            # A bus without its token may have lost data just now (a peer may already be up again): agents
+            # that still run jobs announce them, and those are taken for a while.
+            await self.bus.execute("SET", keys.ADOPTING, "1", "PX", int(ADOPTION_WINDOW * 1000))
+        if self._epoch is not None:
+            self.data_losses += 1
+            log.error("the bus lost its data (Redis restarted without persistence, or was flushed): what it held "
+                      "is gone (commands waiting, results not popped, schedules); agents reopen the jobs they "
+                      "still run; clients waiting on lost commands are told so. Give Redis an append-only file "
+                      "(appendonly yes) to lose nothing (docs/operations.md)")
+            await events.publish(self.bus, events.BUS_DATA_LOST, controller=self.lanes[0])
+        self._epoch = epoch
 
     async def _bus_run(self) -> tuple[str, float]:
         """Which Redis run this is, and for how many seconds it has been up (``INFO server``)."""

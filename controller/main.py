@@ -61,11 +61,36 @@ def main(argv: list[str] | None = None) -> None:
     if options.check:
         print(f"{options.config or 'defaults'}: ok (bus {config.bus.url}, metrics "
               f"{config.metrics_listen or 'off'})")
+        for warning in bus_warnings(config):
+            print(f"warning: {warning}")
         return
     try:
         run_daemon("ac-controller", run_controller, config, partial(load_config, options.config, options.bus))
     except KeyboardInterrupt:
         log.info("interrupted; stopped")
+
+
+def bus_warnings(config: ControllerConfig) -> list[str]:
+    """What is risky about the bus's own settings: no persistence, eviction (``--check`` prints them)."""
+    client = redis.Redis(**config.bus.redis_kwargs(), socket_timeout=5, socket_connect_timeout=5)
+    try:
+        settings = client.config_get("appendonly") | client.config_get("maxmemory-policy") | client.config_get("save")
+    except redis.RedisError as exc:
+        return [f"could not read the bus's settings at {config.bus.url} ({exc}): check by hand that it has "
+                "appendonly yes and maxmemory-policy noeviction (docs/operations.md)"]
+    finally:
+        client.close()
+    warnings = []
+    if settings.get("appendonly") != "yes":
+        saving = f"only RDB snapshots ({settings['save']})" if settings.get("save") else "no persistence at all"
+        warnings.append(f"the bus at {config.bus.url} has {saving}: if Redis restarts, commands waiting and "
+                        "results not yet read are lost (agents adopt the jobs they still run). Set appendonly "
+                        "yes to lose nothing")
+    if settings.get("maxmemory-policy", "noeviction") != "noeviction":
+        warnings.append(f"the bus at {config.bus.url} evicts keys when full (maxmemory-policy "
+                        f"{settings['maxmemory-policy']}): it may drop commands or results. Set "
+                        "maxmemory-policy noeviction (then a full bus refuses writes, which every part waits out)")
+    return warnings
 
 
 def _acl(options: argparse.Namespace, config: ControllerConfig) -> int:

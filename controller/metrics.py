@@ -31,6 +31,10 @@ def controller_metrics(controller: "Controller") -> list[Metric | Histogram]:
         gauge("ac_controller_agents_alive", "Agents whose heartbeat is current", sum(view.alive for view in agents)),
         gauge("ac_controller_agents_known", "Agents ever registered on this bus", len(agents)),
         counter("ac_controller_agents_lost_total", "Agents this controller saw stop beating", liveness.agents_lost),
+        counter("ac_controller_bus_data_losses_total", "Times this controller found that the bus had lost its data "
+                "(Redis restarted without persistence, or flushed)", liveness.data_losses),
+        counter("ac_controller_jobs_adopted_total", "Jobs agents still ran after the bus lost its data, open again",
+                controller.collector.jobs_adopted),
         gauge("ac_controller_jobs_running", "Jobs routed to agents and not finished yet (by any controller)",
               sum(view.load for view in agents)),
         counter("ac_controller_results_dropped_total", "Results from agents for jobs that were not open on them",

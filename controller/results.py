@@ -47,6 +47,7 @@ class Collector:
         self.messages_dropped = 0  # log messages for jobs not open on their agent
         self.registrations_refused = 0  # registrations claiming roles not granted
         self.envelopes_discarded = 0  # too big, or beyond an outbox's bound
+        self.jobs_adopted = 0  # jobs agents still ran after the bus lost its data, open again
         self.results: collections.Counter[str] = collections.Counter()  # results from agents, by state
 
     async def run(self) -> None:
@@ -100,7 +101,8 @@ class Collector:
         commands = [
             scripts.DRAIN.evalsha(
                 [keys.AgentKeys(gid, nid).outbox, keys.running_jobs(gid, nid), keys.AGENTS,
-                 keys.agent_logs(gid, nid), keys.job_stats(gid, nid), keys.GRANTED_ROLES],
+                 keys.agent_logs(gid, nid), keys.job_stats(gid, nid), keys.GRANTED_ROLES, keys.BUS_EPOCH,
+                 keys.ADOPTING],
                 [keys.agent_name(gid, nid), config.result_ttl, DRAIN_BATCH, DRAIN_BYTES, keys.JOB_RESULTS_PREFIX,
                  keys.RESULT_QUEUE_PREFIX, config.agent_log_max, keys.JOB_CHANNEL_PREFIX, keys.UPDATES_SUFFIX,
                  keys.MESSAGES_SUFFIX, config.result_queue_max, gid, nid, config.max_envelope_bytes,
@@ -117,13 +119,18 @@ class Collector:
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
-            _, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded = reply
+            (_, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded,
+             adopted, not_adopted) = reply
             self.registry.set_load(gid, nid, open_jobs)
             for index in range(0, len(pushed), 2):
                 self.results[pushed[index].decode()] += pushed[index + 1]
             if left:
                 self.mark(gid, nid)
             self._count_drops(gid, nid, dropped, messages_dropped, refused, discarded)
+            if adopted or not_adopted:
+                self.jobs_adopted += adopted
+                log.warning("agent %d:%d still runs %d jobs the bus had forgotten (it lost its data): they are open "
+                            "again%s", gid, nid, adopted, f"; {not_adopted} others not taken" if not_adopted else "")
             if registration:
                 try:
                     details = json.loads(registration)

@@ -19,6 +19,10 @@ Kinds and their headers:
 ``log``       body: message JSONs, one per line, for the controller's
               bounded per-agent log.
 ``stats``     ``id``; body: the job's aggregated stats JSON.
+``adopt``     body: job JSONs, one per line: the jobs the agent holds, sent when it
+              finds that the bus lost its data (Redis restarted empty), so that
+              the controllers open them again (only jobs the bus no longer knows
+              at all, and only while it is recovering from the loss).
 """
 
 import json
@@ -35,6 +39,7 @@ class Kind(StrEnum):
     JOB = "job"
     LOG = "log"
     STATS = "stats"
+    ADOPT = "adopt"
 
 
 def encode(kind: Kind, body: str, **header: Any) -> str:
@@ -74,6 +79,11 @@ def register_envelope(registration: dict[str, Any]) -> str:
 def log_envelope(lines: list[str]) -> str:
     """Messages (each a JSON text) for the controller's bounded per-agent log, one per line."""
     return encode(Kind.LOG, "\n".join(lines))
+
+
+def adopt_envelope(jobs: list[Job]) -> str:
+    """The jobs an agent still holds after the bus lost its data, one job JSON per line."""
+    return encode(Kind.ADOPT, "\n".join(job.to_json() for job in jobs))
 
 
 def stats_envelope(job_id: str, stats: dict[str, Any]) -> str:

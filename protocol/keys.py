@@ -169,6 +169,15 @@ CONTROLLER_PREFIX = "ac:ctl:"
 #: Hash ``"<gid>:<nid>"`` -> registration JSON of every agent ever seen.
 AGENTS = CONTROLLER_PREFIX + "agents"
 
+#: String: a token the controllers keep on the bus. It vanishes only with the bus's data (Redis restarted
+#: without persistence, or flushed): a controller that finds it gone or changed knows the bus lost what it
+#: held, and so does a client waiting for a result (readable with the client's credentials).
+BUS_EPOCH = "ac:bus:epoch"
+
+#: String with a TTL, set by a controller that found the bus lost its data: while it exists (or while
+#: ``BUS_EPOCH`` is missing), agents' ``adopt`` envelopes reopen the jobs the bus forgot.
+ADOPTING = CONTROLLER_PREFIX + "adopting"
+
 #: Hash ``"<gid>:<nid>"`` -> JSON list of the roles the operator granted that agent (``acl add-agent
 #: --roles``). An agent with an entry may register with those roles only; one without claims its own.
 GRANTED_ROLES = CONTROLLER_PREFIX + "granted-roles"

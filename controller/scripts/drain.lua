@@ -8,6 +8,7 @@
 -- KEYS[1]  the agent's outbox     KEYS[2]  the agent's running-jobs hash
 -- KEYS[3]  the agents registry    KEYS[4]  the agent's log list    KEYS[5]  the agent's stats hash
 -- KEYS[6]  the roles granted to agents (hash "<gid>:<nid>" -> JSON list; no field: roles are not checked)
+-- KEYS[7]  the bus epoch token     KEYS[8]  the flag a controller sets while the bus recovers from a data loss
 -- ARGV[1]  agent name "<gid>:<nid>"   ARGV[2]  result ttl (s)
 -- ARGV[3]  most envelopes taken       ARGV[4]  bytes after which no further envelope is taken
 -- ARGV[5]  jobresult key prefix       ARGV[6]  result queue key prefix
@@ -26,7 +27,10 @@
 -- only for a job open on this agent, and is stamped with this agent's gid and
 -- nid, whatever it claimed. A registration that claims roles the agent was
 -- not granted is refused. An envelope over the size limit is dropped, and an
--- outbox grown past its bound is cut to its newest envelopes.
+-- outbox grown past its bound is cut to its newest envelopes. An ``adopt``
+-- envelope (the jobs an agent still holds when it finds the bus lost its data)
+-- opens only jobs the bus knows nothing of any more, and only while the bus
+-- recovers from a loss (KEYS[8] set, or KEYS[7] gone: no controller noticed yet).
 --
 -- Each call does a bounded amount of work (ARGV[3], ARGV[4]) so that no call
 -- holds Redis for long; the caller drains again while envelopes remain.
@@ -34,12 +38,12 @@
 -- Returns {envelopes taken, envelopes left, jobs still open on the agent, last registration body or '',
 -- 1 if that agent was new to the registry else 0, {state, count, ...} of the results pushed,
 -- {dropped job ids...}, log messages dropped, roles a refused registration claimed or '',
--- envelopes discarded (too big, or cut from an outbox over its bound)}.
+-- envelopes discarded (too big, or cut from an outbox over its bound), jobs adopted, jobs not adopted}.
 local agent, ttl, queue_max = ARGV[1], ARGV[2], tonumber(ARGV[11])
 local budget_envelopes, budget_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local gid, nid, max_envelope = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local taken, bytes, registration, new_agent, refused = 0, 0, '', 0, ''
-local dropped, pushed, messages_dropped, discarded = {}, {}, 0, 0
+local dropped, pushed, messages_dropped, discarded, adopted, not_adopted = {}, {}, 0, 0, 0, 0
 
 local excess = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[15])
 if excess > 0 then
@@ -141,6 +145,23 @@ local function take_registration(body)
   registration = body
 end
 
+local function take_adoption(body)
+  local recovering = redis.call('EXISTS', KEYS[8]) == 1 or redis.call('EXISTS', KEYS[7]) == 0
+  for line in string.gmatch(body, '[^\n]+') do
+    local ok, job = pcall(cjson.decode, line)
+    local id = ok and type(job) == 'table' and job.gid == gid and job.nid == nid and job.id
+    if recovering and type(id) == 'string' and redis.call('EXISTS', ARGV[5] .. id) == 0 then
+      redis.call('HSET', KEYS[2], id, 0)
+      redis.call('HSET', ARGV[5] .. id, agent, line)
+      redis.call('EXPIRE', ARGV[5] .. id, ttl)
+      open_jobs[id] = true
+      adopted = adopted + 1
+    else
+      not_adopted = not_adopted + 1
+    end
+  end
+end
+
 while taken < budget_envelopes and bytes < budget_bytes do
   local envelope = redis.call('LPOP', KEYS[1])
   if not envelope then
@@ -166,6 +187,8 @@ while taken < budget_envelopes and bytes < budget_bytes do
         take_registration(body)
       elseif header.kind == 'log' then
         take_log(body)
+      elseif header.kind == 'adopt' then
+        take_adoption(body)
       elseif header.kind == 'stats' then
         if is_open(tostring(header.id)) then
           redis.call('HSET', KEYS[5], tostring(header.id), body)
@@ -183,4 +206,4 @@ for state, count in pairs(pushed) do
   table.insert(counts, count)
 end
 return {taken, redis.call('LLEN', KEYS[1]), redis.call('HLEN', KEYS[2]), registration, new_agent, counts, dropped,
-        messages_dropped, refused, discarded}
+        messages_dropped, refused, discarded, adopted, not_adopted}

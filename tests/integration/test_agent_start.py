@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from daemon.run import EXIT_CONFIG
+from grid.launcher import AgentSpec
 
 CONFIG = """
 [main]
@@ -62,4 +63,25 @@ def test_controller_check_validates_a_config(tmp_path):
     path.write_text('[metrics]\nlisten = "[::1]:0"\n')
     done = subprocess.run([sys.executable, "-m", "controller", "-c", str(path), "--check"], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 0 and done.stdout.strip() == f"{path}: ok (bus redis://127.0.0.1:6379/0, metrics [::1]:0)"
+    first, *rest = done.stdout.splitlines()
+    assert done.returncode == 0 and first == f"{path}: ok (bus redis://127.0.0.1:6379/0, metrics [::1]:0)"
+    assert all(line.startswith("warning: ") for line in rest), rest  # about that bus, if any answers there
+
+
+def test_controller_check_warns_of_a_bus_without_persistence(make_grid, tmp_path):
+    grid = make_grid([AgentSpec(1, 1)])
+    path = tmp_path / "controller.toml"
+    path.write_text(f'[bus]\nurl = "{grid.bus_url}"\n')
+
+    def check() -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "controller", "-c", str(path), "--check"], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[1:]
+
+    assert check() == [], "the grid's bus keeps an append-only file and never evicts"
+    grid.redis.config_set("appendonly", "no")
+    grid.redis.config_set("maxmemory-policy", "allkeys-lru")
+    warnings = check()
+    assert len(warnings) == 2 and "no persistence at all" in warnings[0] and "appendonly yes" in warnings[0]
+    assert "maxmemory-policy allkeys-lru" in warnings[1] and "noeviction" in warnings[1]
