@@ -15,7 +15,6 @@ overriding the DB and AC loggers' own levels). Every message it emits gets
 the next id of the agent's message counter.
 """
 
-import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -29,7 +28,6 @@ from agent.messagedb import MAX_STORED_CHARS, JobRef, MessageDB, MessageQuery, e
 from agent.outbox import Outbox
 from protocol import envelope
 from protocol.command import Command
-from protocol.jsontext import compact
 from protocol.levels import ALL_LEVELS, CRITICAL, OPS_ERROR, WARNING
 from protocol.parser import Message
 
@@ -39,8 +37,9 @@ job_log = logging.getLogger("agent.jobs")
 #: A message on its way to the loggers: ``(id, level, data)``.
 Record = tuple[int, int, str]
 
-#: An AC logger's envelope stops growing after the message that brings it to this many bytes.
-LOG_ENVELOPE_BYTES = 256 * 1024
+#: An AC logger's envelope stops growing after the message that brings it to this many bytes (a drain
+#: call of the controller takes in about that much: a few milliseconds of stamping).
+LOG_ENVELOPE_BYTES = 16 * 1024
 #: Messages (and characters) waiting for the DB before jobs are made to wait.
 MAX_PENDING_ROWS = 50_000
 MAX_PENDING_CHARS = 16 * 1024 * 1024
@@ -131,25 +130,43 @@ class DBLogger:
 
 
 class ACLogger:
-    def __init__(self, config: Logger, outboxes: Sequence[Outbox], gid: int, nid: int) -> None:
+    """Messages to the controllers, in envelopes of at most ``batch_size`` messages and ``LOG_ENVELOPE_BYTES``.
+
+    Each message is encoded as it arrives and an envelope goes out as soon as it is full, so the work a
+    flood costs is spread over the job's output as it is read; ``run`` sends what waits every ``flush_int``.
+    """
+
+    def __init__(self, config: Logger, outboxes: Sequence[Outbox]) -> None:
         self.name = config.name
-        self.agent = {"gid": gid, "nid": nid}
         self.levels = config.levels
         self.flush_interval = config.flush_int
         self.batch_size = config.batch_size
         self.outboxes = tuple(outboxes)
-        self._pending: list[dict[str, Any]] = []
+        self._lines: list[str] = []  # encoded messages of the envelope being filled
+        self._bytes = 0
+        self._jobs: set[str] = set()  # the jobs those messages belong to
+        self._encoders: dict[JobRef, envelope.LogLines] = {}
         self._wakeup = trio.Event()
-        self._full = trio.Event()
         self.dropped = 0
 
     def add(self, job: JobRef, epoch: int, records: Sequence[Record]) -> None:
-        jobid, domain, name = job
-        self._pending += [{"id": id_, "jobid": jobid, "domain": domain, "name": name, "epoch": epoch,
-                           "level": level, "data": clip(data), **self.agent} for id_, level, data in records]
+        jobid = job[0]
+        encoder = self._encoders.get(job)
+        if encoder is None:
+            encoder = self._encoders[job] = envelope.LogLines(*job)
+        self._jobs.add(jobid)
+        for id_, level, data in records:
+            line = encoder.line(id_, epoch, level, clip(data))
+            self._lines.append(line)
+            self._bytes += len(line) + 1
+            if len(self._lines) >= self.batch_size or self._bytes >= LOG_ENVELOPE_BYTES:
+                self.flush()
+                self._jobs.add(jobid)
         self._wakeup.set()
-        if len(self._pending) >= self.batch_size:
-            self._full.set()
+
+    def forget_job(self, job: JobRef) -> None:
+        """The job is over."""
+        self._encoders.pop(job, None)
 
     congested = False
 
@@ -161,36 +178,24 @@ class ACLogger:
             while True:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
-                if not self._pending:
-                    continue  # already flushed (before a job's result)
-                with trio.move_on_after(self.flush_interval):
-                    while len(self._pending) < self.batch_size:
-                        await self._full.wait()
-                        self._full = trio.Event()
-                self.flush()
+                if self._lines:  # else: already sent (a full envelope, or before a job's result)
+                    await trio.sleep(self.flush_interval)
+                    self.flush()
         finally:
             self.flush()
 
     def flush(self) -> None:
-        """Hand every pending message to the outboxes now, in envelopes of at most ``batch_size`` messages
-        and about ``LOG_ENVELOPE_BYTES``."""
-        pending, self._pending = self._pending, []
-        start = 0
-        while start < len(pending):
-            lines, size = [], 0
-            for message in itertools.islice(pending, start, start + self.batch_size):
-                lines.append(compact(message))
-                size += len(lines[-1]) + 1
-                if size >= LOG_ENVELOPE_BYTES:
-                    break
-            batch = pending[start:start + len(lines)]
-            start += len(lines)
-            body = envelope.log_envelope(lines)
-            for outbox in self.outboxes:
-                if outbox.has_room(len(body)):
-                    outbox.put_bulk(body, {message["jobid"] for message in batch})
-                else:
-                    self._count_dropped(outbox, len(batch))
+        """Hand the messages waiting to the outboxes now."""
+        if not self._lines:
+            return
+        lines, jobs = self._lines, self._jobs
+        self._lines, self._bytes, self._jobs = [], 0, set()
+        body = envelope.log_envelope(lines)
+        for outbox in self.outboxes:
+            if outbox.has_room(len(body)):
+                outbox.put_bulk(body, jobs)
+            else:
+                self._count_dropped(outbox, len(lines))
 
     def _count_dropped(self, outbox: Outbox, count: int) -> None:
         if self.dropped == 0 or self.dropped // 10_000 != (self.dropped + count) // 10_000:
@@ -242,7 +247,7 @@ class JobLog:
     def close(self) -> None:
         """The job is over."""
         for sink, _ in self.routes:
-            if isinstance(sink, DBLogger):
+            if isinstance(sink, DBLogger | ACLogger):
                 sink.forget_job(self.job)
 
     def emit(self, messages: Sequence[Message]) -> None:
@@ -280,7 +285,7 @@ class Loggers:
     def __init__(self, config: AgentConfig, outboxes: dict[str, Outbox]) -> None:
         self.config = config
         self.db = [DBLogger(logger) for logger in config.loggers if logger.type == "DB"]
-        self.ac = [ACLogger(logger, _chosen(outboxes, logger.controllers), config.gid, config.nid)
+        self.ac = [ACLogger(logger, _chosen(outboxes, logger.controllers))
                    for logger in config.loggers if logger.type == "AC"]
         self.console = [ConsoleLogger(logger) for logger in config.loggers if logger.type == "console"]
         self.ids: MessageIds | None = None

@@ -16,10 +16,10 @@ log messages:
 * *urgent*: job updates, registrations, removals. Written as soon as they
   are put, ahead of any bulk envelope waiting.
 * *bulk*: log and stats envelopes. Written only while the controllers keep
-  up: once the outbox in Redis holds ``BULK_BACKLOG`` envelopes, bulk ones
-  wait here until it has been drained below that (the length comes back
-  with every write; while waiting it is polled). So an answer put during a
-  flood waits behind at most ``BULK_BACKLOG`` envelopes in Redis.
+  up: the outbox in Redis never holds more than ``BULK_BACKLOG`` of them
+  (its length comes back with every write; while bulk envelopes wait, it is
+  polled). So an answer put during a flood waits behind at most
+  ``BULK_BACKLOG`` envelopes in Redis: a few milliseconds of draining.
 
 One order is kept across lanes: an update of a job waits for the bulk
 envelopes that carry that job's messages and were put before it, so a
@@ -52,10 +52,10 @@ WRITE_BATCH_BYTES = 4 * 1024 * 1024
 MAX_WAITING = 200_000
 #: Bytes of waiting bulk envelopes above which more are refused (``has_room``).
 MAX_SPOOL_BYTES = 64 * 1024 * 1024
-#: Envelopes in the outbox in Redis above which bulk envelopes wait for the controllers to drain it.
-BULK_BACKLOG = 8
+#: Envelopes the outbox in Redis may hold before bulk envelopes wait for the controllers to drain it.
+BULK_BACKLOG = 4
 #: Seconds between looks at the outbox's length while bulk envelopes wait for it to drain.
-BACKLOG_POLL = 0.02
+BACKLOG_POLL = 0.005
 
 
 @dataclass(slots=True, eq=False)
@@ -202,9 +202,8 @@ class Outbox:
                 return batch
             batch.append(entry)
             size += entry.size
-        if self._backlog >= BULK_BACKLOG:
-            return batch
-        for entry in self._waiting(self._bulk):
+        room = BULK_BACKLOG - self._backlog - len(batch)
+        for entry in itertools.islice(self._waiting(self._bulk), max(room, 0)):
             if len(batch) >= WRITE_BATCH or (batch and size > WRITE_BATCH_BYTES):
                 break
             batch.append(entry)

@@ -33,7 +33,9 @@ from protocol.parser import Message, OutputParser
 
 #: Seconds between SIGTERM and SIGKILL.
 DEFAULT_GRACE = 5.0
-_CHUNK = 256 * 1024
+#: Bytes read from a job's output at a time: each read yields to the agent's other tasks, so a flooding
+#: job delays an answer by the work of one chunk at the most.
+_CHUNK = 64 * 1024
 #: How often to look whether a stopped group is empty yet (only while stopping one).
 _GROUP_POLL = 0.05
 

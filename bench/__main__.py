@@ -1,12 +1,12 @@
 """Every benchmark in one run, one table: each figure beside its limit, measured in the same run.
 
-    python -m bench [--quick] [--only latency,throughput,fanout,agent,routing]
+    python -m bench [--quick] [--only latency,throughput,fanout,agent,routing,flood]
 
 Each part starts the grid it needs (a private redis-server, controllers,
 agents) and stops it before the next, so no part loads the machine while
 another measures. The parts, and their own command lines for details:
 ``python -m bench.latency``, ``bench.throughput``, ``bench.fanout``,
-``bench.agent``, ``bench.routing``. ``--quick`` uses smaller counts (a smoke
+``bench.agent``, ``bench.routing``, ``bench.flood``. ``--quick`` uses smaller counts (a smoke
 run, figures less steady).
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import psutil
 import redis
 
-from bench import agent, fanout, latency, routing, throughput
+from bench import agent, fanout, flood, latency, routing, throughput
 from bench.table import Row, print_table
 from grid.redis_server import redis_server_version
 
@@ -31,6 +31,7 @@ PARTS: dict[str, tuple[Callable[..., list[Row]], dict, dict]] = {
     "fanout": (fanout.measure, {"rounds": 5}, {"rounds": 2}),
     "agent": (agent.measure, {}, {"jobs": 500, "messages": 200_000, "rounds": 1, "idle": 3.0}),
     "routing": (routing.measure, {}, {"count": 50_000}),
+    "flood": (flood.measure, {"messages": 1_000_000}, {"messages": 200_000}),
 }
 
 

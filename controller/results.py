@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: Envelopes taken from one outbox per script call, and bytes after which it takes no more: each call
 #: stays short (a few milliseconds, stamping a few thousand log messages), so no agent holds Redis up.
 DRAIN_BATCH = 256
-DRAIN_BYTES = 512 * 1024
+DRAIN_BYTES = 16 * 1024
 #: Seconds to wait before draining again after the bus refused or dropped a drain.
 RETRY_DELAY = 0.2
 

@@ -27,6 +27,7 @@ Kinds and their headers:
 
 import json
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 from protocol.errors import ProtocolError
@@ -77,8 +78,26 @@ def register_envelope(registration: dict[str, Any]) -> str:
 
 
 def log_envelope(lines: list[str]) -> str:
-    """Messages (each a JSON text) for the controller's bounded per-agent log, one per line."""
+    """Messages (each a JSON text, ``LogLines``) for the controller's bounded per-agent log, one per line."""
     return encode(Kind.LOG, "\n".join(lines))
+
+
+class LogLines:
+    """One job's log messages as an agent sends them: ``{"id", "jobid", "domain", "name", "epoch", "level",
+    "data"}``. The controller adds ``gid`` and ``nid`` (those of the outbox it took them from), so a message
+    as clients read it has all nine fields.
+
+    A flood of messages is encoded here, so it is done with one format per message and the job's part
+    encoded once: about a quarter of what encoding a dict per message costs.
+    """
+
+    __slots__ = ("_job",)
+
+    def __init__(self, jobid: str, domain: str, name: str) -> None:
+        self._job = f',"jobid":{_quote(jobid)},"domain":{_quote(domain)},"name":{_quote(name)}'
+
+    def line(self, message_id: int, epoch: int, level: int, data: str) -> str:
+        return f'{{"id":{message_id}{self._job},"epoch":{epoch},"level":{level},"data":{_quote(data)}}}'
 
 
 def adopt_envelope(jobs: list[Job]) -> str:

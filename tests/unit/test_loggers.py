@@ -90,7 +90,7 @@ def test_every_logger_gets_its_levels_with_shared_ids(tmp_path):
     by_id = {message["id"]: message for message in db}
     assert all(by_id[message["id"]]["data"] == message["data"] for message in ac)
     assert ac[0] | {"data": None} == {"id": 2, "jobid": "job-1", "domain": "", "name": "x", "epoch": ac[0]["epoch"],
-                                      "level": 4, "data": None, "gid": 1, "nid": 1}
+                                      "level": 4, "data": None}  # the controller stamps gid and nid
     assert (output.level, output.data, output.critical) == (20, '{"a": 1}', "broken")
     assert "statsd: bad" in [message["data"] for message in db]
 
@@ -120,14 +120,13 @@ def test_stream_tails_are_bounded_in_lines_and_characters():
 
 def test_the_ac_logger_sends_batches_of_batch_size_and_flushes_after_flush_int():
     outbox = FakeOutbox()
-    logger = ACLogger(Logger("ac", "AC", ALL_LEVELS, flush_int=5.0, batch_size=100), [outbox], 3, 4)
+    logger = ACLogger(Logger("ac", "AC", ALL_LEVELS, flush_int=5.0, batch_size=100), [outbox])
     job = ("job-1", "", "x")
     logger.add(job, 1, [(index, 4, f"m{index}") for index in range(250)])
     logger.flush()
     assert [len(envelope.decode(body)[1].splitlines()) for body in outbox.envelopes] == [100, 100, 50]
     first = json.loads(envelope.decode(outbox.envelopes[0])[1].splitlines()[0])
-    assert first == {"id": 0, "jobid": "job-1", "domain": "", "name": "x", "epoch": 1, "level": 4, "data": "m0",
-                     "gid": 3, "nid": 4}
+    assert first == {"id": 0, "jobid": "job-1", "domain": "", "name": "x", "epoch": 1, "level": 4, "data": "m0"}
     outbox.envelopes.clear()
 
     async def main():
