@@ -37,7 +37,7 @@ from agent.scheduler import Scheduler, Ticket
 from agent.statedb import StateDB
 from agent.stats import Stats
 from protocol.command import LONG_RUNNING, Command
-from protocol.job import Job, now_ms
+from protocol.job import Job, echoed_args, now_ms
 from protocol.states import Phase, State
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class ExternalJob:
         try:
             job.pid = process.start()
         except SpawnError as exc:
-            job.state, job.data = State.ERROR, str(exc)
+            job.state, job.data, job.args = State.ERROR, str(exc), echoed_args(job.args)
             return job, 0.0
         self._process = process
         started = trio.current_time()

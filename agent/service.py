@@ -59,8 +59,8 @@ from daemon.notify import Notifier
 from daemon.run import StartError
 from daemon.signals import handle_signals
 from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
-from protocol.errors import shown
-from protocol.job import Job, error_job, now_ms
+from protocol.errors import bounded, shown
+from protocol.job import Job, echoed_args, error_job, now_ms
 from protocol.keys import AgentKeys
 from protocol.levels import RESULT_JSON
 from protocol.states import State
@@ -342,7 +342,9 @@ class Agent:
         self._nursery.start_soon(guarded)
 
     def _answer(self, uplink: Uplink, raw: bytes | None, command: Command, state: State, data: str) -> None:
-        uplink.report(self._job(command, state, data), push=True, final=True, command=raw)
+        job = self._job(command, state, bounded(data))
+        job.args = echoed_args(job.args)
+        uplink.report(job, push=True, final=True, command=raw)
 
     def _job(self, command: Command, state: State, data: str = "") -> Job:
         job = Job.for_command(command, self.config.gid, self.config.nid, state, data=data)

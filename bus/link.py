@@ -161,46 +161,69 @@ class Bus:
     async def serve_dedicated(self, handler: Callable[[Connection], Awaitable[None]]) -> None:
         """Run ``handler`` on a connection of its own (for blocking commands and
         subscriptions), starting it again on a new connection whenever it breaks."""
-        backoff = Backoff()
+        retry = _Retry(self)
         while True:
             try:
                 async with connect(self.address, self.name) as connection:
-                    backoff.reset()
+                    retry.connected()
                     await handler(connection)
                     return
-            except ConnectionLost as exc:
-                log.warning("%s: %s; retrying", self.name, exc)
-            except ReplyError as exc:
-                log.error("%s: the bus at %s refused us: %s", self.name, self.address.url, exc)
-            await trio.sleep(backoff.next())
+            except (ConnectionLost, ReplyError) as exc:
+                delay = retry.failed(exc)
+            await trio.sleep(delay)
 
     async def _keep_connected(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        backoff = Backoff()
+        retry = _Retry(self)
         task_status.started()
         while True:
             try:
                 async with connect(self.address, self.name) as connection:
-                    backoff.reset()
+                    retry.connected()
                     self._connection = connection
                     self.generation += 1
                     if self.generation > 1:
                         self.reconnects += 1
                         log.info("%s: reconnected to the bus at %s", self.name, self.address.url)
                     self._announce()
-                    reason = await connection.wait_closed()
-                    log.warning("%s: %s", self.name, reason)
-            except ConnectionLost as exc:
-                log.warning("%s: %s", self.name, exc)
-            except ReplyError as exc:
-                log.error("%s: the bus at %s refused us: %s", self.name, self.address.url, exc)
+                    delay = retry.failed(await connection.wait_closed())
+            except (ConnectionLost, ReplyError) as exc:
+                delay = retry.failed(exc)
             self._connection = None
-            await trio.sleep(backoff.next())
+            await trio.sleep(delay)
 
     def _announce(self) -> None:
         self._connected.set()
         self._connected = trio.Event()
         self._changed.set()
         self._changed = trio.Event()
+
+
+class _Retry:
+    """How long to wait before connecting again: a lost connection backs off up to ``RECONNECT_CAP`` (reset by
+    each connection made); a refusal (the bus answered, and said no) up to ``REFUSAL_CAP``, reset only once a
+    connection has lived that long, and is counted and logged through ``Bus.refused``."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.lost = Backoff()
+        self.refused = Backoff(first=0.2, cap=REFUSAL_CAP)
+        self._connected_at = -REFUSAL_CAP
+
+    def connected(self) -> None:
+        self.lost.reset()
+        self._connected_at = trio.current_time()
+
+    def failed(self, error: BaseException) -> float:
+        if isinstance(error, ReplyError):
+            if trio.current_time() - self._connected_at >= REFUSAL_CAP:
+                self.refused.reset()
+            if refusal_kind(error) is None:
+                log.error("%s: the bus at %s refused us: %s", self.bus.name, self.bus.address.url, error)
+            else:
+                self.bus.refused(error, "a connection of ours")
+            return self.refused.next()
+        log.warning("%s: %s; connecting again", self.bus.name, error)
+        return self.lost.next()
 
 
 @asynccontextmanager

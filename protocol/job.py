@@ -74,8 +74,20 @@ class Job:
         return compact(self.to_wire())
 
 
+#: Bytes of a command's run arguments an error answer echoes at the most (what it refuses may be huge).
+MAX_ECHOED_ARGS = 4096
+
+
+def echoed_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The run arguments an error answer repeats: all of them when small, else only the small ones."""
+    if len(compact(args)) <= MAX_ECHOED_ARGS:
+        return args
+    return {key: value for key, value in args.items() if len(compact(value)) <= MAX_ECHOED_ARGS // 16}
+
+
 def error_job(command_id: str, data: str, *, gid: int = 0, nid: int = 0, cmd: str = "",
               args: dict[str, Any] | None = None, tags: str | None = None) -> Job:
-    """A final ``ERROR`` job carrying a reason, for a command that could not run."""
-    return Job(command_id, gid, nid, cmd, args or {}, data=bounded(data), state=State.ERROR,
+    """A final ``ERROR`` job carrying a reason, for a command that could not run (its text and the run
+    arguments it repeats bounded)."""
+    return Job(command_id, gid, nid, cmd, echoed_args(args or {}), data=bounded(data), state=State.ERROR,
                starttime=now_ms(), tags=tags)

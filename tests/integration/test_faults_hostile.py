@@ -1,0 +1,274 @@
+"""Faults a hostile node or client injects, each with its own credential: forged log messages, roles it was not
+granted, oversized or endless outbox envelopes, input built to make error answers huge. Counted: forgeries
+delivered, commands routed to the wrong agent, envelopes discarded, answer sizes, processes alive."""
+
+import json
+import re
+import threading
+import time
+
+import pytest
+import redis
+from agent_support import wait_state
+from controller_helpers import command, result, submit, wait_until
+from ops_support import scrape, start_agent, value
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from controller import acl
+from grid.launcher import AgentSpec, Grid
+from protocol import keys
+from protocol.acl import agent_user
+from protocol.job import now_ms
+
+TIMEOUT = 30
+LOGGING = {"db": {"type": "DB", "log_dir": "logs"}, "ac": {"type": "AC", "levels": "3-9", "flush_int": 0.2}}
+#: Metrics on any free port; outboxes bounded low enough for a test to overrun.
+CONTROLLER = {"metrics": {"listen": "127.0.0.1:0"}, "agents": {"outbox_max": 50}}
+#: The agents with a Redis user of their own, and the roles each is granted.
+GRANTED = {(1, 1): ["web"], (2, 1): ["db"], (1, 3): ["web"]}
+
+
+class Hostile:
+    """A grid whose agents 1:1 (web), 2:1 (db) and 1:3 (web, the compromised node) each have their own Redis
+    user and granted roles; 1:2 (cache) has neither (the default user, roles as it declares them)."""
+
+    def __init__(self, grid: Grid, passwords: dict[tuple[int, int], str]) -> None:
+        self.grid = grid
+        self.passwords = passwords
+
+    def spec(self, gid: int, nid: int, roles: list[str]) -> AgentSpec:
+        security = {"username": agent_user(gid, nid), "password": self.passwords[(gid, nid)]}
+        return AgentSpec(gid, nid, tuple(roles), {"controllers": {"main": {"security": security}},
+                                                  "logging": LOGGING})
+
+    def as_agent(self, gid: int, nid: int) -> redis.Redis:
+        """What a node's own credential lets one do on the bus."""
+        return redis.Redis(port=self.grid.address.port, username=agent_user(gid, nid),
+                           password=self.passwords[(gid, nid)], retry=Retry(NoBackoff(), 0), socket_timeout=30)
+
+    def inject(self, gid: int, nid: int, *envelopes: str | bytes) -> None:
+        """Write envelopes to agent gid:nid's outbox with its credential, and ring its bell."""
+        attacker = self.as_agent(gid, nid)
+        try:
+            attacker.rpush(keys.AgentKeys(gid, nid).outbox, *envelopes)
+            attacker.publish(keys.AgentKeys(gid, nid).bell, "")
+        finally:
+            attacker.close()
+
+    def log(self) -> str:
+        return self.grid.log_path("controller-0").read_text(errors="replace")
+
+    def metrics(self) -> dict:
+        address = re.search(r"metrics on http://(\S+)/metrics", self.log()).group(1)
+        return scrape(address)
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    with Grid([AgentSpec(1, 2, ("cache",))], heartbeat_interval=0.3, controller_config=CONTROLLER) as grid:
+        passwords = {agent: acl.add_agent(grid.redis, *agent, roles=roles) for agent, roles in GRANTED.items()}
+        setup = Hostile(grid, passwords)
+        grid.start_agents([setup.spec(gid, nid, roles) for (gid, nid), roles in GRANTED.items()])
+        yield setup
+
+
+def message(job_id: str, data: str, *, gid: int = 1, nid: int = 1, message_id: int = 999) -> str:
+    return json.dumps({"id": message_id, "jobid": job_id, "domain": "", "name": "", "epoch": int(time.time()),
+                       "level": 4, "data": data, "gid": gid, "nid": nid})
+
+
+def log_envelope(*lines: str) -> str:
+    return '{"kind":"log"}\n' + "\n".join(lines)
+
+
+def logged(grid: Grid, gid: int, nid: int) -> list[dict]:
+    return [json.loads(raw) for raw in grid.redis.lrange(keys.agent_logs(gid, nid), 0, -1)]
+
+
+def collect(pubsub) -> list[dict]:
+    """Every message published so far on a subscription (a PING answers after all of them)."""
+    pubsub.ping("end")
+    found = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        event = pubsub.get_message(timeout=1)
+        if event is None:
+            continue
+        if event["type"] == "pong":
+            return found
+        found.append(json.loads(event["data"]))
+    raise AssertionError("the subscription did not answer its PING")
+
+
+# -- B: forged log messages ------------------------------------------------------------------------------------------
+
+def test_log_messages_forged_for_another_agents_job_reach_nobody(hostile):
+    grid = hostile.grid
+    client, follower_client = grid.client(), grid.client()
+    victim_id = f"victim-{now_ms()}"
+    with grid.redis.pubsub(ignore_subscribe_messages=True) as channel:
+        channel.subscribe(keys.job_messages(victim_id))
+        victim = follower_client.execute(1, 1, "bash", ["-c", "echo 4::real; sleep 5; echo 20::done"], id=victim_id)
+        followed: list[dict] = []
+        follower = threading.Thread(target=lambda: followed.extend(victim.follow_msgs(timeout=TIMEOUT, history=True)),
+                                    daemon=True)
+        follower.start()
+        wait_until(lambda: any(item["data"] == "real" for item in followed), what="the follower hearing the job")
+
+        dropped_before = hostile.log().count("log messages from agent 1:3")
+        forged = [message(victim_id, f"forged {index}") for index in range(3)]
+        forged.append(message("no-such-job", "forged for nothing"))
+        forged.append("not json at all")
+        hostile.inject(1, 3, log_envelope(*forged))  # with 1:3's own credential
+        wait_until(lambda: hostile.log().count("log messages from agent 1:3") > dropped_before,
+                   what="the controller saying it dropped them")
+
+        assert client.get_cmd_jobs(victim_id)[(1, 1)].state == "RUNNING", "the forgeries came while the job ran"
+        follower.join(TIMEOUT)
+        assert not follower.is_alive(), "follow_msgs ends with the job"
+        published = collect(channel)
+    assert victim.get_next_result(TIMEOUT).data == "done"
+    stored = logged(grid, 1, 1) + logged(grid, 1, 3)
+    counts = {"follower": sum("forged" in item["data"] for item in followed),
+              "channel": sum("forged" in item["data"] for item in published),
+              "ac:ctl:logs": sum("forged" in item["data"] for item in stored)}
+    dropped_metric = value(hostile.metrics(), "ac_controller_messages_dropped_total")
+    print(f"5 forged log messages from 1:3 (3 for 1:1's job): delivered {counts}; "
+          f"ac_controller_messages_dropped_total {dropped_metric:g}")
+    assert counts == {"follower": 0, "channel": 0, "ac:ctl:logs": 0}
+    assert "dropped 5 log messages from agent 1:3" in hostile.log()
+    assert [item["data"] for item in followed] == ["real"], "the genuine message arrives"
+    assert any(item["data"] == "real" and item["jobid"] == victim_id for item in logged(grid, 1, 1))
+    assert dropped_metric >= 5
+
+
+def test_a_log_message_for_an_agents_own_job_is_stamped_with_its_own_identity(hostile):
+    grid = hostile.grid
+    client = grid.client()
+    own = client.execute(1, 3, "sleep", ["30"])
+    wait_state(client, own.id, "RUNNING", (1, 3))
+    with grid.redis.pubsub(ignore_subscribe_messages=True) as channel:
+        channel.subscribe(keys.job_messages(own.id))
+        hostile.inject(1, 3, log_envelope(message(own.id, "claims to be 1:1", gid=1, nid=1)))
+        event = None
+        deadline = time.monotonic() + TIMEOUT
+        while event is None:
+            assert time.monotonic() < deadline, "the message never reached the job's channel"
+            event = channel.get_message(timeout=1)
+    arrived = json.loads(event["data"])
+    stored = [item for item in logged(grid, 1, 3) if item["data"] == "claims to be 1:1"]
+    print(f"a message of 1:3 claiming gid 1 nid 1 arrived as {arrived['gid']}:{arrived['nid']} on the channel, "
+          f"{[(item['gid'], item['nid']) for item in stored]} in ac:ctl:logs:1:3")
+    assert (arrived["gid"], arrived["nid"], arrived["data"]) == (1, 3, "claims to be 1:1")
+    assert [(item["gid"], item["nid"]) for item in stored] == [(1, 3)]
+    assert not [item for item in logged(grid, 1, 1) if item["data"] == "claims to be 1:1"]
+    own.kill()
+    assert own.get_next_result(TIMEOUT).state == "KILLED"
+
+
+# -- C: roles are granted, not claimed ------------------------------------------------------------------------------
+
+REFUSED = "refused the registration of agent 1:3: it claims roles it was not granted (db)"
+
+
+def registered_roles(grid: Grid, gid: int, nid: int) -> list[str]:
+    return json.loads(grid.redis.hget(keys.AGENTS, keys.agent_name(gid, nid)))["roles"]
+
+
+def test_an_agent_cannot_claim_roles_it_was_not_granted(hostile):
+    grid = hostile.grid
+    client = grid.client()
+    assert json.loads(grid.redis.hget(keys.GRANTED_ROLES, "1:3")) == ["web"], "granted web (acl add-agent --roles)"
+    grid.stop_agent("1:3")
+    refusals = hostile.log().count(REFUSED)
+    start_agent(grid, hostile.spec(1, 3, ["web", "db"]))  # its agent2.toml claims db as well
+    wait_until(lambda: hostile.log().count(REFUSED) > refusals, what="the registration refused")
+    assert registered_roles(grid, 1, 3) == ["web"]
+
+    sent = [client.cmd(None, None, "ping", None, role="db") for _ in range(10)]
+    where = [(job.gid, job.nid) for job in (cmd.get_next_result(TIMEOUT) for cmd in sent)]
+    print(f"10 role-db commands after 1:3 claimed db: {where.count((2, 1))} to 2:1 (granted db), "
+          f"{where.count((1, 3))} to 1:3")
+    assert where == [(2, 1)] * 10
+
+    registration = {"gid": 1, "nid": 3, "roles": ["db"], "hostname": "forged", "version": "0.1.0", "pid": 1,
+                    "started": int(time.time()), "max_jobs": 100, "heartbeat_interval": 0.3, "metrics": None}
+    refused_before = hostile.log().count("refused the registration of agent 1:3")
+    hostile.inject(1, 3, '{"kind":"register"}\n' + json.dumps(registration))
+    wait_until(lambda: hostile.log().count("refused the registration of agent 1:3") > refused_before,
+               what="the forged registration refused")
+    assert registered_roles(grid, 1, 3) == ["web"]
+    refused_metric = value(hostile.metrics(), "ac_controller_registrations_refused_total")
+    print(f"registrations refused (agent config, raw envelope): ac_controller_registrations_refused_total "
+          f"{refused_metric:g}")
+    assert refused_metric >= 2
+    assert client.cmd(None, None, "ping", None, role="db").get_next_result(TIMEOUT).nid == 1, "still 2:1 only"
+
+    grid.stop_agent("1:3")
+    grid.start_agents([hostile.spec(1, 3, ["web"])])  # waits for its registration to be taken
+    answers = client.cmd(None, None, "ping", None, role="web", fanout=True).iter_results(timeout=TIMEOUT)
+    assert sorted((job.gid, job.nid) for job in answers) == [(1, 1), (1, 3)]
+
+    # Without a grant (agent 1:2, no Redis user of its own), the roles an agent declares are taken as they are.
+    assert client.cmd(None, None, "ping", None, role="cache").get_next_result(TIMEOUT).nid == 2
+
+
+# -- G: error answers do not echo unbounded input --------------------------------------------------------------------
+
+def test_error_answers_do_not_echo_unbounded_input(hostile):
+    bus = hostile.grid.redis
+    cases = {
+        "execute of a 10 MB name": (command("execute", gid=1, nid=1, args={"name": "x" * 10_000_000}),
+                                    "not found on PATH"),
+        "get_msgs with a 1 MB key": (command("get_msgs", gid=1, nid=1, data=json.dumps({"x" * 1_000_000: 1})), ""),
+        "kill of a 1 MB job id": (command("kill", gid=1, nid=1, data=json.dumps({"id": "x" * 1_000_000})), ""),
+        "max_time a 1 MB string": (command("execute", gid=1, nid=1, args={"name": "true", "max_time": "x" * 1_000_000}),
+                                   "malformed command: args.max_time"),
+    }
+    for what, (sent, says) in cases.items():
+        raw = json.dumps(sent)
+        assert len(raw) < 16 * 1024 * 1024
+        submit(bus, raw)
+        answer = result(bus, sent["id"], timeout=60)
+        print(f"{what}: command {len(raw)} bytes -> {answer['state']}, data {len(answer['data'])} characters "
+              f"({answer['data'][:70]!r}...), whole answer {len(json.dumps(answer))} bytes")
+        assert answer["state"] == "ERROR", (what, answer["data"][:200])
+        assert len(answer["data"]) < 1000, what
+        assert len(json.dumps(answer)) < 10_000, f"{what}: the whole answer stays small (its args echo too)"
+        assert says in answer["data"], (what, answer["data"][:200])
+    assert hostile.grid.controllers[0].poll() is None and hostile.grid.agents["1:1"].poll() is None
+
+
+# -- H: oversized and endless outboxes ---------------------------------------------------------------------------------
+
+def test_an_agent_cannot_make_the_controller_take_oversized_input(hostile):
+    grid = hostile.grid
+    client = grid.client()
+    outbox = keys.AgentKeys(1, 3).outbox
+    discarded_before = value(hostile.metrics(), "ac_controller_envelopes_discarded_total")
+    lines_before = hostile.log().count("discarded 1 envelopes of agent 1:3")
+    hostile.inject(1, 3, '{"kind":"stats","id":"x"}\n' + "x" * 40_000_000)  # 40 MB; the limit is 32 MiB
+    wait_until(lambda: hostile.log().count("discarded 1 envelopes of agent 1:3") > lines_before,
+               what="the 40 MB envelope discarded")
+    discarded = value(hostile.metrics(), "ac_controller_envelopes_discarded_total") - discarded_before
+    print(f"a 40 MB envelope from 1:3: {discarded:g} discarded; outbox now {grid.redis.llen(outbox)} envelopes")
+    assert discarded >= 1
+    assert grid.controllers[0].poll() is None
+    assert client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+    assert grid.redis.llen(outbox) == 0
+
+    unknown_before = hostile.log().count("(unknown envelope kind nonsense)")
+    hostile.inject(1, 3, *['{"kind":"nonsense"}\nx'] * 200)  # the outbox may hold 50 (outbox_max)
+    wait_until(lambda: "discarded 150 envelopes of agent 1:3" in hostile.log(), what="the outbox cut to 50")
+    wait_until(lambda: hostile.log().count("(unknown envelope kind nonsense)") - unknown_before == 50,
+               what="the 50 kept drained and dropped")
+    left = grid.redis.llen(outbox)
+    print(f"200 junk envelopes from 1:3 with outbox_max 50: 150 discarded, "
+          f"{hostile.log().count('(unknown envelope kind nonsense)') - unknown_before} drained and dropped, "
+          f"{left} left in the outbox")
+    assert left == 0
+    assert grid.controllers[0].poll() is None
+    assert all(process.poll() is None for process in grid.agents.values())
+    for agent in ((1, 1), (1, 3)):
+        assert client.cmd(*agent, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
