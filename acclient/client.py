@@ -8,11 +8,11 @@ from typing import Any
 
 import redis
 
+from acbus.address import BusAddress
 from acclient.cmd import BaseCmd, Cmd
 from acclient.errors import JobError
 from acclient.job import Job
 from acclient.runargs import RunArgs
-from bus.address import BusAddress
 from protocol import keys
 from protocol.command import CONTROLLER_CMD
 from protocol.states import State

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.launch import Extension, template_fields
-from bus.address import BusAddress
-from daemon.config import (
+from acbus.address import BusAddress
+from acdaemon.config import (
     METRICS_SCHEMA,
     SECURITY_SCHEMA,
     ConfigError,
@@ -24,6 +23,7 @@ from daemon.config import (
     positive,
     take_section,
 )
+from agent.launch import Extension, template_fields
 from protocol.command import RunArgs
 from protocol.errors import ProtocolError
 from protocol.levels import ALL_LEVELS, parse_levels

@@ -13,8 +13,8 @@ a run argument are allowed, so a template can never reach into an object.
 import string
 from dataclasses import dataclass
 
+from acdaemon.notify import child_environment
 from agent.process import ProcessSpec, SpawnError
-from daemon.notify import child_environment
 from protocol.command import Command, RunArgs, check_path_component
 from protocol.errors import ProtocolError, shown
 

@@ -7,11 +7,11 @@ import resource
 import shutil
 import sys
 
+from acdaemon.config import ConfigError
+from acdaemon.logs import LEVELS, setup_logging
+from acdaemon.run import refuse, run_daemon
 from agent.config import AgentConfig, load_config
 from agent.service import run_agent
-from daemon.config import ConfigError
-from daemon.logs import LEVELS, setup_logging
-from daemon.run import refuse, run_daemon
 
 log = logging.getLogger("agent")
 

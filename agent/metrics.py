@@ -4,7 +4,7 @@ import collections
 from typing import TYPE_CHECKING
 
 import agent as agent_package
-from daemon.metrics import Metric, by_label, counter, gauge
+from acdaemon.metrics import Metric, by_label, counter, gauge
 
 if TYPE_CHECKING:
     from agent.service import Agent

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from bus import Backoff, Bus, Connection, ConnectionLost, ReplyError
+from acbus.connection import Connection, ConnectionLost, ReplyError
+from acbus.link import Backoff, Bus
 from protocol.keys import AgentKeys
 
 log = logging.getLogger(__name__)

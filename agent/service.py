@@ -39,6 +39,12 @@ from pathlib import Path
 import trio
 
 import agent
+from acbus.link import Bus, open_bus
+from acdaemon.config import ConfigError
+from acdaemon.metrics import serving_metrics
+from acdaemon.notify import Notifier
+from acdaemon.run import StartError
+from acdaemon.signals import handle_signals
 from agent.builtins import BUILTINS, Builtin, BuiltinError
 from agent.config import AgentConfig, Logger, StartupJob, load_config, swarm_member
 from agent.jobs import ExternalJob, JobContext
@@ -52,12 +58,6 @@ from agent.statedb import StateDB
 from agent.stats import Stats
 from agent.tunnels import Tunnels
 from agent.uplink import Uplink
-from bus import Bus, open_bus
-from daemon.config import ConfigError
-from daemon.metrics import serving_metrics
-from daemon.notify import Notifier
-from daemon.run import StartError
-from daemon.signals import handle_signals
 from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
 from protocol.errors import bounded, shown
 from protocol.job import Job, echoed_args, error_job, now_ms

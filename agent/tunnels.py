@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from acbus.connection import Connection, ConnectionLost, ReplyError
+from acbus.link import Bus
+from acdaemon.pipe import Bell, Pipe, PipeBroken, dial
 from agent.builtins import BuiltinError
-from bus import Bus, Connection, ConnectionLost, ReplyError
-from daemon.pipe import Bell, Pipe, PipeBroken, dial
 from protocol import tunnels as wire
 from protocol.command import Command
 from protocol.errors import ProtocolError

@@ -16,8 +16,9 @@ from typing import Any
 
 import trio
 
+from acbus.connection import Connection
+from acbus.link import Bus
 from agent.outbox import Outbox
-from bus import Bus, Connection
 from protocol import envelope
 from protocol.command import Command, MalformedCommand, decode_command
 from protocol.job import Job, now_ms

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import psutil
 import redis
 
+from acgrid.redis_server import redis_server_version
 from bench import agent, fanout, flood, latency, routing, throughput
 from bench.table import Row, print_table
-from grid.redis_server import redis_server_version
 
 PARTS: dict[str, tuple[Callable[..., list[Row]], dict, dict]] = {
     # name: (measure, full options, quick options)

@@ -23,9 +23,9 @@ import uuid
 
 import psutil
 
+from acgrid.launcher import AgentSpec, Grid
 from agent.messagedb import DB_FILE, MessageDB, encode_rows
 from bench.table import Row, print_table
-from grid.launcher import AgentSpec, Grid
 from protocol.keys import AgentKeys
 
 AGENT = AgentSpec(1, 1, ("bench",), config={"main": {"max_jobs": 64}})

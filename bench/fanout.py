@@ -20,8 +20,8 @@ import time
 
 import redis
 
+from acgrid.launcher import AgentSpec, Grid
 from bench.table import Row, print_table
-from grid.launcher import AgentSpec, Grid
 
 SIZES = (10, 100, 1000)
 AIMS = {1000: "<= 1 s"}

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 
 import acclient
+from acgrid.launcher import AgentSpec, Grid
 from bench.latency import percentile
 from bench.table import Row, print_table
-from grid.launcher import AgentSpec, Grid
 
 QUIET_PINGS = 300
 #: Redis logs every call slower than this (microseconds) while the flood runs.

@@ -17,8 +17,8 @@ import time
 
 import redis
 
+from acgrid.launcher import AgentSpec, Grid
 from bench.table import Row, print_table
-from grid.launcher import AgentSpec, Grid
 
 HOPS = 4
 WARMUP = 200

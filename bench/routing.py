@@ -25,10 +25,10 @@ import psutil
 import redis
 import tomli_w
 
+from acbus.address import BusAddress
+from acgrid.processes import spawn, stop_process
+from acgrid.redis_server import RedisServer
 from bench.table import Row
-from bus.address import BusAddress
-from grid.processes import spawn, stop_process
-from grid.redis_server import RedisServer
 from protocol import keys
 
 AIM = 20_000  # commands per second, from the issue

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psutil
 
+from acgrid.launcher import AgentSpec, Grid
+from acgrid.processes import spawn, stop_process
+from acgrid.redis_server import RedisServer
 from bench.table import Row, print_table
-from grid.launcher import AgentSpec, Grid
-from grid.processes import spawn, stop_process
-from grid.redis_server import RedisServer
 from protocol import keys
 
 CHUNK = 1000

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import psutil
 
-from grid.echo import DigestServer, EchoServer, Transfer, echo_through, percentile, round_trips, send_through
-from grid.launcher import AgentSpec, Grid
+from acgrid.echo import DigestServer, EchoServer, Transfer, echo_through, percentile, round_trips, send_through
+from acgrid.launcher import AgentSpec, Grid
 
 MB = 1_000_000
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus.address import DEFAULT_URL, BusAddress
-from daemon.config import (
+from acbus.address import DEFAULT_URL, BusAddress
+from acdaemon.config import (
     METRICS_SCHEMA,
     SECURITY_SCHEMA,
     ConfigError,

@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from bus import Bus
+from acbus.link import Bus
 from protocol import keys
 
 AGENT_REGISTERED = "agent_registered"

@@ -9,8 +9,8 @@ import logging
 
 import trio
 
+from acdaemon.notify import child_environment
 from controller.config import ControllerConfig, event_argv
-from daemon.notify import child_environment
 
 log = logging.getLogger(__name__)
 

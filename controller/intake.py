@@ -24,14 +24,15 @@ from functools import partial
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost, ReplyError
+from acbus.connection import Connection, ConnectionLost, ReplyError
+from acbus.link import Bus
+from acdaemon.metrics import Histogram
 from controller import scripts
 from controller.batch import Batch
 from controller.config import ControllerConfig
 from controller.registry import Registry
 from controller.routing import NoRoute, Router
 from controller.sequencer import Sequencer
-from daemon.metrics import Histogram
 from protocol import keys, tunnels
 from protocol.command import CONTROLLER_CMD, Command, MalformedCommand, decode_command, usable_id
 from protocol.errors import ProtocolError

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bus import Bus
+from acbus.link import Bus
 from controller.batch import Batch
 from controller.config import ControllerConfig
 from controller.registry import AgentView, Registry

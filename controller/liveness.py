@@ -25,8 +25,8 @@ import uuid
 
 import trio
 
-from bus import Bus, ConnectionLost, ReplyError
-from bus.link import RECONNECT_CAP
+from acbus.connection import ConnectionLost, ReplyError
+from acbus.link import RECONNECT_CAP, Bus
 from controller import events, scripts
 from controller.config import ControllerConfig
 from controller.registry import AgentView, Registry

@@ -16,12 +16,12 @@ from functools import partial
 
 import redis
 
+from acdaemon.config import ConfigError
+from acdaemon.logs import LEVELS, setup_logging
+from acdaemon.run import refuse, run_daemon
 from controller import acl
 from controller.config import ControllerConfig, load_config
 from controller.service import run_controller
-from daemon.config import ConfigError
-from daemon.logs import LEVELS, setup_logging
-from daemon.run import refuse, run_daemon
 from protocol.acl import agent_user
 
 log = logging.getLogger("controller")

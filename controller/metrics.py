@@ -4,7 +4,7 @@ import collections
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from daemon.metrics import Histogram, Metric, by_label, counter, gauge
+from acdaemon.metrics import Histogram, Metric, by_label, counter, gauge
 
 if TYPE_CHECKING:
     from controller.service import Controller

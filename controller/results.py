@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost, ReplyError
+from acbus.connection import Connection, ConnectionLost, ReplyError
+from acbus.link import Bus
 from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry

@@ -22,7 +22,8 @@ from typing import Any
 import trio
 from cronsim import CronSim, CronSimError
 
-from bus import Bus, ConnectionLost, ReplyError
+from acbus.connection import ConnectionLost, ReplyError
+from acbus.link import Bus
 from controller import scripts
 from protocol import keys
 from protocol.command import MAX_ID_LENGTH, MalformedCommand, decode_command

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bus import Bus, Connection, ReplyError
+from acbus.connection import Connection, ReplyError
+from acbus.link import Bus
 
 _FOLDER = Path(__file__).parent / "scripts"
 

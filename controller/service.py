@@ -29,7 +29,12 @@ from functools import partial
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost, ReplyError, open_bus
+from acbus.connection import Connection, ConnectionLost, ReplyError
+from acbus.link import Bus, open_bus
+from acdaemon.config import ConfigError
+from acdaemon.metrics import serving_metrics
+from acdaemon.notify import Notifier
+from acdaemon.signals import handle_signals
 from controller import events, scripts
 from controller.config import ControllerConfig
 from controller.handlers import EventHandlers
@@ -41,10 +46,6 @@ from controller.registry import Registry
 from controller.results import Collector
 from controller.scheduler import Scheduler
 from controller.tunnels import TunnelRelay
-from daemon.config import ConfigError
-from daemon.metrics import serving_metrics
-from daemon.notify import Notifier
-from daemon.signals import handle_signals
 from protocol import keys
 
 log = logging.getLogger(__name__)

@@ -32,11 +32,12 @@ from typing import Any
 
 import trio
 
-from bus import Bus, Connection, ConnectionLost, ReplyError, open_bus
+from acbus.connection import Connection, ConnectionLost, ReplyError
+from acbus.link import Bus, open_bus
+from acdaemon.pipe import Pipe, PipeBroken, dial
 from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry
-from daemon.pipe import Pipe, PipeBroken, dial
 from protocol import keys
 from protocol import tunnels as wire
 from protocol.errors import ProtocolError

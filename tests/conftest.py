@@ -1,1 +1,1 @@
-pytest_plugins = ["grid.pytest_plugin"]
+pytest_plugins = ["acgrid.pytest_plugin"]

@@ -14,8 +14,8 @@ from typing import Any
 import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
-from grid.launcher import AgentSpec, Grid
-from grid.processes import spawn
+from acgrid.launcher import AgentSpec, Grid
+from acgrid.processes import spawn
 
 TIMEOUT = 30.0
 

@@ -6,8 +6,8 @@ import redis
 from agent_support import TIMEOUT
 
 import acclient
-from grid.launcher import AgentSpec
-from grid.redis_server import RedisServer
+from acgrid.launcher import AgentSpec
+from acgrid.redis_server import RedisServer
 from protocol import envelope, keys
 
 

@@ -14,7 +14,7 @@ import redis
 from agent_support import current, group_members, wait_for, wait_state
 
 import acclient
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 
 OUTAGE = 30.0

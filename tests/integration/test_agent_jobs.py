@@ -11,7 +11,7 @@ import pytest
 from agent_support import TIMEOUT, builtin, current, wait_for, wait_state
 
 import acclient
-from grid.launcher import AgentSpec, Grid
+from acgrid.launcher import AgentSpec, Grid
 from protocol import keys
 
 SCRIPT = """

@@ -7,7 +7,7 @@ import pytest
 from agent_support import TIMEOUT, builtin, wait_for, wait_state
 
 import acclient
-from grid.launcher import AgentSpec, Grid
+from acgrid.launcher import AgentSpec, Grid
 from protocol import keys
 
 LOGGING = {"db": {"type": "DB", "log_dir": "logs", "levels": "*"},

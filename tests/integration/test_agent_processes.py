@@ -5,7 +5,7 @@ import pytest
 from agent_support import TIMEOUT, builtin, group_members, wait_for, wait_state
 
 import acclient
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 
 KILL_GRACE = 1.0
 #: Starts a background sleep in the job's group, then waits.
@@ -14,7 +14,7 @@ WITH_CHILD = ["-c", "sleep 300 & echo 4::started; wait"]
 
 @pytest.fixture(scope="module")
 def hostile_grid():
-    from grid.launcher import Grid
+    from acgrid.launcher import Grid
 
     with Grid([AgentSpec(1, 1, config={"main": {"kill_grace": KILL_GRACE}})], heartbeat_interval=0.3) as grid:
         yield grid

@@ -4,7 +4,7 @@ import psutil
 from agent_support import TIMEOUT, builtin, current, group_members, wait_for, wait_state
 
 import acclient
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 
 #: A long heartbeat, so a restart stays within the agent's TTL and the controller keeps its jobs.
 HEARTBEAT = 2.0

@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
-from daemon.run import EXIT_CONFIG
-from grid.launcher import AgentSpec
+from acdaemon.run import EXIT_CONFIG
+from acgrid.launcher import AgentSpec
 
 CONFIG = """
 [main]

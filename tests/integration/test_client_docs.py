@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grid.launcher import AgentSpec, Grid
+from acgrid.launcher import AgentSpec, Grid
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 

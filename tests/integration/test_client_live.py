@@ -5,7 +5,7 @@ import json
 import pytest
 
 from acclient import RunArgs, cli
-from grid.launcher import AgentSpec, Grid
+from acgrid.launcher import AgentSpec, Grid
 
 TIMEOUT = 30
 LOGGING = {"logging": {"db": {"type": "DB", "log_dir": "logs"},

@@ -17,7 +17,7 @@ import time
 import pytest
 from controller_helpers import command, result, submit, wait_until
 
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 
 FAST = {"agents": {"sweep_interval": 0.1}, "routing": {"takeover_after": 1.0, "batch_size": 64}}

@@ -7,7 +7,7 @@ import time
 
 from controller_helpers import command, controller_command, result, run, submit, wait_until
 
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 
 HEARTBEAT = 0.5

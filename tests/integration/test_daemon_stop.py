@@ -8,7 +8,7 @@ from controller_helpers import wait_until
 from ops_support import start_controller
 
 from acclient import RunArgs
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 from protocol.keys import AgentKeys
 

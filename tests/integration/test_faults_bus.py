@@ -14,7 +14,7 @@ from controller_helpers import command, run, wait_until
 from ops_support import scrape, value
 
 import acclient
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 from protocol.job import now_ms
 

@@ -8,7 +8,7 @@ import redis
 from agent_support import TIMEOUT, wait_for, wait_state
 
 import acclient
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 
 FAST = {"agents": {"sweep_interval": 0.1}, "routing": {"takeover_after": 1.0}}

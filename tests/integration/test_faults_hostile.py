@@ -15,8 +15,8 @@ from ops_support import scrape, start_agent, value
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from acgrid.launcher import AgentSpec, Grid
 from controller import acl
-from grid.launcher import AgentSpec, Grid
 from protocol import keys
 from protocol.acl import agent_user
 from protocol.job import now_ms

@@ -8,7 +8,7 @@ import psutil
 from agent_support import TIMEOUT, builtin, current, wait_for, wait_state
 
 import acclient
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 
 #: A heartbeat long enough that the agent's restart stays within it: its jobs are answered by the agent.
 HEARTBEAT = 2.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 from agent_support import wait_for
 
-AC_GRID = [sys.executable, "-c", "from grid.main import main; main()"]
+AC_GRID = [sys.executable, "-c", "from acgrid.main import main; main()"]
 
 
 def test_ctrl_c_stops_every_process_and_removes_the_files(tmp_path):

@@ -23,8 +23,8 @@ from legacy_client import (
     watch_state,
 )
 
-from grid.echo import EchoServer, echo_through
-from grid.launcher import AgentSpec, Grid
+from acgrid.echo import EchoServer, echo_through
+from acgrid.launcher import AgentSpec, Grid
 
 if not LEGACY_CLIENT.is_file():
     pytest.skip(f"the 2015 client is not there ({LEGACY_CLIENT} is missing: a clone outside this setup)",

@@ -7,8 +7,8 @@ from agent_support import wait_state
 from controller_helpers import submit, wait_until
 from ops_support import scrape, start_agent, value
 
-from daemon.run import EXIT_CONFIG
-from grid.launcher import AgentSpec
+from acdaemon.run import EXIT_CONFIG
+from acgrid.launcher import AgentSpec
 
 METRICS = {"metrics": {"listen": "127.0.0.1:0"}}  # any free port
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

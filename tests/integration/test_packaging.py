@@ -24,19 +24,22 @@ def test_the_wheel_installs_into_a_fresh_venv_and_its_scripts_run_anywhere(tmp_p
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", source)
     wheel, = (tmp_path / "dist").glob("agentcontroller-*.whl")
     contents = zipfile.ZipFile(wheel).namelist()
-    assert "controller/scripts/route.lua" in contents and "grid/launcher.py" in contents
+    assert "controller/scripts/route.lua" in contents and "acgrid/launcher.py" in contents
+    tops = {name.split("/")[0] for name in contents if "/" in name and ".dist-info" not in name}
+    assert tops == {"acbus", "acclient", "acdaemon", "acgrid", "agent", "controller", "extensions", "protocol"}
     assert not [name for name in contents if name.startswith(("tests/", "bench/", "dev/"))]
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
-    run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel)
+    # beside python-daemon, whose import name is "daemon": our support code uses names of its own
+    run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel, "python-daemon")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    where = run(venv / "bin" / "python", "-c", "import agent, controller; print(controller.__file__)",
-                cwd=elsewhere, env=env)
+    where = run(venv / "bin" / "python", "-c", "import agent, controller, acdaemon, daemon; "
+                "assert hasattr(daemon, 'DaemonContext'); print(controller.__file__)", cwd=elsewhere, env=env)
     assert where.stdout.startswith(str(venv)), "imported from the venv, not from the repository"
     demo = run(venv / "bin" / "ac-grid", "--demo", cwd=elsewhere, env=env)
     assert "state SUCCESS" in demo.stdout and "ping every agent" in demo.stdout, demo.stdout

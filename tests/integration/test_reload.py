@@ -9,7 +9,7 @@ from controller_helpers import command, result, submit, wait_until
 from ops_support import FakeSystemd, reload, start_agent, start_controller
 
 from acclient import RunArgs
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 
 

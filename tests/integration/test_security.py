@@ -12,8 +12,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import acclient
+from acgrid.launcher import AgentSpec, Grid
 from controller import acl
-from grid.launcher import AgentSpec, Grid
 from protocol import envelope, keys, tunnels
 from protocol.job import Job
 from protocol.states import State

@@ -10,7 +10,7 @@ import psutil
 import pytest
 from agent_support import TIMEOUT, builtin
 
-from grid.launcher import AgentSpec, GridError
+from acgrid.launcher import AgentSpec, GridError
 from protocol import keys
 
 SIZE = 12

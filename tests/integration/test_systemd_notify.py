@@ -7,7 +7,7 @@ import pytest
 from controller_helpers import run, wait_until
 from ops_support import FakeSystemd, start_agent, start_controller
 
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 from protocol import keys
 from protocol.keys import AgentKeys
 

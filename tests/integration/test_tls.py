@@ -10,12 +10,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from acclient import cli
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 
 
 @pytest.fixture(scope="module")
 def tls_grid():
-    from grid.launcher import Grid
+    from acgrid.launcher import Grid
 
     with Grid([AgentSpec(1, 1, ("web",)), AgentSpec(1, 2, ("web",))], tls=True, acl=True) as grid:
         yield grid

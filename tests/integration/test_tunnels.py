@@ -16,8 +16,8 @@ import pytest
 from agent_support import wait_for
 
 from acclient import JobError
-from grid.echo import DigestServer, EchoServer, echo_through, send_through
-from grid.launcher import AgentSpec, Grid
+from acgrid.echo import DigestServer, EchoServer, echo_through, send_through
+from acgrid.launcher import AgentSpec, Grid
 
 #: 4:1 beats every 5 s: killed and started again at once, it is back before its heartbeat lapses.
 AGENTS = [AgentSpec(1, 1), AgentSpec(2, 1), AgentSpec(3, 1),

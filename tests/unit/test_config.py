@@ -2,10 +2,10 @@
 
 import pytest
 
+from acdaemon.config import ConfigError
 from agent.config import load_config as load_agent_config
 from agent.config import swarm_member
 from controller.config import load_config as load_controller_config
-from daemon.config import ConfigError
 from protocol.levels import ALL_LEVELS
 
 GOOD_AGENT = """

@@ -8,6 +8,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from acdaemon.config import ConfigError
 from controller.batch import Batch
 from controller.config import event_argv, load_config
 from controller.intake import Intake
@@ -15,7 +16,6 @@ from controller.registry import Registry
 from controller.routing import Router
 from controller.scheduler import Schedule, check_cron, next_tick
 from controller.sequencer import Sequencer
-from daemon.config import ConfigError
 from protocol.errors import ProtocolError
 from protocol.job import error_job
 

@@ -3,12 +3,12 @@
 import re
 from pathlib import Path
 
+from acdaemon.config import METRICS_SCHEMA, SECURITY_SCHEMA
+from acgrid import main as grid_main
 from agent import config as agent_config
 from agent.config import load_config as load_agent_config
 from controller import config as controller_config
 from controller.config import load_config as load_controller_config
-from daemon.config import METRICS_SCHEMA, SECURITY_SCHEMA
-from grid import main as grid_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -6,11 +6,11 @@ import re
 import subprocess
 import sys
 
-from daemon.logs import JournalFormatter, writes_to_journal
+from acdaemon.logs import JournalFormatter, writes_to_journal
 
 LOG_SOME = """
 import logging
-from daemon.logs import setup_logging
+from acdaemon.logs import setup_logging
 setup_logging("INFO")
 log = logging.getLogger("agent.jobs")
 log.debug("not shown")

@@ -1,4 +1,4 @@
-"""daemon.metrics: histograms, listen addresses, and a scrape served from the trio loop."""
+"""acdaemon.metrics: histograms, listen addresses, and a scrape served from the trio loop."""
 
 import urllib.request
 
@@ -6,7 +6,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.metrics import Histogram, Metric, by_label, counter, parse_listen, serving_metrics
+from acdaemon.metrics import Histogram, Metric, by_label, counter, parse_listen, serving_metrics
 
 
 def test_histogram_buckets_are_inclusive_upper_bounds_and_take_counts():

@@ -6,7 +6,7 @@ import socket
 import pytest
 import trio
 
-from daemon.notify import Notifier
+from acdaemon.notify import Notifier
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.run import EXIT_CONFIG
+from acdaemon.run import EXIT_CONFIG
 
 UNITS = Path(__file__).resolve().parents[2] / "configs" / "systemd"
 SCRIPTS = Path(sys.executable).parent

@@ -5,7 +5,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from daemon.notify import child_environment
+from acdaemon.notify import child_environment
 
 #: Seconds to wait for any process to become ready.
 READY_TIMEOUT = 60.0

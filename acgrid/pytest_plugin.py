@@ -1,6 +1,6 @@
 """pytest fixtures that run real grids.
 
-Load with ``pytest_plugins = ["grid.pytest_plugin"]`` in a ``conftest.py``.
+Load with ``pytest_plugins = ["acgrid.pytest_plugin"]`` in a ``conftest.py``.
 
 ``grid``       one grid per test module: agents 1:1 (roles web, db), 1:2 (web), 2:1 (db).
 ``make_grid``  start grids of your own inside a test; all are stopped after it.
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from grid.launcher import AgentSpec, Grid
+from acgrid.launcher import AgentSpec, Grid
 
 DEFAULT_AGENTS = (AgentSpec(1, 1, ("web", "db")), AgentSpec(1, 2, ("web",)), AgentSpec(2, 1, ("db",)))
 

@@ -24,11 +24,11 @@ import redis
 import tomli_w
 
 import acclient
-from bus.address import BusAddress
+from acbus.address import BusAddress
+from acgrid.processes import READY_TIMEOUT, GridError, spawn, stop_process
+from acgrid.redis_server import RedisServer
+from acgrid.tls import TlsFiles, make_tls_files
 from controller import acl as controller_acl
-from grid.processes import READY_TIMEOUT, GridError, spawn, stop_process
-from grid.redis_server import RedisServer
-from grid.tls import TlsFiles, make_tls_files
 from protocol import keys
 from protocol.acl import agent_user
 

@@ -1,7 +1,7 @@
 """The quick-start demo: real commands through the client, results printed."""
 
 import acclient
-from grid.launcher import AgentSpec
+from acgrid.launcher import AgentSpec
 
 
 def run_demo(client: acclient.Client, agents: list[AgentSpec]) -> None:

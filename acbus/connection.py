@@ -16,7 +16,7 @@ import hiredis
 import trio
 from redis.connection import Connection as _RedisPyConnection
 
-from bus.address import BusAddress
+from acbus.address import BusAddress
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bus.address import BusAddress
-from daemon.metrics import parse_listen
+from acbus.address import BusAddress
+from acdaemon.metrics import parse_listen
 
 
 class ConfigError(Exception):

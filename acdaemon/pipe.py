@@ -25,7 +25,8 @@ from typing import Any
 
 import trio
 
-from bus import Bus, ConnectionLost, ReplyError
+from acbus.connection import ConnectionLost, ReplyError
+from acbus.link import Bus
 from protocol.tunnels import CHUNK_BYTES, CONNECT_TIMEOUT, FIN, KEY_TTL_MS, WINDOW
 
 #: Seconds a waiting half of a pipe sleeps before it looks again without a bell.

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from bus.address import BusAddress
-from bus.connection import Connection, ConnectionLost, ReplyError, connect
+from acbus.address import BusAddress
+from acbus.connection import Connection, ConnectionLost, ReplyError, connect
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import signal
 import sys
 import threading
 
-from daemon.config import ConfigError, Option, list_of_strings, load_toml, positive, take_section
-from grid.demo import run_demo
-from grid.launcher import AgentSpec, Grid, GridError
+from acdaemon.config import ConfigError, Option, list_of_strings, load_toml, positive, take_section
+from acgrid.demo import run_demo
+from acgrid.launcher import AgentSpec, Grid, GridError
 
 GRID_SCHEMA = {"controllers": Option(int, 1, positive), "heartbeat_interval": Option((int, float), 0.5, positive)}
 AGENT_SCHEMA = {"gid": Option(int, check=positive), "nid": Option(int, check=positive),

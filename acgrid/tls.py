@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from grid.processes import GridError
+from acgrid.processes import GridError
 
 
 @dataclass(frozen=True, slots=True)

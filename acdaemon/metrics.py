@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from daemon.run import StartError
+from acdaemon.run import StartError
 
 log = logging.getLogger(__name__)
 

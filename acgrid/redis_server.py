@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from grid.processes import READY_TIMEOUT, GridError, spawn, stop_process
-from grid.tls import TlsFiles
+from acgrid.processes import READY_TIMEOUT, GridError, spawn, stop_process
+from acgrid.tls import TlsFiles
 
 
 class RedisServer:
