@@ -1,6 +1,6 @@
 """The life of one external job: its runs, and what is reported about them.
 
-Each run waits for a ticket from the scheduler (a ``max_jobs`` slot, its
+Each run waits for a ticket from the slots (a ``max_jobs`` slot, its
 turn in its ``queue``; meanwhile it shows ``RUNNING`` in phase ``waiting``),
 reports ``RUNNING`` with the pid as soon as its process starts, and ends
 ``SUCCESS`` (exit code 0), ``ERROR``, ``TIMEOUT`` (past ``max_time``) or
@@ -33,7 +33,7 @@ from agent.output import RunOutput
 from agent.process import DEFAULT_GRACE, Ending, Outcome, ProcessRun, ProcessSpec, SpawnError
 from agent.reaper import Reaper
 from agent.restarts import RestartPolicy
-from agent.scheduler import Scheduler, Ticket
+from agent.slots import Slots, Ticket
 from agent.statedb import StateDB
 from agent.stats import Stats
 from protocol.command import LONG_RUNNING, Command
@@ -51,10 +51,10 @@ class JobContext:
     """What every job of an agent shares."""
 
     identity: Identity
-    scheduler: Scheduler
+    slots: Slots
     loggers: Loggers
     stats: Stats
-    history: StateDB
+    state_db: StateDB
     reaper: Reaper
     grace: float = DEFAULT_GRACE
 
@@ -74,7 +74,7 @@ class ExternalJob:
         self.context = context
         self.report = report
         self.log = context.loggers.for_job(command)
-        self.ticket: Ticket = context.scheduler.enter(command.args.queue)  # the order of arrival
+        self.ticket: Ticket = context.slots.enter(command.args.queue)  # the order of arrival
         self.killed = False
         self.silent = False
         self.reason = ""
@@ -116,15 +116,15 @@ class ExternalJob:
                 job.state, job.more, job.phase, job.pid = State.RUNNING, False, Phase.WAITING, None
                 self._report(job, False, False)
                 if delay:  # the next recurring run: meanwhile the slot and the queue are free for others
-                    self.context.scheduler.leave(self.ticket)
+                    self.context.slots.leave(self.ticket)
                     if not await self._killable(trio.sleep, delay):
                         job = self._new_job(State.KILLED, f"{self.reason} (between runs)")
                         break
-                    self.ticket = self.context.scheduler.enter(self.command.args.queue)
+                    self.ticket = self.context.slots.enter(self.command.args.queue)
             if not self.silent:
                 self._report(job, True, True)
         finally:
-            self.context.scheduler.leave(self.ticket)
+            self.context.slots.leave(self.ticket)
             self.log.close()
 
     def _next_run(self, policy: RestartPolicy, job: Job, lived: float) -> float | None:
@@ -197,7 +197,7 @@ class ExternalJob:
             started = psutil.Process(pid).create_time()
         except psutil.Error:
             started = None
-        self.context.history.set_process(self.command.id, pid, started)
+        self.context.state_db.set_process(self.command.id, pid, started)
 
 
 def _judge(outcome: Outcome, max_time: float | None) -> tuple[State, str]:

@@ -4,7 +4,7 @@
   and for the controllers of ``[channel] cmds`` heartbeat, registration and
   the intake of commands;
 * each command becomes a built-in answer (``agent/builtins.py``) or an
-  external job (``agent/jobs.py``) run under the scheduler's ``max_jobs`` and
+  external job (``agent/jobs.py``) run under the ``max_jobs`` slots and
   queues; job output goes to the loggers, stats to the controllers;
 * long-running jobs are kept in the state DB and started again when the
   agent starts; ``[startup.<id>]`` jobs run once at each start.
@@ -53,7 +53,7 @@ from agent.loggers import Loggers
 from agent.metrics import agent_metrics
 from agent.process import ProcessSpec, SpawnError, stop_leftover_group
 from agent.reaper import Reaper, stop_leftovers
-from agent.scheduler import Scheduler
+from agent.slots import Slots
 from agent.statedb import StateDB
 from agent.stats import Stats
 from agent.tunnels import Tunnels
@@ -96,10 +96,10 @@ class Agent:
         self.loggers = Loggers(config, outboxes)
         stats_to = config.stats_controllers or tuple(outboxes)
         self.stats = Stats(config.gid, config.nid, config.stats_interval, [outboxes[name] for name in stats_to])
-        self.history = StateDB(config.history_file)
-        self.scheduler = Scheduler(config.max_jobs)
+        self.state_db = StateDB(config.history_file)
+        self.slots = Slots(config.max_jobs)
         self.reaper = reaper or Reaper()
-        self.context = JobContext(self.identity, self.scheduler, self.loggers, self.stats, self.history, self.reaper,
+        self.context = JobContext(self.identity, self.slots, self.loggers, self.stats, self.state_db, self.reaper,
                                   config.kill_grace)
         self.jobs: dict[str, ExternalJob] = {}
         self.restarting = False
@@ -113,7 +113,7 @@ class Agent:
 
     async def run(self) -> None:
         try:
-            self.history.open()
+            self.state_db.open()
             self.loggers.open()
         except (OSError, sqlite3.Error, ValueError) as exc:
             raise StartError(f"cannot open the agent's files: {exc}") from None
@@ -137,7 +137,7 @@ class Agent:
                     nursery.cancel_scope.cancel()
                 services.cancel_scope.cancel()
         finally:
-            self.history.close()
+            self.state_db.close()
 
     def stop(self, *, restart: bool = False) -> None:
         """Begin stopping; ``restart``: a fresh agent takes over afterwards."""
@@ -300,14 +300,14 @@ class Agent:
                 if self.jobs.get(command.id) is external:
                     del self.jobs[command.id]
                 if long_running:
-                    self.history.remove(command.id)
+                    self.state_db.remove(command.id)
             if uplink is not None:
                 uplink.report(job, push=push, final=final, command=raw if final else None, reopen=long_running)
             elif push:
                 log.info("startup job %s: %s%s", job.id, job.state, f": {job.data[:200]}" if job.data else "")
 
         if long_running:
-            self.history.add(command.id, uplink.name, raw)
+            self.state_db.add(command.id, uplink.name, raw)
         external = ExternalJob(command, spec, self.context, report)
         self.jobs[command.id] = external
         self._start_task(command, uplink, raw, external.run)
@@ -380,7 +380,7 @@ class Agent:
             log.warning("stopped %d processes of jobs a previous run of this agent left running", stopped)
 
     async def _restore_long_running(self) -> None:
-        for saved in self.history.jobs():
+        for saved in self.state_db.jobs():
             if saved.pid is not None and await stop_leftover_group(saved.pid, saved.started, self.config.kill_grace):
                 log.warning("job %s: stopped the process group %d a previous agent left running", saved.id,
                             saved.pid)
@@ -389,12 +389,12 @@ class Agent:
                 command = decode_command(saved.command)
             except MalformedCommand as exc:
                 log.error("state DB: dropping long-running job %s: %s", saved.id, exc)
-                self.history.remove(saved.id)
+                self.state_db.remove(saved.id)
                 continue
             if uplink is None:
                 log.error("state DB: dropping long-running job %s: controller %r is no longer configured",
                           saved.id, saved.controller)
-                self.history.remove(saved.id)
+                self.state_db.remove(saved.id)
                 continue
             log.info("starting long-running job %s again", saved.id)
             uplink.hold(saved.command)

@@ -29,7 +29,7 @@ import trio
 
 from acbus.connection import Connection, ConnectionLost, ReplyError
 from acbus.link import Bus
-from acdaemon.pipe import Bell, Pipe, PipeBroken, dial
+from acdaemon.tunnel_pipe import Bell, Pipe, PipeBroken, dial
 from agent.builtins import BuiltinError
 from protocol import tunnels as wire
 from protocol.command import Command

@@ -51,7 +51,7 @@ CLAIM_WAIT = 1.0
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 #: Answers a ``cmd = "controller"`` command: stages its writes in the batch, returns the answer.
-InternalHandler = Callable[[Command, Batch], Awaitable[Job]]
+BuiltinsHandler = Callable[[Command, Batch], Awaitable[Job]]
 
 
 def lane_ids(controller_id: str) -> list[str]:
@@ -61,12 +61,12 @@ def lane_ids(controller_id: str) -> list[str]:
 
 class Intake:
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, controller_id: str,
-                 internal: InternalHandler) -> None:
+                 builtins: BuiltinsHandler) -> None:
         self.config = config
         self.bus = bus
         self.registry = registry
         self.lanes = lane_ids(controller_id)
-        self.internal = internal
+        self.builtins = builtins
         self.sequencer = Sequencer()
         # What a scrape of the metrics reads:
         self.routed = 0  # commands sent to agents (one per target)
@@ -187,7 +187,7 @@ class Intake:
             return
         batch.log(raw)
         if command.cmd == CONTROLLER_CMD:
-            answer = await self.internal(command, batch)
+            answer = await self.builtins(command, batch)
             log.debug("controller command %s (%s): %s", command.id, command.args.name, answer.state)
             batch.answer(command.id, answer)
             return

@@ -36,14 +36,14 @@ from acdaemon.metrics import serving_metrics
 from acdaemon.notify import Notifier
 from acdaemon.signals import handle_signals
 from controller import events, scripts
+from controller.builtins import Builtins
+from controller.collector import Collector
 from controller.config import ControllerConfig
 from controller.handlers import EventHandlers
 from controller.intake import Intake, lane_ids
-from controller.internal import Internal
 from controller.liveness import Liveness
 from controller.metrics import controller_metrics
 from controller.registry import Registry
-from controller.results import Collector
 from controller.scheduler import Scheduler
 from controller.tunnels import TunnelRelay
 from protocol import keys
@@ -67,8 +67,8 @@ class Controller:
         self.notifier = notifier or Notifier({})
         self.reread_config = reread_config
         self.registry = Registry()
-        self.internal = Internal(config, bus, self.registry)
-        self.intake = Intake(config, bus, self.registry, controller_id, self.internal)
+        self.builtins = Builtins(config, bus, self.registry)
+        self.intake = Intake(config, bus, self.registry, controller_id, self.builtins)
         self.collector = Collector(config, bus, self.registry, self.on_registration)
         self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
         self.scheduler = Scheduler(bus)
@@ -156,7 +156,7 @@ class Controller:
             changed = [field.name for field in dataclasses.fields(config)
                        if getattr(config, field.name) != getattr(self.config, field.name)]
             self.config = config
-            for part in (self.internal, self.intake, self.collector, self.liveness, self.handlers, self.tunnels):
+            for part in (self.builtins, self.intake, self.collector, self.liveness, self.handlers, self.tunnels):
                 part.config = config
             log.info("config reloaded: %s", ", ".join(changed) + " changed" if changed else "nothing changed")
         if self.serving:

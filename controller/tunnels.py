@@ -34,7 +34,7 @@ import trio
 
 from acbus.connection import Connection, ConnectionLost, ReplyError
 from acbus.link import Bus, open_bus
-from acdaemon.pipe import Pipe, PipeBroken, dial
+from acdaemon.tunnel_pipe import Pipe, PipeBroken, dial
 from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry

@@ -26,7 +26,7 @@ class Ticket:
         self.released = False
 
 
-class Scheduler:
+class Slots:
     def __init__(self, max_jobs: int) -> None:
         self.max_jobs = max_jobs
         self.running = 0

@@ -26,7 +26,7 @@ from protocol.states import State
 log = logging.getLogger(__name__)
 
 
-class Internal:
+class Builtins:
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry) -> None:
         self.config = config
         self.bus = bus
