@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -196,6 +196,41 @@ class Bus:
         self._connected = trio.Event()
         self._changed.set()
         self._changed = trio.Event()
+
+
+class Pending(Generic[T]):
+    """Things waiting to be handled in batches by one task (outboxes to drain, streams to relay): ``mark`` adds
+    one and wakes the task (``serve``), which takes every marked thing at once. A batch the bus could not take
+    is marked again and handled again: once the bus is back after a lost connection, after a growing delay
+    after a refusal."""
+
+    def __init__(self) -> None:
+        self._marked: set[T] = set()
+        self._wakeup = trio.Event()
+
+    def mark(self, item: T) -> None:
+        self._marked.add(item)
+        self._wakeup.set()
+
+    async def serve(self, bus: Bus, handle: Callable[[list[T]], Awaitable[None]], what: str) -> None:
+        """Run ``handle`` on each batch (sorted) as things are marked, until cancelled."""
+        refused = Backoff(first=0.2, cap=REFUSAL_CAP)
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            batch, self._marked = sorted(self._marked), set()  # type: ignore[type-var]  # T is orderable
+            try:
+                await handle(batch)
+                refused.reset()
+            except (ConnectionLost, ReplyError) as exc:
+                for item in batch:
+                    self.mark(item)
+                if isinstance(exc, ReplyError):
+                    bus.refused(exc, what)
+                    await trio.sleep(refused.next())
+                else:
+                    log.warning("%s interrupted (%s); going on once the bus is back", what, exc)
+                    await bus.connection()
 
 
 class _Retry:

@@ -50,8 +50,6 @@ HOUSEKEEPING_INTERVAL = 1.0
 ORDERS_BATCH = 100
 #: Seconds a stopping agent spends telling the controllers its streams are over.
 GOODBYE_GRACE = 2.0
-#: Seconds to wait before asking again after the bus refused (say, while it loads its data).
-RETRY_DELAY = 0.5
 #: What the bus may answer instead of doing a command: it went away, or refused (LOADING, OOM...).
 BUS_TROUBLE = (ConnectionLost, ReplyError)
 
@@ -302,14 +300,10 @@ class Endpoint:
                 stream.pipe.room_made()
 
     async def _take_orders(self) -> None:
+        take = functools.partial(self.bus.execute, "LPOP", self.keys.tunnel_orders, ORDERS_BATCH)
         while True:
             seen = self._orders.rung
-            try:
-                raws = await self.bus.execute("LPOP", self.keys.tunnel_orders, ORDERS_BATCH) or []
-            except BUS_TROUBLE as exc:
-                log.warning("taking tunnel orders: %s; trying again", exc)
-                await trio.sleep(RETRY_DELAY)
-                continue
+            raws = await self.bus.keep_trying(take, "taking tunnel orders") or []
             for raw in raws:
                 self._obey(raw)
             if len(raws) < ORDERS_BATCH:
@@ -378,22 +372,20 @@ class Endpoint:
     async def _forget_leftovers(self) -> None:
         """Streams a previous run of this agent held are over: clear their keys, tell the controllers."""
         keys = self.keys
-        while True:
-            try:
-                leftovers = [raw.decode() for raw in await self.bus.execute("SMEMBERS", keys.tunnel_streams)]
-                commands: list[tuple[Any, ...]] = []
-                for sid in leftovers:
-                    reset = wire.bell(wire.RESET, sid, "the agent restarted")
-                    commands += [("DEL", keys.stream_in(sid), keys.stream_out(sid), keys.stream_lease(sid)),
-                                 ("PUBLISH", keys.tunnel_up, reset)]
-                await self.bus.pipeline([*commands, ("DEL", keys.tunnel_streams)])
-            except BUS_TROUBLE as exc:
-                log.warning("clearing the tunnel connections of a previous run: %s; trying again", exc)
-                await trio.sleep(RETRY_DELAY)
-                continue
-            if leftovers:
-                log.info("let go of %d tunnel connections a previous run of the agent held", len(leftovers))
-            return
+
+        async def forget() -> list[str]:
+            leftovers = [raw.decode() for raw in await self.bus.execute("SMEMBERS", keys.tunnel_streams)]
+            commands: list[tuple[Any, ...]] = []
+            for sid in leftovers:
+                reset = wire.bell(wire.RESET, sid, "the agent restarted")
+                commands += [("DEL", keys.stream_in(sid), keys.stream_out(sid), keys.stream_lease(sid)),
+                             ("PUBLISH", keys.tunnel_up, reset)]
+            await self.bus.pipeline([*commands, ("DEL", keys.tunnel_streams)])
+            return leftovers
+
+        leftovers = await self.bus.keep_trying(forget, "clearing the tunnel connections of a previous run")
+        if leftovers:
+            log.info("let go of %d tunnel connections a previous run of the agent held", len(leftovers))
 
 
 class Tunnels:

@@ -18,6 +18,9 @@ from protocol.job import Job, now_ms
 from protocol.jsontext import compact
 from protocol.states import Phase
 
+#: The op codes of ``route.lua``: each record of a batch starts with one (its header says what follows it).
+SEND, ANSWER, LOG, DEAD_LETTER, GRANT, SCHEDULE, UNSCHEDULE = "Q", "A", "L", "D", "G", "S", "U"
+
 #: Dead letters kept for inspection (the counter counts them all).
 DEAD_LETTERS_KEPT = 1000
 #: Bytes of an unanswerable input kept in its dead letter.
@@ -40,29 +43,29 @@ class Batch:
 
     def answer(self, command_id: str, job: Job) -> None:
         """Answer at once with a final job (an error, or a controller command's result)."""
-        self.records += ["A", command_id, keys.agent_name(job.gid, job.nid), job.to_json()]
+        self.records += [ANSWER, command_id, keys.agent_name(job.gid, job.nid), job.to_json()]
         self.answered[job.state] += 1
 
     def log(self, raw: bytes) -> None:
         """Record an accepted command in ``joblog``."""
-        self.records += ["L", raw]
+        self.records += [LOG, raw]
 
     def dead_letter(self, raw: bytes, reason: str) -> None:
         """Keep input that cannot be answered (no usable id), with the reason."""
         sample = raw[:DEAD_LETTER_SAMPLE].decode("utf-8", "replace")
         letter = {"reason": reason, "input": sample, "size": len(raw), "time": now_ms()}
-        self.records += ["D", json.dumps(letter)]
+        self.records += [DEAD_LETTER, json.dumps(letter)]
         self.dead += 1
 
     def grant_tunnel(self, agent: keys.AgentKeys, grant: str) -> None:
         """A client lets ``agent`` open tunnel connections to ``grant`` (see ``controller/tunnels.py``)."""
-        self.records += ["G", keys.tunnel_grants(agent.gid, agent.nid), grant]
+        self.records += [GRANT, keys.tunnel_grants(agent.gid, agent.nid), grant]
 
     def add_schedule(self, schedule_id: str, schedule: dict[str, Any], due_ms: int) -> None:
-        self.records += ["S", schedule_id, compact(schedule), due_ms]
+        self.records += [SCHEDULE, schedule_id, compact(schedule), due_ms]
 
     def remove_schedule(self, schedule_id: str) -> None:
-        self.records += ["U", schedule_id]
+        self.records += [UNSCHEDULE, schedule_id]
 
     async def commit(self, connection: Any, config: ControllerConfig, inflight: str, size: int) -> bool:
         """Apply every decision, if the inflight list still holds the ``size`` commands decided;
@@ -72,7 +75,7 @@ class Batch:
                            keys.SCHEDULES, keys.SCHEDULES_DUE, keys.SCHEDULES_LAST, keys.JOB_CHANNEL_PREFIX,
                            keys.UPDATES_SUFFIX]
         for agent, triples in self.sends.items():
-            args += ["Q", agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid), len(triples) // 3,
+            args += [SEND, agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid), len(triples) // 3,
                      *triples]
         args += self.records
         return bool(await scripts.ROUTE.run(connection, [inflight, keys.JOBLOG], args))

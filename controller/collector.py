@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from acbus.connection import Connection, ConnectionLost, ReplyError
-from acbus.link import Bus
+from acbus.connection import Connection
+from acbus.link import Bus, Pending
 from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry
@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 #: stays short (a few milliseconds, stamping a few thousand log messages), so no agent holds Redis up.
 DRAIN_BATCH = 256
 DRAIN_BYTES = 16 * 1024
-#: Seconds to wait before draining again after the bus refused or dropped a drain.
-RETRY_DELAY = 0.2
 
 #: Called with (gid, nid, registration, new) after an agent (re)registered; ``new``
 #: when the registry had never seen that agent.
@@ -42,8 +40,7 @@ class Collector:
         self.bus = bus
         self.registry = registry
         self.on_registration = on_registration
-        self._dirty: set[tuple[int, int]] = set()
-        self._wakeup = trio.Event()
+        self._outboxes: Pending[tuple[int, int]] = Pending()  # agents whose outboxes want draining
         self.dropped = 0  # results for jobs not open on their agent
         self.messages_dropped = 0  # log messages for jobs not open on their agent
         self.registrations_refused = 0  # registrations claiming roles not granted
@@ -54,11 +51,10 @@ class Collector:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.bus.serve_dedicated, self._listen)
-            nursery.start_soon(self._drain_forever)
+            nursery.start_soon(self._outboxes.serve, self.bus, self._drain, "draining outboxes")
 
     def mark(self, gid: int, nid: int) -> None:
-        self._dirty.add((gid, nid))
-        self._wakeup.set()
+        self._outboxes.mark((gid, nid))
 
     async def mark_all_outboxes(self) -> None:
         """Find every outbox on the bus (new agents included) and drain it."""
@@ -80,23 +76,6 @@ class Collector:
             return
         self.mark(gid, nid)
 
-    async def _drain_forever(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            agents, self._dirty = self._dirty, set()
-            try:
-                await self._drain(sorted(agents))
-            except (ConnectionLost, ReplyError) as exc:  # the bus away, or not ready (LOADING)
-                if isinstance(exc, ReplyError):
-                    self.bus.refused(exc, "draining outboxes")
-                else:
-                    log.warning("draining outboxes interrupted (%s); will drain again", exc)
-                for gid, nid in agents:
-                    self.mark(gid, nid)
-                await trio.sleep(RETRY_DELAY)
-                await self.bus.connection()
-
     async def _drain(self, agents: list[tuple[int, int]]) -> None:
         config = self.config
         commands = [
@@ -111,11 +90,7 @@ class Collector:
             )
             for gid, nid in agents
         ]
-        replies = await self.bus.pipeline(commands, raise_errors=False)
-        if any(scripts.is_noscript(reply) for reply in replies):
-            connection = await self.bus.connection()
-            await scripts.DRAIN.load(connection)
-            replies = await self.bus.pipeline(commands)
+        replies = await scripts.pipeline(self.bus, commands)
         for (gid, nid), reply in zip(agents, replies, strict=True):
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)

@@ -129,14 +129,10 @@ class Intake:
         script_keys = [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS]
         script_args = [self.config.batch_size - 1, BATCH_BYTES, lane]
         wait = ("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", CLAIM_WAIT)
-        first, rest = await connection.pipeline([wait, scripts.CLAIM.evalsha(script_keys, script_args)],
-                                                raise_errors=False)
-        if isinstance(first, ReplyError):
-            raise first
-        if scripts.is_noscript(rest):
-            rest = await scripts.CLAIM.run(connection, script_keys, script_args)
-        elif isinstance(rest, ReplyError):
-            raise rest
+        first, rest = await scripts.pipeline(connection, [wait, scripts.CLAIM.evalsha(script_keys, script_args)])
+        for reply in (first, rest):
+            if isinstance(reply, ReplyError):
+                raise reply
         return rest if first is None else [first, *rest]
 
     async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int,

@@ -27,12 +27,11 @@ class Script:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     async def run(self, connection: Connection | Bus, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await connection.execute(*self.evalsha(keys, args))
-        except ReplyError as exc:
-            if not is_noscript(exc):
-                raise
-        return await connection.execute("EVAL", self.source, len(keys), *keys, *args)
+        """Run the script once; an error reply raises ``ReplyError``."""
+        reply = (await pipeline(connection, [self.evalsha(keys, args)]))[0]
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
 
     async def load(self, connection: Connection) -> None:
         await connection.execute("SCRIPT", "LOAD", self.source)
@@ -41,6 +40,19 @@ class Script:
 def is_noscript(reply: object) -> bool:
     """Whether a reply says Redis does not know the script (it restarted, or was flushed)."""
     return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+async def pipeline(target: Connection | Bus, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """Run ``commands`` (script calls from ``Script.evalsha`` among them) in one round trip; a script Redis does
+    not know (it restarted) is sent again in full, and its reply takes the place of the ``NOSCRIPT``. Error
+    replies come back in place."""
+    replies = await target.pipeline(commands, raise_errors=False)
+    forgotten = [index for index, reply in enumerate(replies) if is_noscript(reply)]
+    if forgotten:
+        again = [("EVAL", _BY_SHA[commands[index][1]].source, *commands[index][2:]) for index in forgotten]
+        for index, reply in zip(forgotten, await target.pipeline(again, raise_errors=False), strict=True):
+            replies[index] = reply
+    return replies
 
 
 ROUTE = Script("route")
@@ -54,3 +66,4 @@ TUNNEL_RELAY = Script("tunnel_relay")
 TUNNEL_RESET = Script("tunnel_reset")
 TUNNEL_ADOPT = Script("tunnel_adopt")
 ALL = (ROUTE, DRAIN, FAIL_JOBS, RECOVER, CLAIM, TICK, TUNNEL_OPEN, TUNNEL_RELAY, TUNNEL_RESET, TUNNEL_ADOPT)
+_BY_SHA = {script.sha: script for script in ALL}

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from acbus.connection import Connection, ConnectionLost, ReplyError
-from acbus.link import Bus, open_bus
+from acbus.link import Bus, Pending, open_bus
 from acdaemon.tunnel_pipe import Pipe, PipeBroken, dial
 from controller import scripts
 from controller.config import ControllerConfig
@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 REQUESTS_BATCH = 64
 #: Seconds a gateway has to take up its connect order (it answers a failure to connect itself).
 ORDER_TIMEOUT = 3 * wire.CONNECT_TIMEOUT
-#: Seconds to wait before relaying again after the bus dropped a batch.
-RETRY_DELAY = 0.2
 
 Agent = tuple[int, int]
 
@@ -89,10 +87,8 @@ class TunnelRelay:
         self.id = controller_id
         self.lease_ms = int(config.takeover_after * 3 * 1000)
         self.owned: dict[str, Relayed] = {}
-        self._dirty: set[str] = set()
-        self._relay_wakeup = trio.Event()
-        self._asking: set[Agent] = set()  # agents whose request lists rang
-        self._requests_wakeup = trio.Event()
+        self._to_relay: Pending[str] = Pending()  # streams that changed
+        self._asking: Pending[Agent] = Pending()  # agents whose request lists rang
         self._nursery: trio.Nursery | None = None
         self._refreshed_at = 0.0
 
@@ -102,8 +98,8 @@ class TunnelRelay:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.bus.serve_dedicated, self._listen)
-                nursery.start_soon(self._take_requests)
-                nursery.start_soon(self._relay_forever)
+                nursery.start_soon(self._asking.serve, self.bus, self._take_requests, "taking tunnel requests")
+                nursery.start_soon(self._to_relay.serve, self.bus, self._relay, "relaying tunnel connections")
                 nursery.start_soon(self._watch)
 
     # -- bells ------------------------------------------------------------------------------------
@@ -137,38 +133,25 @@ class TunnelRelay:
                 self._nursery.start_soon(self._reset, stream, why, agent)
 
     def _asked(self, agent: Agent) -> None:
-        self._asking.add(agent)
-        self._requests_wakeup.set()
+        self._asking.mark(agent)
 
     def _changed(self, stream: Relayed) -> None:
         if stream.pipe is not None:
             stream.pipe.data_arrived()
             stream.pipe.room_made()
         elif stream.b is not None:
-            self._dirty.add(stream.id)
-            self._relay_wakeup.set()
+            self._to_relay.mark(stream.id)
 
     # -- requests -----------------------------------------------------------------------------------
 
-    async def _take_requests(self) -> None:
-        while True:
-            await self._requests_wakeup.wait()
-            self._requests_wakeup = trio.Event()
-            agents, self._asking = sorted(self._asking), set()
-            try:
-                replies = await self.bus.pipeline(
-                    [("LPOP", AgentKeys(*agent).tunnel_requests, REQUESTS_BATCH) for agent in agents])
-            except (ConnectionLost, ReplyError) as exc:
-                log.warning("taking tunnel requests interrupted (%s); will take them again", exc)
-                for agent in agents:
-                    self._asked(agent)
-                await trio.sleep(RETRY_DELAY)
-                continue
-            for agent, raws in zip(agents, replies, strict=True):
-                if raws and len(raws) == REQUESTS_BATCH:
-                    self._asked(agent)
-                for raw in raws or []:
-                    self._nursery.start_soon(self._answer, agent, raw)
+    async def _take_requests(self, agents: list[Agent]) -> None:
+        replies = await self.bus.pipeline([("LPOP", AgentKeys(*agent).tunnel_requests, REQUESTS_BATCH)
+                                           for agent in agents])
+        for agent, raws in zip(agents, replies, strict=True):
+            if raws and len(raws) == REQUESTS_BATCH:
+                self._asked(agent)
+            for raw in raws or []:
+                self._nursery.start_soon(self._answer, agent, raw)
 
     async def _answer(self, agent: Agent, raw: bytes) -> None:
         try:
@@ -255,21 +238,10 @@ class TunnelRelay:
 
     # -- relaying -------------------------------------------------------------------------------------
 
-    async def _relay_forever(self) -> None:
-        while True:
-            await self._relay_wakeup.wait()
-            self._relay_wakeup = trio.Event()
-            streams = [self.owned[sid] for sid in sorted(self._dirty) if sid in self.owned]
-            self._dirty.clear()
-            try:
-                replies = await self._run_all(scripts.TUNNEL_RELAY, [self._relay_call(s) for s in streams])
-            except (ConnectionLost, ReplyError) as exc:
-                log.warning("relaying interrupted (%s); will relay again", exc)
-                for stream in streams:
-                    self._changed(stream)
-                await trio.sleep(RETRY_DELAY)
-                continue
-            for stream, reply in zip(streams, replies, strict=True):
+    async def _relay(self, stream_ids: list[str]) -> None:
+        streams = [self.owned[sid] for sid in stream_ids if sid in self.owned]
+        replies = await self._run_all(scripts.TUNNEL_RELAY, [self._relay_call(s) for s in streams])
+        for stream, reply in zip(streams, replies, strict=True):
                 if isinstance(reply, Exception):
                     log.error("relaying connection %s failed: %s", stream.id, reply)
                 elif reply[0] != 0:
@@ -283,12 +255,7 @@ class TunnelRelay:
 
     async def _run_all(self, script: scripts.Script, calls: list[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run ``script`` once per call, pipelined; error replies in place."""
-        commands = [script.evalsha(script_keys, args) for script_keys, args in calls]
-        replies = await self.bus.pipeline(commands, raise_errors=False)
-        if any(scripts.is_noscript(reply) for reply in replies):
-            await script.load(await self.bus.connection())
-            replies = await self.bus.pipeline(commands, raise_errors=False)
-        return replies
+        return await scripts.pipeline(self.bus, [script.evalsha(script_keys, args) for script_keys, args in calls])
 
     def _forget(self, stream: Relayed, why: str) -> None:
         if self.owned.get(stream.id) is stream:

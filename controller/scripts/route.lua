@@ -17,6 +17,7 @@
 --   'A' id field job                  answer at once with a final job
 --   'L' command                       record in joblog
 --   'D' dead_letter                   keep input that cannot be answered
+--   'G' grants_hash grant             let an agent open tunnel connections to a target (count one more grant)
 --   'S' schedule_id schedule due_ms   add (or replace) a schedule
 --   'U' schedule_id                   remove a schedule
 if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
