@@ -14,7 +14,7 @@ from acclient.errors import JobError
 from acclient.job import Job
 from acclient.runargs import RunArgs
 from protocol import keys
-from protocol.command import CONTROLLER_CMD
+from protocol.command import CONTROLLER_CMD, Command
 from protocol.states import State
 
 #: Seconds the shortcut methods (``get_os_info``, ``get_msgs``, ...) wait for their answer.
@@ -75,11 +75,11 @@ class Client:
         elif not isinstance(args, RunArgs):
             raise ValueError(f"args must be a RunArgs, got {type(args).__name__}")
         id = id or str(uuid.uuid4())
-        wire_data = data if data is None or isinstance(data, str) else json.dumps(data)
-        command = {"id": id, "gid": gid or None, "nid": nid or None, "role": role, "fanout": bool(fanout),
-                   "cmd": cmd, "args": args.dump(), "data": wire_data}
+        wire_data = "" if data is None else data if isinstance(data, str) else json.dumps(data)
+        command = Command(id, cmd, gid or 0, nid or 0, (role,) if role is not None else (), bool(fanout), args.wire,
+                          wire_data)
         send = self._redis.pipeline(transaction=False)
-        send.rpush(keys.CMDS_QUEUE, json.dumps(command))
+        send.rpush(keys.CMDS_QUEUE, command.to_json())
         send.get(keys.BUS_EPOCH)  # to know later whether the bus lost its data while we waited
         _, epoch = send.execute()
         return Cmd(self, id, gid, nid, cmd, args, data, role, fanout, epoch)

@@ -36,7 +36,7 @@ class RunArgs:
                       loglevels=loglevels, loglevels_db=loglevels_db, loglevels_ac=loglevels_ac, queue=queue,
                       working_dir=working_dir, env=env)
         self._args = {key: value for key, value in values.items() if value is not None and value != 0}
-        WireRunArgs.from_wire(self._args)  # a bad value raises ValueError naming it, here and not on the agent
+        self.wire = WireRunArgs.from_wire(self._args)  # a bad value raises ValueError naming it, here
 
     def dump(self) -> dict[str, Any]:
         """The run arguments as sent on the wire."""

@@ -8,7 +8,6 @@ events channel.
 """
 
 import contextlib
-import json
 import secrets
 import shutil
 import signal
@@ -31,6 +30,7 @@ from acgrid.tls import TlsFiles, make_tls_files
 from controller import acl as controller_acl
 from protocol import keys
 from protocol.acl import agent_user
+from protocol.events import decode_event
 
 
 @dataclass
@@ -291,8 +291,8 @@ class Grid:
         while time.monotonic() < deadline:
             message = events.get_message(timeout=0.25)
             if message is not None:
-                event = json.loads(message["data"])
-                if event.get("event") == kind and wanted(event):
+                event = decode_event(message["data"])
+                if event["event"] == kind and wanted(event):
                     return event
                 continue
             for process in watched:

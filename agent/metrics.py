@@ -18,7 +18,7 @@ def agent_metrics(agent: "Agent") -> list[Metric]:
     return [
         Metric("ac_agent_info", "gauge", "This agent: its gid, nid and version",
                [((str(config.gid), str(config.nid), agent_package.__version__), 1)], ("gid", "nid", "version")),
-        counter("ac_agent_commands_total", "Commands taken from the controllers' queues", agent.commands_taken),
+        counter("ac_agent_commands_total", "Commands taken from the controllers' queues", agent.dispatcher.taken),
         by_label("ac_agent_results_total", "counter", "Results reported (the end of each run), by state", "state",
                  sorted(results.items())),
         gauge("ac_agent_jobs_running", "Job processes running (each holds a max_jobs slot)", agent.slots.running),

@@ -26,13 +26,12 @@ take effect; running jobs go on untouched.
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -45,25 +44,23 @@ from acdaemon.metrics import serving_metrics
 from acdaemon.notify import Notifier
 from acdaemon.run import StartError
 from acdaemon.signals import handle_signals
-from agent.builtins import BUILTINS, Builtin, BuiltinError
 from agent.config import AgentConfig, Logger, StartupJob, load_config, swarm_member
-from agent.jobs import ExternalJob, JobContext
-from agent.launch import Identity, execute_spec, extension_spec
-from agent.loggers import Loggers
+from agent.dispatch import Dispatcher
+from agent.jobs import JobContext
+from agent.launch import Identity
+from agent.loggers import DBLogger, Loggers
 from agent.metrics import agent_metrics
-from agent.process import ProcessSpec, SpawnError, stop_leftover_group
-from agent.reaper import Reaper, stop_leftovers
+from agent.reaper import Reaper
+from agent.recovery import answer_leftovers, restore_long_running, stop_left_processes
 from agent.slots import Slots
 from agent.statedb import StateDB
 from agent.stats import Stats
 from agent.tunnels import Tunnels
 from agent.uplink import Uplink
-from protocol.command import LONG_RUNNING, Command, MalformedCommand, decode_command, usable_id
-from protocol.errors import bounded, shown
-from protocol.job import Job, echoed_args, error_job, now_ms
+from protocol.command import Command
+from protocol.job import Job
 from protocol.keys import AgentKeys
-from protocol.levels import RESULT_JSON
-from protocol.states import State
+from protocol.presence import Registration
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +71,26 @@ RELOADED = ("extensions", "startup", "loggers")
 
 
 class Agent:
+    """One agent identity: its uplinks, loggers, stats, tunnels and jobs, wired together (``run``)."""
+
     def __init__(self, config: AgentConfig, buses: dict[str, Bus], notifier: Notifier | None = None,
                  reread_config: Callable[[], AgentConfig] | None = None, reaper: Reaper | None = None) -> None:
         self.config = config
         self.reread_config = reread_config or partial(load_config, config.path)
         self.notifier = notifier or Notifier({})
         self.metrics_address = ""  # host:port of the metrics endpoint, "" when off
-        self.commands_taken = 0
         self.serving = ""  # once ready: what systemd's status line says
-        keys = AgentKeys(config.gid, config.nid)
         self.identity = Identity(config.gid, config.nid, str(config.home))
+        self.state_db = StateDB(config.history_file)
+        self.slots = Slots(config.max_jobs)
+        self.reaper = reaper or Reaper()
+        keys = AgentKeys(config.gid, config.nid)
         commanding = set(config.channel_cmds or config.controllers)
         self.uplinks = {
             name: Uplink(name, bus, keys, takes_commands=name in commanding,
-                         heartbeat_interval=config.heartbeat_interval, dispatch=self.dispatch,
-                         registration=self.registration, running=lambda: len(self.jobs), describe=self.describe)
+                         heartbeat_interval=config.heartbeat_interval, dispatch=self._dispatch,
+                         registration=self.registration, running=lambda: len(self.dispatcher.jobs),
+                         describe=self._describe)
             for name, bus in buses.items()
         }
         outboxes = {name: uplink.outbox for name, uplink in self.uplinks.items()}
@@ -96,18 +98,13 @@ class Agent:
         self.loggers = Loggers(config, outboxes)
         stats_to = config.stats_controllers or tuple(outboxes)
         self.stats = Stats(config.gid, config.nid, config.stats_interval, [outboxes[name] for name in stats_to])
-        self.state_db = StateDB(config.history_file)
-        self.slots = Slots(config.max_jobs)
-        self.reaper = reaper or Reaper()
-        self.context = JobContext(self.identity, self.slots, self.loggers, self.stats, self.state_db, self.reaper,
-                                  config.kill_grace)
-        self.jobs: dict[str, ExternalJob] = {}
+        context = JobContext(self.identity, self.slots, self.loggers, self.stats, self.state_db, self.reaper,
+                             config.kill_grace)
+        self.dispatcher = Dispatcher(self.identity, context, self.state_db, self, self.tunnels.builtin,
+                                     lambda: self.config.extensions)
         self.restarting = False
         self._started = time.time()
         self._stopping = trio.Event()
-        self._tasks = 0
-        self._tasks_done = trio.Event()
-        self._nursery: trio.Nursery | None = None
 
     # -- life -----------------------------------------------------------------------------
 
@@ -122,22 +119,28 @@ class Agent:
                 services.start_soon(self.loggers.run)
                 services.start_soon(self.stats.run)
                 services.start_soon(self.tunnels.run)
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    await self._stop_leftovers()
-                    await self._restore_long_running()
-                    self._start_startup_jobs(self.config.startup)
-                    for uplink in self.uplinks.values():
-                        nursery.start_soon(uplink.run, self._answer_leftovers)
-                    log.info("agent %s:%s running; commands from %s", self.config.gid, self.config.nid,
-                             ", ".join(name for name, uplink in self.uplinks.items() if uplink.takes_commands))
-                    nursery.start_soon(self._announce_ready)
-                    await self._stopping.wait()
-                    await self._wind_down()
-                    nursery.cancel_scope.cancel()
+                async with trio.open_nursery() as links:
+                    async with trio.open_nursery() as job_tasks:  # exits once every job has reported its end
+                        self.dispatcher.tasks = job_tasks
+                        await self._recover()
+                        for uplink in self.uplinks.values():
+                            links.start_soon(uplink.run, partial(answer_leftovers, self.dispatcher))
+                        log.info("agent %s:%s running; commands from %s", self.config.gid, self.config.nid,
+                                 ", ".join(name for name, uplink in self.uplinks.items() if uplink.takes_commands))
+                        links.start_soon(self._announce_ready)
+                        await self._stopping.wait()
+                        self._stop_jobs()
+                    await self._deliver()
+                    links.cancel_scope.cancel()
                 services.cancel_scope.cancel()
         finally:
             self.state_db.close()
+
+    async def _recover(self) -> None:
+        """Before taking any command: what a previous run left (``agent/recovery.py``), and the startup jobs."""
+        await stop_left_processes(self.identity, self.config.kill_grace)
+        await restore_long_running(self.state_db, self.uplinks, self.dispatcher, self.config.kill_grace)
+        self._start_startup_jobs(self.config.startup)
 
     def stop(self, *, restart: bool = False) -> None:
         """Begin stopping; ``restart``: a fresh agent takes over afterwards."""
@@ -193,22 +196,26 @@ class Agent:
         self.config = dataclasses.replace(old, extensions=config.extensions, startup=config.startup, loggers=loggers)
         changed = [name for name in RELOADED if getattr(self.config, name) != getattr(old, name)]
         log.info("config reloaded: %s", ", ".join(changed) + " changed" if changed else "nothing changed")
-        if self._nursery is not None and not self._stopping.is_set():
+        if self.dispatcher.tasks is not None and not self._stopping.is_set():
             self._start_startup_jobs([job for job in config.startup if job not in old.startup])
 
-    async def _wind_down(self) -> None:
-        staying = [job.command.id for job in self.jobs.values() if job.long_running]
+    def _stop_jobs(self) -> None:
+        """Take no more commands and end every job: long-running ones quietly (they run again with the next agent),
+        the others answered ``KILLED``."""
+        jobs = self.dispatcher.jobs
+        staying = [job.command.id for job in jobs.values() if job.long_running]
         log.info("agent %s:%s stopping%s: stopping %d jobs (answered KILLED)%s", self.config.gid, self.config.nid,
-                 " for a restart" if self.restarting else "",
-                 len(self.jobs) - len(staying),
+                 " for a restart" if self.restarting else "", len(jobs) - len(staying),
                  f"; {len(staying)} long-running jobs ({', '.join(staying[:20])}) stop quietly and start again "
                  "with the next agent" if staying else "")
+        self.dispatcher.stopping = True
         for uplink in self.uplinks.values():
             uplink.stop_intake()
-        for job in list(self.jobs.values()):
+        for job in list(jobs.values()):
             job.kill(report=not job.long_running, reason="killed: the agent stopped")
-        while self._tasks:
-            await self._tasks_done.wait()
+
+    async def _deliver(self) -> None:
+        """Store every message and hand every result to the bus (for ``DELIVERY_GRACE`` at the most)."""
         await self.loggers.flush()
         with trio.move_on_after(DELIVERY_GRACE) as delivery:
             for uplink in self.uplinks.values():
@@ -218,213 +225,50 @@ class Agent:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def dispatch(self, uplink: Uplink, raw: bytes) -> None:
-        """Start answering one command taken from ``uplink``'s queue; a bug here fails the command, not the agent."""
-        self.commands_taken += 1
-        uplink.hold(raw)
-        try:
-            self._dispatch(uplink, raw)
-        except Exception as exc:
-            log.exception("dispatching a command failed inside the agent")
-            command_id = usable_id(_field(raw, "id"))
-            if command_id is None:
-                uplink.drop(raw)
-            else:
-                uplink.report(error_job(command_id, f"internal error in the agent: {exc!r}", gid=self.config.gid,
-                                        nid=self.config.nid), push=True, final=True, command=raw)
-
     def _dispatch(self, uplink: Uplink, raw: bytes) -> None:
-        try:
-            command = decode_command(raw)
-        except MalformedCommand as exc:
-            if exc.command_id is None:
-                log.error("dropping a command without a usable id: %s", exc)
-                uplink.drop(raw)
-            else:
-                uplink.report(error_job(exc.command_id, f"malformed command: {exc}", gid=self.config.gid,
-                                        nid=self.config.nid), push=True, final=True, command=raw)
-            return
-        if self._stopping.is_set():
-            self._answer(uplink, raw, command, State.ERROR, "the agent is stopping; send the command again")
-        elif command.id in self.jobs:
-            job = self._job(command, State.DUPLICATE_ID, f"job {command.id} is already running on this agent")
-            uplink.report(job, push=True, final=False, command=raw)
-        elif (builtin := BUILTINS.get(command.cmd) or self.tunnels.builtin(command.cmd, uplink)) is not None:
-            self._start_task(command, uplink, raw, self._answer_builtin, builtin, command, uplink, raw)
-        elif command.cmd == "execute" or command.cmd in self.config.extensions:
-            self._start_job(command, uplink, raw)
-        else:
-            self._answer(uplink, raw, command, State.UNKNOWN_CMD, f"unknown command {shown(command.cmd)}")
+        self.dispatcher.dispatch(uplink, raw)
 
-    def describe(self, command: Command) -> Job:
-        """A job as it is now: as last reported if it runs here, else as just taken."""
-        job = self.jobs.get(command.id)
-        return job.latest if job is not None and job.latest is not None else self._job(command, State.RUNNING)
+    def _describe(self, command: Command) -> Job:
+        return self.dispatcher.describe(command)
+
+    def _start_startup_jobs(self, jobs: tuple[StartupJob, ...] | list[StartupJob]) -> None:
+        for startup in jobs:
+            command = Command(startup.id, startup.cmd, self.config.gid, self.config.nid, args=startup.args,
+                              data=startup.data)
+            if command.id in self.dispatcher.jobs:
+                log.error("startup job %s not started: a job with that id is running", command.id)
+                continue
+            self.dispatcher.start_job(command, None)
+
+    # -- what built-ins may use (``agent.builtins.Node``) -----------------------------------------
+
+    @property
+    def message_db(self) -> DBLogger | None:
+        return self.loggers.database
 
     def kill_job(self, job_id: str) -> bool:
-        job = self.jobs.get(job_id)
+        job = self.dispatcher.jobs.get(job_id)
         if job is None:
             return False
         job.kill()
         return True
 
     def kill_all(self) -> list[str]:
-        killed = list(self.jobs)
-        for job in list(self.jobs.values()):
+        killed = list(self.dispatcher.jobs)
+        for job in list(self.dispatcher.jobs.values()):
             job.kill()
         return killed
 
-    async def _answer_builtin(self, builtin: Builtin, command: Command, uplink: Uplink, raw: bytes) -> None:
-        job = self._job(command, State.SUCCESS)
-        try:
-            job.data = json.dumps(await builtin(self, command))
-            job.level = RESULT_JSON
-        except BuiltinError as exc:
-            job.state, job.data = State.ERROR, str(exc)
-        job.time = now_ms() - job.starttime
-        uplink.report(job, push=True, final=True, command=raw)
-
-    def _start_job(self, command: Command, uplink: Uplink | None, raw: bytes | None) -> None:
-        try:
-            spec = self._spec(command)
-        except SpawnError as exc:
-            if uplink is not None:
-                self._answer(uplink, raw, command, State.ERROR, str(exc))
-            else:
-                log.error("job %s cannot run: %s", command.id, exc)
-            return
-        long_running = command.args.max_time == LONG_RUNNING and uplink is not None
-
-        def report(job: Job, push: bool, final: bool) -> None:
-            if final:
-                if self.jobs.get(command.id) is external:
-                    del self.jobs[command.id]
-                if long_running:
-                    self.state_db.remove(command.id)
-            if uplink is not None:
-                uplink.report(job, push=push, final=final, command=raw if final else None, reopen=long_running)
-            elif push:
-                log.info("startup job %s: %s%s", job.id, job.state, f": {job.data[:200]}" if job.data else "")
-
-        if long_running:
-            self.state_db.add(command.id, uplink.name, raw)
-        external = ExternalJob(command, spec, self.context, report)
-        self.jobs[command.id] = external
-        self._start_task(command, uplink, raw, external.run)
-
-    def _spec(self, command: Command) -> ProcessSpec:
-        extension = self.config.extensions.get(command.cmd)
-        if extension is None:
-            return execute_spec(command, self.identity)
-        return extension_spec(command, extension, self.identity)
-
-    def _start_task(self, command: Command, uplink: Uplink | None, raw: bytes | None,
-                    work: Callable[..., Awaitable[None]], *args: object) -> None:
-        """Run ``work`` as a task; a bug in it fails the job, never the agent."""
-
-        async def guarded() -> None:
-            try:
-                await work(*args)
-            except Exception as exc:
-                log.exception("job %s (%s) failed inside the agent", command.id, command.cmd)
-                job = self.jobs.pop(command.id, None)
-                if job is not None:
-                    job.kill(report=False)
-                if uplink is not None:
-                    self._answer(uplink, raw, command, State.ERROR, f"internal error in the agent: {exc!r}")
-            finally:
-                self._tasks -= 1
-                if not self._tasks:
-                    self._tasks_done.set()
-                    self._tasks_done = trio.Event()
-
-        self._tasks += 1
-        self._nursery.start_soon(guarded)
-
-    def _answer(self, uplink: Uplink, raw: bytes | None, command: Command, state: State, data: str) -> None:
-        job = self._job(command, state, bounded(data))
-        job.args = echoed_args(job.args)
-        uplink.report(job, push=True, final=True, command=raw)
-
-    def _job(self, command: Command, state: State, data: str = "") -> Job:
-        job = Job.for_command(command, self.config.gid, self.config.nid, state, data=data)
-        job.starttime = now_ms()
-        return job
-
-    # -- what a previous run left --------------------------------------------------------
-
-    def _answer_leftovers(self, uplink: Uplink, raws: list[bytes]) -> None:
-        """Commands a previous run of this agent took but never finished (long-running ones excepted)."""
-        for raw in raws:
-            if uplink.is_held(raw):
-                continue
-            uplink.hold(raw)
-            try:
-                command = decode_command(raw)
-            except MalformedCommand:
-                uplink.drop(raw)
-                continue
-            if command.cmd == "restart":  # it did its work; only its answer did not reach the bus in time
-                job = self._job(command, State.SUCCESS, json.dumps("restarted"))
-                job.level = RESULT_JSON
-                uplink.report(job, push=True, final=True, command=raw)
-            else:
-                self._answer(uplink, raw, command, State.ERROR, "the agent restarted before this job finished "
-                             "(whatever it still ran was stopped)")
-
-    async def _stop_leftovers(self) -> None:
-        """Before taking any command: stop every process a previous run of this agent left running (it was
-        killed, and took no job down with it). Their jobs are answered as the inflight list is read again."""
-        stopped = await stop_leftovers(self.identity, self.config.kill_grace)
-        if stopped:
-            log.warning("stopped %d processes of jobs a previous run of this agent left running", stopped)
-
-    async def _restore_long_running(self) -> None:
-        for saved in self.state_db.jobs():
-            if saved.pid is not None and await stop_leftover_group(saved.pid, saved.started, self.config.kill_grace):
-                log.warning("job %s: stopped the process group %d a previous agent left running", saved.id,
-                            saved.pid)
-            uplink = self.uplinks.get(saved.controller)
-            try:
-                command = decode_command(saved.command)
-            except MalformedCommand as exc:
-                log.error("state DB: dropping long-running job %s: %s", saved.id, exc)
-                self.state_db.remove(saved.id)
-                continue
-            if uplink is None:
-                log.error("state DB: dropping long-running job %s: controller %r is no longer configured",
-                          saved.id, saved.controller)
-                self.state_db.remove(saved.id)
-                continue
-            log.info("starting long-running job %s again", saved.id)
-            uplink.hold(saved.command)
-            self._start_job(command, uplink, saved.command)
-
-    def _start_startup_jobs(self, jobs: tuple[StartupJob, ...] | list[StartupJob]) -> None:
-        for startup in jobs:
-            command = Command(startup.id, startup.cmd, self.config.gid, self.config.nid, args=startup.args,
-                              data=startup.data)
-            if command.id in self.jobs:
-                log.error("startup job %s not started: a job with that id is running", command.id)
-                continue
-            self._start_job(command, None, None)
+    def restart(self) -> None:
+        self.stop(restart=True)
 
     # -- presence ----------------------------------------------------------------------------
 
-    def registration(self) -> dict:
-        return {"gid": self.config.gid, "nid": self.config.nid, "roles": list(self.config.roles),
-                "hostname": socket.gethostname(), "version": agent.__version__, "pid": os.getpid(),
-                "started": int(self._started), "max_jobs": self.config.max_jobs,
-                "heartbeat_interval": self.config.heartbeat_interval, "metrics": self.metrics_address or None}
-
-
-def _field(raw: bytes, name: str) -> object:
-    """One field of a command that may not even be JSON."""
-    try:
-        fields = json.loads(raw)
-    except ValueError:
-        return None
-    return fields.get(name) if isinstance(fields, dict) else None
+    def registration(self) -> Registration:
+        config = self.config
+        return Registration(config.gid, config.nid, tuple(config.roles), socket.gethostname(), agent.__version__,
+                            os.getpid(), int(self._started), config.max_jobs, config.heartbeat_interval,
+                            self.metrics_address or None)
 
 
 def _without_levels(loggers: tuple[Logger, ...]) -> list[Logger]:

@@ -30,14 +30,13 @@ import trio
 from acbus.connection import Connection, ConnectionLost, ReplyError
 from acbus.link import Bus
 from acdaemon.tunnel_pipe import Bell, Pipe, PipeBroken, dial
-from agent.builtins import BuiltinError
+from agent.builtins import Builtin, BuiltinError, Node
 from protocol import tunnels as wire
 from protocol.command import Command
 from protocol.errors import ProtocolError
 from protocol.keys import AgentKeys
 
 if TYPE_CHECKING:
-    from agent.service import Agent
     from agent.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -399,17 +398,17 @@ class Tunnels:
             for endpoint in self.endpoints.values():
                 nursery.start_soon(endpoint.run)
 
-    def builtin(self, cmd: str, uplink: "Uplink") -> Callable[["Agent", Command], Awaitable[Any]] | None:
-        """The handler of a tunnel command that came from ``uplink`` (tunnels go over that bus)."""
+    def builtin(self, cmd: str, uplink: "Uplink") -> Builtin | None:
+        """The built-in answering a tunnel command that came from ``uplink`` (tunnels go over that bus)."""
         handler = _COMMANDS.get(cmd)
         if handler is None:
             return None
         endpoint = self.endpoints[uplink.name]
 
-        async def answer(agent: "Agent", command: Command) -> Any:
+        async def answer(node: Node, command: Command) -> Any:
             return await handler(endpoint, command)
 
-        return answer
+        return Builtin(answer, inline=False)
 
 
 async def _open(endpoint: Endpoint, command: Command) -> dict[str, Any]:

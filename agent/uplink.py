@@ -8,11 +8,9 @@ only with their final result (see ``agent/outbox.py``).
 """
 
 import collections
-import json
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import trio
 
@@ -23,6 +21,7 @@ from protocol import envelope
 from protocol.command import Command, MalformedCommand, decode_command
 from protocol.job import Job, now_ms
 from protocol.keys import AgentKeys
+from protocol.presence import HEARTBEAT_BEATS, Heartbeat, Registration
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ TAKE_BATCH = 64
 
 class Uplink:
     def __init__(self, name: str, bus: Bus, keys: AgentKeys, *, takes_commands: bool, heartbeat_interval: float,
-                 dispatch: Callable[["Uplink", bytes], None], registration: Callable[[], dict[str, Any]],
+                 dispatch: Callable[["Uplink", bytes], None], registration: Callable[[], Registration],
                  running: Callable[[], int], describe: Callable[[Command], Job]) -> None:
         self.name = name
         self.bus = bus
@@ -142,11 +141,11 @@ class Uplink:
 
     async def _beat(self) -> None:
         """Beat once, however long the bus takes to accept it (a refusal is retried within a beat)."""
-        ttl_ms = int(self.heartbeat_interval * 3 * 1000)
+        ttl_ms = int(self.heartbeat_interval * HEARTBEAT_BEATS * 1000)
 
         async def beat() -> None:
-            heartbeat = {"time": now_ms(), "running": self.running()}
-            await self.bus.set_alive([(self.keys.alive, json.dumps(heartbeat))], ttl_ms)
+            heartbeat = Heartbeat(now_ms(), self.running())
+            await self.bus.set_alive([(self.keys.alive, heartbeat.to_json())], ttl_ms)
 
         await self.bus.keep_trying(beat, "our heartbeat", cap=self.heartbeat_interval)
 

@@ -21,6 +21,7 @@ from protocol.command import Command
 from protocol.errors import ProtocolError, shown, type_name
 from protocol.job import Job, error_job, now_ms
 from protocol.levels import RESULT_JSON
+from protocol.presence import Heartbeat
 from protocol.states import State
 
 log = logging.getLogger(__name__)
@@ -85,22 +86,13 @@ class Builtins:
 
 def agent_health(view: AgentView, heartbeat: bytes, now: float) -> dict[str, Any]:
     """What ``list_agents`` says of one agent (see docs/controller.md); ``heartbeat``: its latest one known."""
-    registration = view.registration
-    started = _number(registration.get("started"))
-    try:
-        beat = json.loads(heartbeat) if heartbeat else {}
-    except ValueError:
-        beat = {}
-    if not isinstance(beat, dict):
-        beat = {}
+    registration, beat = view.registration, Heartbeat.from_json(heartbeat)
+    started = registration.started
     return {"gid": view.gid, "nid": view.nid, "roles": sorted(view.roles), "alive": view.alive,
-            "running": view.load, **{key: registration.get(key) for key in ("hostname", "version", "pid", "metrics")},
-            "started": started, "uptime": round(now - started) if view.alive and started is not None else None,
-            "last_heartbeat": _number(beat.get("time")), "jobs": _number(beat.get("running"))}
-
-
-def _number(value: object) -> int | float | None:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+            "running": view.load, "hostname": registration.hostname, "version": registration.version,
+            "pid": registration.pid, "metrics": registration.metrics, "started": started,
+            "uptime": round(now - started) if view.alive and started is not None else None,
+            "last_heartbeat": beat.time, "jobs": beat.running}
 
 
 def _schedule_id(data: str) -> str:

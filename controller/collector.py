@@ -20,6 +20,7 @@ from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry
 from protocol import keys
+from protocol.presence import Registration
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ DRAIN_BYTES = 16 * 1024
 
 #: Called with (gid, nid, registration, new) after an agent (re)registered; ``new``
 #: when the registry had never seen that agent.
-RegistrationHandler = Callable[[int, int, dict, bool], Awaitable[None]]
+RegistrationHandler = Callable[[int, int, Registration, bool], Awaitable[None]]
 
 
 class Collector:
@@ -116,7 +117,7 @@ class Collector:
                 if not isinstance(details, dict):
                     log.warning("agent %d:%d sent a registration that is not a JSON object", gid, nid)
                     continue
-                await self.on_registration(gid, nid, details, bool(new_agent))
+                await self.on_registration(gid, nid, Registration.from_wire(gid, nid, details), bool(new_agent))
 
     def _count_drops(self, gid: int, nid: int, dropped: list[bytes], messages_dropped: int, refused: bytes,
                      discarded: int) -> None:

@@ -1,16 +1,13 @@
-"""Announcing what happened on ``ac:ctl:events``, for peers, tools and tests."""
+"""Announcing what happened on ``ac:ctl:events``, for peers, tools and tests (``protocol/events.py``)."""
 
-import json
 from typing import Any
 
 from acbus.link import Bus
 from protocol import keys
+from protocol.events import AGENT_LOST, AGENT_REGISTERED, BUS_DATA_LOST, CONTROLLER_STARTED, encode_event
 
-AGENT_REGISTERED = "agent_registered"
-AGENT_LOST = "agent_lost"
-BUS_DATA_LOST = "bus_data_lost"
-CONTROLLER_STARTED = "controller_started"
+__all__ = ["AGENT_LOST", "AGENT_REGISTERED", "BUS_DATA_LOST", "CONTROLLER_STARTED", "publish"]
 
 
 async def publish(bus: Bus, event: str, **details: Any) -> None:
-    await bus.execute("PUBLISH", keys.EVENTS, json.dumps({"event": event, **details}))
+    await bus.execute("PUBLISH", keys.EVENTS, encode_event(event, **details))

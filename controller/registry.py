@@ -11,19 +11,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.keys import AGENTS, GRANTED_ROLES, AgentKeys, parse_agent_name, running_jobs
+from protocol.presence import Registration
 
 log = logging.getLogger(__name__)
-
-#: Seconds between an agent's heartbeats when its registration does not say.
-DEFAULT_HEARTBEAT_INTERVAL = 2.0
 
 
 @dataclass(slots=True)
 class AgentView:
+    """One agent as this controller sees it: registered roles (as granted), liveness, load."""
+
     gid: int
     nid: int
     roles: frozenset[str] = frozenset()
-    registration: dict[str, Any] = field(default_factory=dict)
+    registration: Registration = field(default_factory=lambda: Registration(0, 0))
     alive: bool = False
     load: int = 0  # unfinished jobs routed to it: as last read from Redis, plus what we routed since
     seen_on: str = ""  # run id of the Redis on which we saw it beat (write a new heartbeat)
@@ -41,15 +41,15 @@ class AgentView:
     @property
     def heartbeat_ttl(self) -> float:
         """Seconds the agent's heartbeat lives: 3 beats of the interval it registered with."""
-        interval = self.registration.get("heartbeat_interval")
-        valid = isinstance(interval, int | float) and not isinstance(interval, bool) and 0 < interval < 3600
-        return 3 * (interval if valid else DEFAULT_HEARTBEAT_INTERVAL)
+        return self.registration.heartbeat_ttl
 
     def holds(self, roles: tuple[str, ...]) -> bool:
         return all(role == "*" or role in self.roles for role in roles)
 
 
 class Registry:
+    """The agents this controller knows, by ``(gid, nid)``."""
+
     def __init__(self) -> None:
         self.agents: dict[tuple[int, int], AgentView] = {}
         self.run_id = ""  # the Redis run the liveness sweep last saw (``AgentView.seen_on``)
@@ -57,16 +57,14 @@ class Registry:
     def get(self, gid: int, nid: int) -> AgentView | None:
         return self.agents.get((gid, nid))
 
-    def register(self, gid: int, nid: int, registration: dict[str, Any], alive: bool = True) -> AgentView:
+    def register(self, gid: int, nid: int, registration: Registration, alive: bool = True) -> AgentView:
         """Record a (re)registration: its roles are current from now on. A fresh one (``alive``), just
         drained from the agent's outbox, proves that the agent runs against this Redis."""
         view = self.agents.get((gid, nid)) or AgentView(gid, nid)
         if alive:
             view.seen_on = self.run_id
-        roles = registration.get("roles")
         view.registration = registration
-        view.roles = frozenset(role for role in roles if isinstance(role, str)) if isinstance(roles, list) \
-            else frozenset()
+        view.roles = frozenset(registration.roles)
         view.alive = view.alive or alive
         self.agents[(gid, nid)] = view
         return view
@@ -95,7 +93,7 @@ class Registry:
                 log.warning("ignoring an unreadable registration of agent %r", name)
                 continue
             if isinstance(registration, dict):
-                view = self.register(gid, nid, registration, alive=False)
+                view = self.register(gid, nid, Registration.from_wire(gid, nid, registration), alive=False)
                 if isinstance(allowed, list):
                     view.roles &= frozenset(allowed)
 

@@ -19,7 +19,6 @@ setting but the bus and the metrics address takes effect at once.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import socket
@@ -47,6 +46,8 @@ from controller.registry import Registry
 from controller.scheduler import Scheduler
 from controller.tunnels import TunnelRelay
 from protocol import keys
+from protocol.events import decode_event
+from protocol.presence import Registration
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +163,14 @@ class Controller:
         if self.serving:
             self.notifier.ready(self.serving)
 
-    async def on_registration(self, gid: int, nid: int, registration: dict, new: bool) -> None:
+    async def on_registration(self, gid: int, nid: int, registration: Registration, new: bool) -> None:
         """An agent (re)registered through our drain: tell every controller, run the handler."""
         self.registry.register(gid, nid, registration)
         log.info("agent %d:%d %s with roles %s", gid, nid, "registered" if new else "registered again",
-                 registration.get("roles"))
+                 list(registration.roles))
         self.handlers.fire("agent_registered" if new else "agent_returned", gid, nid)
         await events.publish(self.bus, events.AGENT_REGISTERED, agent=keys.agent_name(gid, nid),
-                             registration=registration, new=new)
+                             registration=registration.to_wire(), new=new)
 
     async def _follow_events(self, connection: Connection) -> None:
         """Registrations drained by peers reach our registry through the events channel."""
@@ -177,10 +178,10 @@ class Controller:
         while True:
             _, raw = await connection.next_message()
             try:
-                event = json.loads(raw)
-                if event.get("event") == events.AGENT_REGISTERED:
+                event = decode_event(raw)
+                if event["event"] == events.AGENT_REGISTERED:
                     gid, nid = keys.parse_agent_name(event["agent"])
-                    self.registry.register(gid, nid, event["registration"])
+                    self.registry.register(gid, nid, Registration.from_wire(gid, nid, event["registration"]))
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignoring a malformed event: %r", raw[:200])
 

@@ -10,6 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.errors import ProtocolError, shown, type_name
+from protocol.fields import (
+    check_count,
+    check_name,
+    check_non_negative,
+    check_number,
+    check_string,
+    check_string_list,
+    is_integer,
+)
 from protocol.jsontext import compact
 from protocol.levels import parse_levels
 
@@ -186,7 +195,7 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     cmd = fields.get("cmd")
     if cmd is None:
         raise ProtocolError("cmd", "missing")
-    _check_name(cmd, "cmd")
+    check_name(cmd, "cmd", MAX_NAME_LENGTH)
     data = fields.get("data")
     if data is None:
         data = ""
@@ -230,7 +239,7 @@ def _check_id(value: object) -> str:
 def _optional_node_number(value: object, field: str) -> int:
     if value is None:
         return 0
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_integer(value):
         raise ProtocolError(field, f"expected a positive integer or null, got {type_name(value)}")
     if not 0 <= value <= MAX_NODE_NUMBER:
         raise ProtocolError(field, f"{value} is out of range 1-{MAX_NODE_NUMBER}")
@@ -241,63 +250,22 @@ def _roles(role: object, roles: object) -> tuple[str, ...]:
     if role is not None and roles is not None:
         raise ProtocolError("roles", "give either role or roles, not both")
     if role is not None:
-        return (_check_name(role, "role"),)
+        return (check_name(role, "role", MAX_NAME_LENGTH),)
     if roles is None:
         return ()
     if not isinstance(roles, list) or not roles:
         raise ProtocolError("roles", "expected a non-empty list of strings")
-    return tuple(_check_name(item, f"roles[{index}]") for index, item in enumerate(roles))
+    return tuple(check_name(item, f"roles[{index}]", MAX_NAME_LENGTH) for index, item in enumerate(roles))
 
-
-def _check_name(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise ProtocolError(field, f"expected a string, got {type_name(value)}")
-    if not value or len(value) > MAX_NAME_LENGTH:
-        raise ProtocolError(field, f"must be 1 to {MAX_NAME_LENGTH} characters")
-    return value
-
-
-def _string(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise ProtocolError(field, f"expected a string, got {type_name(value)}")
-    return value
-
-
-def _string_list(value: object, field: str) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        raise ProtocolError(field, f"expected a list of strings, got {type_name(value)}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ProtocolError(f"{field}[{index}]", f"expected a string, got {type_name(item)}")
-    return tuple(value)
-
-
-def _number(value: object, field: str) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
-        raise ProtocolError(field, f"expected a number, got {type_name(value)}")
-    return value
 
 
 def _max_time(value: object, field: str) -> float:
-    value = _number(value, field)
+    value = check_number(value, field)
     if value < 0 and value != LONG_RUNNING:
         raise ProtocolError(field, f"{value} is not allowed: use 0 (no limit), -1 (long-running) or seconds > 0")
     return value
 
 
-def _non_negative(value: object, field: str) -> float:
-    value = _number(value, field)
-    if value < 0:
-        raise ProtocolError(field, f"{value} is negative")
-    return value
-
-
-def _count(value: object, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(field, f"expected an integer, got {type_name(value)}")
-    if value < 0:
-        raise ProtocolError(field, f"{value} is negative")
-    return value
 
 
 def _level_spec(value: object, field: str) -> object:
@@ -317,17 +285,17 @@ def _environment(value: object, field: str) -> dict[str, str]:
 
 
 _RUN_ARG_CHECKS = {
-    "domain": _string,
-    "name": _string,
-    "args": _string_list,
+    "domain": check_string,
+    "name": check_string,
+    "args": check_string_list,
     "max_time": _max_time,
-    "max_restart": _count,
-    "recurring_period": _non_negative,
-    "stats_interval": _non_negative,
+    "max_restart": check_count,
+    "recurring_period": check_non_negative,
+    "stats_interval": check_non_negative,
     "loglevels": _level_spec,
     "loglevels_db": _level_spec,
     "loglevels_ac": _level_spec,
-    "queue": _string,
-    "working_dir": _string,
+    "queue": check_string,
+    "working_dir": check_string,
     "env": _environment,
 }

@@ -33,6 +33,7 @@ from typing import Any
 from protocol.errors import ProtocolError
 from protocol.job import Job
 from protocol.jsontext import compact
+from protocol.presence import Registration
 
 
 class Kind(StrEnum):
@@ -73,8 +74,8 @@ def job_envelope(job: Job, *, push: bool, final: bool, reopen: bool = False) -> 
     return encode(Kind.JOB, job.to_json(), **header)
 
 
-def register_envelope(registration: dict[str, Any]) -> str:
-    return encode(Kind.REGISTER, compact(registration))
+def register_envelope(registration: Registration) -> str:
+    return encode(Kind.REGISTER, registration.to_json())
 
 
 def log_envelope(lines: list[str]) -> str:

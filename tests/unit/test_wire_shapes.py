@@ -9,6 +9,7 @@ from protocol.command import decode_command
 from protocol.errors import ProtocolError
 from protocol.job import Job, error_job
 from protocol.keys import AgentKeys, agent_name, agent_of, job_results, parse_agent_name, result_queue
+from protocol.presence import Heartbeat, Registration
 from protocol.states import FINAL_STATES, Phase, State
 
 JOB_FIELDS = {"id", "gid", "nid", "cmd", "args", "data", "level", "state", "starttime", "time", "streams",
@@ -65,10 +66,20 @@ def test_job_envelope_round_trip():
     assert "state" not in envelope.decode(running)[0], "only results (pushed) carry their state"
 
 
-def test_register_envelope():
-    header, body = envelope.decode(envelope.register_envelope({"gid": 1, "roles": ["a"]}))
+def test_register_envelope_and_a_registration_read_tolerantly():
+    registration = Registration(1, 2, ("a",), "host", "1.0", 42, 1700000000, 10, 2.0, None)
+    header, body = envelope.decode(envelope.register_envelope(registration))
     assert header == {"kind": "register"}
-    assert json.loads(body) == {"gid": 1, "roles": ["a"]}
+    assert json.loads(body) == {"gid": 1, "nid": 2, "roles": ["a"], "hostname": "host", "version": "1.0", "pid": 42,
+                                "started": 1700000000, "max_jobs": 10, "heartbeat_interval": 2.0, "metrics": None}
+    assert Registration.from_wire(1, 2, json.loads(body)) == registration
+    older = Registration.from_wire(1, 2, {"roles": ["a", 3], "pid": True, "heartbeat_interval": "2"})
+    assert older == Registration(1, 2, ("a",)) and older.heartbeat_ttl == 6.0, "an older agent is still served"
+
+
+def test_heartbeat_read_tolerantly():
+    assert Heartbeat.from_json(Heartbeat(5, 1).to_json()) == Heartbeat(5, 1)
+    assert Heartbeat.from_json(b"not json") == Heartbeat.from_json(b"[1]") == Heartbeat.from_json(None) == Heartbeat()
 
 
 @pytest.mark.parametrize("raw", ["no newline", '{"kind": "nope"}\nbody', '[1]\nbody'])

@@ -1,0 +1,90 @@
+"""How an agent says it is there: its registration and its heartbeat.
+
+The agent writes both (``agent/uplink.py``); the controllers read them
+(``controller/registry.py``, ``list_agents``). Both are read tolerantly: a
+field an older agent does not send, or sends broken, is left unknown
+(``None``, or an empty list of roles) instead of refusing the agent, so
+agents of the previous version are served during a rolling upgrade.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from protocol.fields import is_integer, number_or_none
+from protocol.jsontext import compact
+
+#: Seconds between an agent's heartbeats when its registration does not say.
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+#: A heartbeat lives this many beats.
+HEARTBEAT_BEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What an agent tells the controllers on every (re)connection: the body of a ``register`` envelope."""
+
+    gid: int
+    nid: int
+    roles: tuple[str, ...] = ()
+    hostname: str | None = None
+    version: str | None = None
+    pid: int | None = None
+    started: int | float | None = None  # epoch seconds the agent started
+    max_jobs: int | None = None
+    heartbeat_interval: int | float | None = None
+    metrics: str | None = None  # host:port of its metrics endpoint
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**asdict(self), "roles": list(self.roles)}
+
+    def to_json(self) -> str:
+        return compact(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, gid: int, nid: int, wire: dict[str, Any]) -> "Registration":
+        """Agent ``gid:nid``'s registration (the name comes from where it was read, not from the body)."""
+        roles = wire.get("roles")
+        return cls(
+            gid, nid,
+            roles=tuple(role for role in roles if isinstance(role, str)) if isinstance(roles, list) else (),
+            hostname=_text(wire.get("hostname")),
+            version=_text(wire.get("version")),
+            pid=wire.get("pid") if is_integer(wire.get("pid")) else None,
+            started=number_or_none(wire.get("started")),
+            max_jobs=wire.get("max_jobs") if is_integer(wire.get("max_jobs")) else None,
+            heartbeat_interval=number_or_none(wire.get("heartbeat_interval")),
+            metrics=_text(wire.get("metrics")),
+        )
+
+    @property
+    def heartbeat_ttl(self) -> float:
+        """Seconds the agent's heartbeat lives: 3 beats of the interval it registered with."""
+        interval = self.heartbeat_interval
+        usable = interval is not None and 0 < interval < 3600
+        return HEARTBEAT_BEATS * (interval if usable else DEFAULT_HEARTBEAT_INTERVAL)  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The value of an agent's ``alive`` key: when it beat (epoch ms) and how many jobs it held then."""
+
+    time: int | float | None = None
+    running: int | float | None = None
+
+    def to_json(self) -> str:
+        return compact({"time": self.time, "running": self.running})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> "Heartbeat":
+        try:
+            beat = json.loads(raw) if raw else {}
+        except ValueError:
+            beat = {}
+        if not isinstance(beat, dict):
+            beat = {}
+        return cls(number_or_none(beat.get("time")), number_or_none(beat.get("running")))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
