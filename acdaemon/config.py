@@ -24,6 +24,8 @@ REQUIRED: Any = object()
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One key of a config section: its type, its default (none: required) and a check of its value."""
+
     kind: type | tuple[type, ...]
     default: Any = REQUIRED
     check: Callable[[Any], str | None] | None = None  # returns what is wrong, or None

@@ -19,6 +19,8 @@ _PRIORITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
 
 class JournalFormatter(logging.Formatter):
+    """Log lines the journal shows well: a syslog priority prefix, no timestamp of our own."""
+
     def __init__(self) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
 

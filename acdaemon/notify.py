@@ -30,6 +30,8 @@ def child_environment() -> dict[str, str]:
 
 
 class Notifier:
+    """Tells systemd how the daemon is doing (``sd_notify``); does nothing without ``NOTIFY_SOCKET``."""
+
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         path = environ.get("NOTIFY_SOCKET", "")

@@ -78,6 +78,8 @@ def _os_reason(exc: OSError) -> str:
 
 
 class Pipe:
+    """Moves one tunnel connection's bytes between a socket and its two lists on the bus, both ways."""
+
     def __init__(self, bus: Bus, sock: trio.SocketStream, inbox: str, outbox: str, *,
                  pushed: Sequence[Any], popped: Sequence[Any]) -> None:
         self.bus = bus

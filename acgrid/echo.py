@@ -73,6 +73,8 @@ class DigestServer(_Serving):
 
 @dataclass
 class Transfer:
+    """What a tunnel transfer test sent and got back, with the time it took."""
+
     size: int  # bytes sent (and, when intact, received)
     seconds: float
     intact: bool  # what arrived is byte for byte what was sent

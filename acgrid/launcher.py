@@ -35,6 +35,8 @@ from protocol.events import decode_event
 
 @dataclass
 class AgentSpec:
+    """One agent (or swarm of agent identities) of a grid, and what its agent2.toml adds to the generated one."""
+
     gid: int
     nid: int
     roles: tuple[str, ...] = ()

@@ -8,6 +8,8 @@ from acgrid.processes import GridError
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
+    """The certificate files of a TLS grid: a CA, the server's and a client's."""
+
     ca: Path
     server_cert: Path
     server_key: Path

@@ -33,10 +33,14 @@ class BuiltinError(Exception):
 
 
 class MessageDB(Protocol):
+    """What ``get_msgs`` needs of the message DB."""
+
     async def query(self, query: MessageQuery) -> list[dict[str, Any]]: ...
 
 
 class JobStats(Protocol):
+    """What the stats built-ins need of the agent's stats."""
+
     async def process_stats(self, job_id: str) -> dict[str, Any] | None: ...
 
     def processes_stats(self, domain: str | None = None, name: str | None = None) -> list[dict[str, Any]]: ...

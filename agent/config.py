@@ -67,6 +67,8 @@ SECTIONS = {"main", "controllers", "channel", "extensions", "logging", "stats", 
 
 @dataclass(frozen=True, slots=True)
 class Logger:
+    """One ``[logging.<name>]``: its type, levels and the settings of that type."""
+
     name: str
     type: str
     levels: frozenset[int]
@@ -80,6 +82,8 @@ class Logger:
 
 @dataclass(frozen=True, slots=True)
 class StartupJob:
+    """One ``[startup.<id>]``: a job run once at each start, with job id ``<id>``."""
+
     id: str
     cmd: str
     data: str
@@ -88,6 +92,8 @@ class StartupJob:
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
+    """A checked ``agent2.toml`` (every key is documented in ``configs/agent2.toml``)."""
+
     path: Path
     gid: int
     nid: int

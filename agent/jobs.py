@@ -68,6 +68,8 @@ class JobContext:
 
 
 class ExternalJob:
+    """One command run as a process: its runs (restarts, recurring runs) and what is reported of them."""
+
     def __init__(self, command: Command, spec: ProcessSpec, context: JobContext, report: Report) -> None:
         self.command = command
         self.spec = spec

@@ -46,6 +46,8 @@ MAX_PENDING_CHARS = 16 * 1024 * 1024
 
 
 class DBLogger:
+    """Messages into the local message DB, written in batches by a worker thread; it slows a flood down."""
+
     def __init__(self, config: Logger) -> None:
         self.name = config.name
         self.levels = config.levels
@@ -205,6 +207,8 @@ class ACLogger:
 
 
 class ConsoleLogger:
+    """Messages into the agent's own log (warnings and errors at their severity)."""
+
     def __init__(self, config: Logger) -> None:
         self.name = config.name
         self.levels = config.levels

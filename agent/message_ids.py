@@ -17,6 +17,8 @@ BLOCK = 100_000
 
 
 class MessageIds:
+    """The agent's message counter: ids handed out in order, reserved on disk in blocks, surviving restarts."""
+
     def __init__(self, path: str | Path, at_least: int = 1, block: int = BLOCK) -> None:
         """``at_least``: the next id must not be lower (e.g. the message DB's highest id + 1)."""
         self.path = Path(path)

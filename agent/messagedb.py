@@ -96,6 +96,8 @@ class MessageQuery:
 
 
 class MessageDB:
+    """The SQLite message DB: batch inserts, the ``get_msgs`` query, bounded by size and age."""
+
     def __init__(self, folder: str | Path, max_bytes: int, max_age: float) -> None:
         self.path = Path(folder) / DB_FILE
         self.max_bytes = max_bytes

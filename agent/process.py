@@ -45,6 +45,8 @@ class SpawnError(Exception):
 
 
 class Ending(Enum):
+    """How a run ended: by itself, past its ``max_time``, or killed."""
+
     EXITED = "exited"
     TIMEOUT = "timeout"
     KILLED = "killed"
@@ -52,6 +54,8 @@ class Ending(Enum):
 
 @dataclass(frozen=True, slots=True)
 class ProcessSpec:
+    """What to start: argv, working directory, environment and stdin (worked out before the run waits)."""
+
     argv: tuple[str, ...]
     cwd: str | None
     env: dict[str, str]
@@ -60,6 +64,8 @@ class ProcessSpec:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """How a process ended, and its exit status."""
+
     ending: Ending
     returncode: int
 

@@ -16,6 +16,8 @@ RESTARTABLE = frozenset({State.ERROR, State.TIMEOUT})
 
 
 class RestartPolicy:
+    """``max_restart``: whether a failed run is run again (runs that lived 5 minutes reset the count)."""
+
     def __init__(self, max_restart: int, stable_after: float = STABLE_AFTER) -> None:
         self.max_restart = max_restart
         self.stable_after = stable_after

@@ -17,6 +17,8 @@ import trio
 
 
 class Ticket:
+    """A run's place in line for a slot; ``granted`` is set once it may start."""
+
     __slots__ = ("granted", "queue", "released", "seq")
 
     def __init__(self, seq: int, queue: str | None) -> None:
@@ -27,6 +29,8 @@ class Ticket:
 
 
 class Slots:
+    """Hands out the ``max_jobs`` slots in arrival order, one run at a time per serial queue."""
+
     def __init__(self, max_jobs: int) -> None:
         self.max_jobs = max_jobs
         self.running = 0

@@ -17,6 +17,8 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class SavedJob:
+    """A long-running job as the state DB keeps it."""
+
     id: str
     controller: str  # the [controllers.<name>] the command came from
     command: bytes  # the raw command, as taken from the bus
@@ -25,6 +27,8 @@ class SavedJob:
 
 
 class StateDB:
+    """The agent's long-running jobs and their process groups, kept across restarts."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None

@@ -104,6 +104,8 @@ class StatsdAggregate:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
+    """One sample of a job's processes (cpu, memory)."""
+
     cpu: float = 0.0
     rss: int = 0
     vms: int = 0
@@ -112,6 +114,8 @@ class Sample:
 
 @dataclass(slots=True)
 class JobStats:
+    """A running job's samples and statsd values since its last flush."""
+
     command: Command
     pid: int
     interval: float
@@ -142,6 +146,8 @@ class JobStats:
 
 
 class Stats:
+    """Samples every job's processes and flushes their stats to the controllers at each job's interval."""
+
     def __init__(self, gid: int, nid: int, default_interval: float, outboxes: Sequence[Outbox]) -> None:
         self.gid = gid
         self.nid = nid

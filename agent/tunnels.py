@@ -55,6 +55,8 @@ BUS_TROUBLE = (ConnectionLost, ReplyError)
 
 @dataclass
 class Tunnel:
+    """One open tunnel: the port it listens on and where its connections go."""
+
     spec: wire.TunnelSpec
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     active: int = 0

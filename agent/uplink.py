@@ -30,6 +30,9 @@ TAKE_BATCH = 64
 
 
 class Uplink:
+    """The agent's side of one controller's bus: outbox, and (if it takes commands there) heartbeat, registration,
+    intake."""
+
     def __init__(self, name: str, bus: Bus, keys: AgentKeys, *, takes_commands: bool, heartbeat_interval: float,
                  dispatch: Callable[["Uplink", bytes], None], registration: Callable[[], Registration],
                  running: Callable[[], int], describe: Callable[[Command], Job]) -> None:

@@ -17,6 +17,8 @@ from protocol.keys import GRANTED_ROLES, agent_name
 
 @dataclass(frozen=True, slots=True)
 class AgentUser:
+    """An agent's Redis user as ``acl list`` shows it."""
+
     gid: int
     nid: int
     user: str

@@ -29,6 +29,8 @@ DEAD_LETTER_SAMPLE = 1000
 
 @dataclass
 class Batch:
+    """Everything decided for one batch of commands, staged for ``route.lua`` (nothing is written before)."""
+
     sends: defaultdict[keys.AgentKeys, list[Any]] = field(default_factory=lambda: defaultdict(list))
     records: list[Any] = field(default_factory=list)
     routed: int = 0

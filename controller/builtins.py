@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Builtins:
+    """Answers the commands addressed to the controller itself (``cmd = "controller"``)."""
+
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry) -> None:
         self.config = config
         self.bus = bus

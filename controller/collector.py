@@ -35,6 +35,8 @@ RegistrationHandler = Callable[[int, int, Registration, bool], Awaitable[None]]
 
 
 class Collector:
+    """Drains agents' outboxes when they ring (and on every connection, to make up for missed bells)."""
+
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry,
                  on_registration: RegistrationHandler) -> None:
         self.config = config

@@ -64,6 +64,8 @@ EVENTS_SCHEMA = {
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
+    """A checked ``controller.toml`` (every key is documented in ``configs/controller.toml``)."""
+
     bus: BusAddress = field(default_factory=lambda: BusAddress.from_url(DEFAULT_URL))
     result_ttl: int = 24 * 3600
     joblog_max: int = 100_000

@@ -21,6 +21,8 @@ OUTPUT_SAMPLE = 500
 
 
 class EventHandlers:
+    """Runs the ``[events]`` command lines, a few at a time, each with a timeout; failures are logged."""
+
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self._limiter = trio.CapacityLimiter(CONCURRENT_HANDLERS)

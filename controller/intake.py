@@ -36,6 +36,7 @@ from controller.sequencer import Sequencer
 from protocol import keys, tunnels
 from protocol.command import CONTROLLER_CMD, Command, MalformedCommand, decode_command, usable_id
 from protocol.errors import ProtocolError
+from protocol.fields import is_integer
 from protocol.job import Job, error_job
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def lane_ids(controller_id: str) -> list[str]:
 
 
 class Intake:
+    """Claims commands from ``cmds_queue`` in batches and routes them, in two lanes, in order."""
+
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, controller_id: str,
                  builtins: BuiltinsHandler) -> None:
         self.config = config
@@ -253,9 +256,12 @@ def _refusal(exc: MalformedCommand) -> Job:
     """The ERROR job for a malformed command, echoing what could be read of it."""
     fields = exc.fields
 
-    def echo(name: str, kind: type, default: object) -> object:
-        value = fields.get(name)
-        return value if isinstance(value, kind) and not isinstance(value, bool) else default
+    def text(name: str) -> str | None:
+        return fields[name] if isinstance(fields.get(name), str) else None
 
-    return error_job(exc.command_id, f"malformed command: {exc}", gid=echo("gid", int, 0), nid=echo("nid", int, 0),
-                     cmd=echo("cmd", str, ""), args=echo("args", dict, {}), tags=echo("tags", str, None))
+    def node(name: str) -> int:
+        return fields[name] if is_integer(fields.get(name)) else 0
+
+    args = fields.get("args")
+    return error_job(exc.command_id, f"malformed command: {exc}", gid=node("gid"), nid=node("nid"),
+                     cmd=text("cmd") or "", args=args if isinstance(args, dict) else {}, tags=text("tags"))

@@ -46,6 +46,8 @@ ADOPTION_WINDOW = 120.0
 
 
 class Liveness:
+    """Sweeps heartbeats: answers the jobs of lost agents, takes over the batches of dead controllers."""
+
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, lanes: list[str]) -> None:
         self.config = config
         self.bus = bus

@@ -29,6 +29,8 @@ def route(command: Command, registry: Registry) -> list[AgentView]:
 
 
 class Router:
+    """Decides the targets of the commands of one batch, counting each decision in the agents' load."""
+
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._pools: dict[tuple[int, tuple[str, ...]], list[list]] = {}

@@ -60,6 +60,8 @@ def check_cron(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
+    """A ``scheduler_add`` request: a cron spec and the command it submits at each tick."""
+
     id: str
     cron: str
     cmd: dict[str, Any]

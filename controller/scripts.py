@@ -17,6 +17,8 @@ _FOLDER = Path(__file__).parent / "scripts"
 
 
 class Script:
+    """One Lua step, called by hash and sent in full when Redis has forgotten it."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.source = (_FOLDER / f"{name}.lua").read_text()

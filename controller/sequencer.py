@@ -14,6 +14,8 @@ import trio
 
 
 class Sequencer:
+    """Tickets that make two lanes commit their batches in the order they claimed them."""
+
     def __init__(self) -> None:
         self._claim_lock = trio.Lock()
         self._issued = 0

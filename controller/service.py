@@ -60,6 +60,8 @@ FIXED_AT_START = ("bus", "metrics_listen")
 
 
 class Controller:
+    """One controller: its parts wired together, run until stopped, reloaded on SIGHUP."""
+
     def __init__(self, config: ControllerConfig, bus: Bus, controller_id: str, notifier: Notifier | None = None,
                  reread_config: Callable[[], ControllerConfig] | None = None) -> None:
         self.config = config

@@ -78,6 +78,8 @@ def _name(agent: Agent) -> str:
 
 
 class TunnelRelay:
+    """Relays tunnel connections between agents (and serves the controller gateway), adopting a dead peer's."""
+
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, controller_id: str) -> None:
         self.config = config
         self.main_bus = bus

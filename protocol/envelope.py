@@ -37,6 +37,8 @@ from protocol.presence import Registration
 
 
 class Kind(StrEnum):
+    """What an envelope carries; the drain script takes each kind its own way."""
+
     REGISTER = "register"
     JOB = "job"
     LOG = "log"

@@ -3,6 +3,7 @@
 from collections.abc import Iterable
 
 from protocol.errors import ProtocolError, shown, type_name
+from protocol.fields import is_integer
 
 STDOUT = 1
 STDERR = 2
@@ -82,7 +83,7 @@ def _level_number(text: str, spec: str, field: str) -> int:
 
 
 def _check_level(value: object, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_integer(value):
         raise ProtocolError(field, f"level {shown(value)} is not an integer")
     if not 0 <= value <= MAX_LEVEL:
         raise ProtocolError(field, f"level {value} is outside 0-{MAX_LEVEL}")

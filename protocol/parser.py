@@ -24,6 +24,8 @@ _TAGGED = re.compile(r"(\d{1,3})::(:?)(.*)", re.DOTALL)
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One message of a job's output: its level and its text (a block's lines joined)."""
+
     level: int
     text: str
 

@@ -11,6 +11,8 @@ from enum import StrEnum
 
 
 class State(StrEnum):
+    """The states of a job on the wire; the final ones are in ``FINAL_STATES``."""
+
     RUNNING = "RUNNING"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"

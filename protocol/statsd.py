@@ -16,6 +16,8 @@ STAT_TYPES: frozenset[str] = frozenset({"g", "c", "ms", "s", "kv"})
 
 @dataclass(frozen=True, slots=True)
 class StatsdSample:
+    """One parsed level-10 line."""
+
     key: str
     type: StatType
     value: float | str

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ProtocolError, type_name
+from protocol.fields import is_integer
 from protocol.jsontext import compact
 
 #: Largest chunk one list element carries.
@@ -115,7 +116,7 @@ def check_host(value: object, field: str) -> str:
 
 def _port(value: object, field: str, allow_zero: bool) -> int:
     low = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
+    if not is_integer(value) or not low <= value <= 65535:  # type: ignore[operator]
         raise ProtocolError(field, f"expected a port number {low}-65535, got {value!r:.80}")
     return value
 
