@@ -88,6 +88,7 @@ class Connection:
                 self._break(ConnectionLost(f"sending to the bus failed: {exc!r}"))
                 if isinstance(exc, trio.Cancelled):
                     raise
+                assert self._broken is not None  # _break() just set it, if it was not set already
                 raise self._broken from exc
         await ticket.done.wait()
         if ticket.error is not None:
@@ -119,6 +120,7 @@ class Connection:
     async def wait_closed(self) -> ConnectionLost:
         """Wait until the connection breaks; return why."""
         await self._closed.wait()
+        assert self._broken is not None  # _break() sets it before it sets _closed
         return self._broken
 
     def _raise_if_broken(self) -> None:
@@ -142,7 +144,7 @@ class Connection:
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
                 if not data:
                     raise ConnectionLost("the bus closed the connection")
-                self._reader.feed(data)
+                self._reader.feed(data)  # type: ignore[arg-type]  # hiredis takes any buffer; its stub says str | bytes
                 while (reply := self._reader.gets()) is not False:
                     await self._deliver(reply)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) as exc:

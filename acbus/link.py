@@ -96,6 +96,7 @@ class Bus:
     async def connection(self) -> Connection:
         while not self.is_connected:
             await self._connected.wait()
+        assert self._connection is not None  # is_connected says so
         return self._connection
 
     async def execute(self, *args: Any) -> Any:

@@ -106,7 +106,7 @@ class Client:
 
     def get_cmd_jobs(self, id: str) -> dict[tuple[int, int], Job]:
         """Every available job result of command ``id``, keyed by ``(gid, nid)``."""
-        results = self._redis.hgetall(keys.job_results(id))
+        results: dict[bytes, bytes] = self._redis.hgetall(keys.job_results(id))  # type: ignore[assignment]
         return {keys.parse_agent_name(field.decode()): Job(self, raw) for field, raw in results.items()}
 
     def get_cmds(self, start: int = 0, count: int = 100) -> list[dict[str, Any]]:

@@ -256,7 +256,7 @@ class Cmd(BaseCmd):
 
     def stored_msgs(self) -> list[dict[str, Any]]:
         """The command's messages in the DBs of the agents it went to, oldest first, naming their agent."""
-        stored = []
+        stored: list[dict[str, Any]] = []
         for gid, nid in self.targets():
             if gid and nid:
                 found = self._client.get_msgs(gid, nid, jobid=self._id, limit=1000)

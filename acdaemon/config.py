@@ -69,7 +69,7 @@ def take_section(table: object, schema: dict[str, Option], where: str) -> dict[s
     return values
 
 
-def check_sections(document: dict[str, Any], known: set[str], path: str | Path) -> None:
+def check_sections(document: dict[str, Any], known: set[str], path: str | Path | None) -> None:
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown section [{unknown[0]}] (known sections: {', '.join(sorted(known))})")

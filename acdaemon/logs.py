@@ -11,6 +11,7 @@ Anywhere else, lines start with a timestamp.
 import logging
 import os
 import sys
+from typing import Protocol
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -29,7 +30,11 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
 
 
-def writes_to_journal(stream: object = None) -> bool:
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+def writes_to_journal(stream: _HasFileno | None = None) -> bool:
     """Whether ``stream`` (default: stderr) is connected to systemd's journal."""
     stream = sys.stderr if stream is None else stream
     device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")

@@ -17,10 +17,14 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from acdaemon.run import StartError
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric as PrometheusMetric
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +93,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 @asynccontextmanager
-async def serving_metrics(listen: str, collect: Callable[[], list[Metric | Histogram]]) -> AsyncIterator[str]:
+async def serving_metrics(listen: str, collect: Callable[[], Sequence[Metric | Histogram]]) -> AsyncIterator[str]:
     """Serve ``collect()`` at ``http://<listen>/metrics`` for the duration of the block.
 
     Yields the address actually listened on (``host:port``; the port chosen
@@ -120,7 +124,7 @@ async def serving_metrics(listen: str, collect: Callable[[], list[Metric | Histo
         server.server_close()
 
 
-def _snapshot(collect: Callable[[], list[Metric | Histogram]]) -> list[Metric | Histogram]:
+def _snapshot(collect: Callable[[], Sequence[Metric | Histogram]]) -> list[Metric | Histogram]:
     """In the trio loop: the metrics, histograms copied so that nothing changes under the scrape."""
     return [metric.snapshot() if isinstance(metric, Histogram) else metric for metric in collect()]
 
@@ -131,20 +135,21 @@ class _Scrape:
     def __init__(self, snapshot: Callable[[], list[Metric | Histogram]]) -> None:
         self.snapshot = snapshot
 
-    def collect(self) -> Iterable[object]:
+    def collect(self) -> Iterable["PrometheusMetric"]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         for metric in self.snapshot():
             if isinstance(metric, Histogram):
-                family = HistogramMetricFamily(metric.name, metric.help)
+                histogram = HistogramMetricFamily(metric.name, metric.help)
                 cumulative, buckets = 0, []
                 for bound, count in zip((*metric.bounds, float("inf")), metric.counts, strict=True):
                     cumulative += count
                     buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-                family.add_metric([], buckets, metric.sum)
+                histogram.add_metric([], buckets, metric.sum)
+                yield histogram
             else:
                 kind = CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily
                 family = kind(metric.name, metric.help, labels=metric.labels)
                 for label_values, value in metric.samples:
                     family.add_metric(label_values, value)
-            yield family
+                yield family

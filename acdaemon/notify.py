@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 
 import trio
 
@@ -32,7 +33,7 @@ def child_environment() -> dict[str, str]:
 class Notifier:
     """Tells systemd how the daemon is doing (``sd_notify``); does nothing without ``NOTIFY_SOCKET``."""
 
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         path = environ.get("NOTIFY_SOCKET", "")
         self._address = "\0" + path[1:] if path.startswith("@") else path

@@ -28,7 +28,7 @@ def run_daemon(prog: str, main: Callable[..., Awaitable[Any]], *args: Any) -> An
     except StartError as exc:
         refuse(prog, exc)
     except BaseExceptionGroup as group:  # the nurseries it crossed wrapped it
-        refused = group.subgroup(StartError)
+        refused: StartError | BaseExceptionGroup[StartError] | None = group.subgroup(StartError)
         if refused is None:
             raise
         while isinstance(refused, BaseExceptionGroup):

@@ -175,9 +175,10 @@ _BREAKS = (ConnectionLost, ReplyError, trio.BrokenResourceError, trio.ClosedReso
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:
-    while isinstance(group, BaseExceptionGroup):
-        group = group.exceptions[0]
-    return group
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _why(exc: BaseException) -> str:

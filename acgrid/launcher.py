@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,14 +134,14 @@ class Grid:
         """The bus, with the grid's admin credentials (those of the controllers)."""
         return BusAddress.from_url(self.bus_url, **self._tls(), **self.credentials)
 
-    def security_table(self, username: str | None = None, password: str | None = None) -> dict[str, str]:
+    def security_table(self, username: str | None = None, password: str | None = None) -> dict[str, str | None]:
         """The ``security`` table of a daemon's config: TLS files and the given (or the admin) user."""
-        table = {}
+        table: dict[str, str | None] = {}
         if self.tls_files is not None:
             table = {"certificate_authority": str(self.tls_files.ca),
                      "client_certificate": str(self.tls_files.client_cert),
                      "client_certificate_key": str(self.tls_files.client_key)}
-        user = {"username": username, "password": password} if username else self.credentials
+        user: Mapping[str, str | None] = {"username": username, "password": password} if username else self.credentials
         return {**table, **user}
 
     def _tls(self) -> dict[str, str]:
@@ -176,9 +177,11 @@ class Grid:
         return "client-grid", self._client_password
 
     def log_path(self, name: str) -> Path:
+        assert self.workdir is not None  # start() makes it first
         return self.workdir / "logs" / f"{name}.log"
 
     def agent_dir(self, name: str) -> Path:
+        assert self.workdir is not None  # start() makes it first
         return self.workdir / "agents" / name.replace(":", "-")
 
     # -- controllers ------------------------------------------------------------------
@@ -189,6 +192,7 @@ class Grid:
             index = len(self.controllers)
         while len(self.controllers) <= index:
             self.controllers.append(None)
+        assert self.workdir is not None  # start() makes it first
         config_path = self.workdir / f"controller-{index}.toml"
         security = self.security_table()
         bus = {"url": self.bus_url, **({"security": security} if security else {})}
@@ -246,7 +250,7 @@ class Grid:
         folder.mkdir(parents=True, exist_ok=True)
         scripts = folder / "scripts"
         scripts.mkdir(exist_ok=True)
-        config = {
+        config: dict[str, Any] = {
             "main": {"gid": spec.gid, "nid": spec.nid, "roles": list(spec.roles),
                      "heartbeat_interval": self.heartbeat_interval},
             "controllers": {"main": {"url": self.bus_url}},

@@ -8,9 +8,11 @@
 
 import argparse
 import contextlib
+import io
 import signal
 import sys
 import threading
+from typing import cast
 
 from acdaemon.config import ConfigError, Option, list_of_strings, load_toml, positive, take_section
 from acgrid.demo import run_demo
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--demo", action="store_true", help="run the demo through the client, then stop")
     parser.add_argument("--log-level", default="WARNING", help="log level of the daemons (default WARNING)")
     options = parser.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # "grid up" shows at once, also through a pipe
+    # "grid up" shows at once, also through a pipe (the interpreter's stdout is a TextIOWrapper)
+    cast(io.TextIOWrapper, sys.stdout).reconfigure(line_buffering=True)
     try:
         grid = _grid_from(options)
     except ConfigError as exc:

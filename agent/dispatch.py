@@ -171,8 +171,8 @@ class Dispatcher:
             elif push:
                 log.info("startup job %s: %s%s", job.id, job.state, f": {job.data[:200]}" if job.data else "")
 
-        if long_running:
-            self.state_db.add(command.id, taken.uplink.name, taken.raw)  # type: ignore[union-attr]
+        if long_running and taken is not None:  # (long_running implies taken)
+            self.state_db.add(command.id, taken.uplink.name, taken.raw)
         external = ExternalJob(command, spec, self.context, report)
         self.jobs[command.id] = external
         self._start_task(command, taken, external.run)

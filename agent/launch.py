@@ -123,7 +123,7 @@ def stdin_bytes(data: str) -> bytes:
     """A command's ``data`` as the process reads it: UTF-8. Text that has none (a lone surrogate) is refused."""
     try:
         return data.encode()
-    except UnicodeError as exc:
+    except UnicodeEncodeError as exc:
         raise SpawnError(f"data holds text that cannot be encoded as UTF-8 ({exc.reason} at position "
                          f"{exc.start})") from None
 

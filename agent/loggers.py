@@ -306,14 +306,16 @@ class Loggers:
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            for logger in (*self.db, *self.ac):
+            for logger in self.db:
                 nursery.start_soon(logger.run)
+            for ac_logger in self.ac:
+                nursery.start_soon(ac_logger.run)
 
     async def flush(self) -> None:
-        for logger in self.ac:
-            logger.flush()
-        for logger in self.db:
-            await logger.flush()
+        for ac_logger in self.ac:
+            ac_logger.flush()
+        for db_logger in self.db:
+            await db_logger.flush()
 
     def for_job(self, command: Command) -> JobLog:
         args = command.args
@@ -322,11 +324,13 @@ class Loggers:
         routes: list[tuple[Sink, frozenset[int] | None]] = []
         for kind, loggers in (("DB", self.db), ("AC", self.ac), ("console", self.console)):
             for logger in loggers:
-                levels = overrides[kind] if overrides[kind] is not None else logger.levels
+                override = overrides[kind]
+                levels = override if override is not None else logger.levels
                 if keep is not None:
                     levels = levels & keep
                 if levels:
                     routes.append((logger, None if levels == ALL_LEVELS else levels))
+        assert self.ids is not None  # open() runs at start, before any job
         return JobLog((command.id, args.domain or "", args.name or ""), routes, self.ids)
 
 

@@ -64,6 +64,7 @@ def check_report(config: AgentConfig) -> str:
              f"  metrics: {config.metrics_listen or 'off'}"]
     for name, extension in config.extensions.items():
         binary = extension.binary
+        found: bool | str | None
         if os.sep in binary:
             found = os.access(os.path.join(extension.cwd, binary), os.X_OK)
         else:

@@ -121,17 +121,22 @@ class MessageDB:
             self._db.close()
             self._db = None
 
+    @property
+    def _open_db(self) -> sqlite3.Connection:
+        assert self._db is not None, "MessageDB used before open()"  # invariant: the agent opens it first
+        return self._db
+
     def max_id(self) -> int:
         """The highest message id stored (0 when empty)."""
-        return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+        return self._open_db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
 
     def next_job_key(self) -> int:
-        return self._db.execute("SELECT COALESCE(MAX(key), 0) + 1 FROM jobs").fetchone()[0]
+        return self._open_db.execute("SELECT COALESCE(MAX(key), 0) + 1 FROM jobs").fetchone()[0]
 
     def insert(self, batch: str, jobs: dict[int, JobRef]) -> None:
         """Store a batch of messages (``encode_rows``), and the jobs their keys stand for, in one
         transaction; then apply the bounds."""
-        db = self._db
+        db = self._open_db
         db.execute("BEGIN")
         try:
             db.executemany("INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?)",
@@ -163,30 +168,31 @@ class MessageDB:
 
     def _forget_empty_jobs(self) -> None:
         self._delete("DELETE FROM jobs WHERE NOT EXISTS (SELECT 1 FROM messages WHERE job = jobs.key)", ())
-        self._db.execute("PRAGMA incremental_vacuum")
+        self._open_db.execute("PRAGMA incremental_vacuum")
 
     def size(self) -> int:
         """Bytes the stored data takes (pages in use)."""
-        db = self._db
+        db = self._open_db
         pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
         return pages * db.execute("PRAGMA page_size").fetchone()[0]
 
     def _trim_size(self) -> int:
-        count = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        count = self._open_db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
         if not count:
             return 0
         keep = int(count * TRIM_TARGET * self.max_bytes / self.size())
-        cut = self._db.execute("SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?", (keep,)).fetchone()
+        cut = self._open_db.execute("SELECT id FROM messages ORDER BY id DESC LIMIT 1 OFFSET ?", (keep,)).fetchone()
         removed = self._delete("DELETE FROM messages WHERE id <= ?", (cut[0],)) if cut else 0
         self.trimmed += removed
         return removed
 
     def _delete(self, statement: str, parameters: tuple[Any, ...]) -> int:
-        return self._db.execute(statement, parameters).rowcount
+        return self._open_db.execute(statement, parameters).rowcount
 
     def query(self, query: MessageQuery) -> list[dict[str, Any]]:
         """Messages matching ``query``, newest first, as ``get_msgs`` answers them."""
-        where, parameters = [], []
+        where: list[str] = []
+        parameters: list[str | float] = []
         if query.jobid is not None:
             where.append("m.job IN (SELECT key FROM jobs WHERE jobid = ?)")
             parameters.append(query.jobid)

@@ -94,7 +94,8 @@ class Outbox:
         self._newest_bulk_of: dict[str, int] = {}  # job -> the number of the newest bulk entry carrying it
         self._sending: list[_Entry] = []  # the transaction in flight (sent again as it is after a lost connection)
         self._wakeup = trio.Event()
-        self._last_seq = 0
+        self._last_seq = 0  # the last sequence number given to an entry
+        self._delivered_seq = 0  # the last one the bus confirmed it has (0: none yet)
         self._check_delivered = True  # read outseq before the next write
         self._checked_on = 0  # the bus generation (connection) on which outseq was last read
         self.data_losses = 0
@@ -194,10 +195,8 @@ class Outbox:
         bulk ones while the outbox in Redis is short."""
         batch: list[_Entry] = []
         size = 0
-        blocked: set[str] = set()  # jobs whose next update waits for bulk envelopes: their later ones wait too
         for entry in self._waiting(self._urgent):
-            if entry.after > self._bulk_written or entry.job in blocked:
-                blocked.add(entry.job)  # type: ignore[arg-type]  # entries with ``after`` have a job
+            if entry.after > self._bulk_written:  # a later update of the same job waits as long: bulk goes in order
                 continue
             if len(batch) >= WRITE_BATCH or (batch and size > WRITE_BATCH_BYTES):
                 return batch
@@ -243,6 +242,7 @@ class Outbox:
             commands += [("RPUSH", self.keys.outbox, *envelopes), ("PUBLISH", self.keys.bell, "")]
         commands.append(("EXEC",))
         replies = await connection.pipeline(commands)
+        self._delivered_seq = batch[-1].seq
         if envelopes:
             self._backlog = replies[-1][-2]  # what RPUSH answered: the outbox's length
         self._finish(batch)
@@ -252,9 +252,9 @@ class Outbox:
         lost its data (``outseq`` gone after we wrote it)."""
         generation = self.bus.generation
         seq = await connection.execute("GET", self.keys.outbox_seq)
-        if seq is None and self._last_seq > 0:
+        if seq is None and self._delivered_seq > 0:  # the bus had a write of ours, and now has nothing
             self.data_losses += 1
-            self._last_seq = 0
+            self._delivered_seq = 0
             for entry in self._sending:  # whatever it was, it is gone: send it again, after what comes first
                 entry.seq = 0
             self._sending = []
@@ -262,6 +262,7 @@ class Outbox:
         delivered = int(seq or 0)
         if self._sending and self._sending[-1].seq <= delivered:
             self._finish(self._sending)
+        self._delivered_seq = delivered
         self._last_seq = max(self._last_seq, delivered)
         self._check_delivered = False
         self._checked_on = generation

@@ -169,6 +169,7 @@ class ProcessRun:
             if self._pidfd is not None:
                 os.close(self._pidfd)
                 self._pidfd = None
+        assert self._popen is not None  # wait() follows start()
         returncode = self._popen.returncode
         if self._killed:
             return Outcome(Ending.KILLED, returncode)
@@ -177,11 +178,12 @@ class ProcessRun:
         return Outcome(Ending.EXITED, returncode)
 
     async def _end(self, streams_closed: "_Countdown") -> None:
-        pgid = self.pid
+        pgid, popen = self.pid, self._popen
+        assert pgid is not None and popen is not None  # _end() runs in wait(), after start()
         if not self._has_exited():
             await self._terminate(pgid)
         _signal_group(pgid, signal.SIGTERM)  # what it left behind; its unreaped leader still holds the group id
-        self._popen.wait()  # it has exited: this only reaps it
+        popen.wait()  # it has exited: this only reaps it
         if self.reaper is not None:
             self.reaper.managed.discard(pgid)
         if not await _group_empty(pgid, self.grace):
@@ -205,6 +207,7 @@ class ProcessRun:
         try:
             if self._pidfd is not None:
                 return os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+            assert self.pid is not None  # asked only once start() has set it
             return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
         except ChildProcessError:
             return True
@@ -287,7 +290,7 @@ def _check_encodable(spec: ProcessSpec) -> None:
     for what, text in texts:
         try:
             os.fsencode(text)
-        except UnicodeError as exc:
+        except UnicodeEncodeError as exc:
             raise SpawnError(f"cannot run {shown(spec.argv[0])}: {what} holds text that cannot be encoded "
                              f"({exc.reason} at position {exc.start}: {shown(text)})") from None
 

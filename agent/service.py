@@ -48,7 +48,7 @@ from agent.config import AgentConfig, Logger, StartupJob, load_config, swarm_mem
 from agent.dispatch import Dispatcher
 from agent.jobs import JobContext
 from agent.launch import Identity
-from agent.loggers import DBLogger, Loggers
+from agent.loggers import DBLogger, Loggers, Sink
 from agent.metrics import agent_metrics
 from agent.reaper import Reaper
 from agent.recovery import answer_leftovers, restore_long_running, stop_left_processes
@@ -187,7 +187,8 @@ class Agent:
         if _without_levels(config.loggers) == _without_levels(old.loggers):
             loggers = config.loggers
             levels = {logger.name: logger.levels for logger in loggers}
-            for sink in (*self.loggers.db, *self.loggers.ac, *self.loggers.console):
+            sinks: list[Sink] = [*self.loggers.db, *self.loggers.ac, *self.loggers.console]
+            for sink in sinks:
                 sink.levels = levels[sink.name]
         else:
             fixed.append("logging (other than levels)")

@@ -44,17 +44,22 @@ class StateDB:
             self._db.close()
             self._db = None
 
+    @property
+    def _open_db(self) -> sqlite3.Connection:
+        assert self._db is not None, "StateDB used before open()"  # invariant: the agent opens it first
+        return self._db
+
     def jobs(self) -> list[SavedJob]:
-        rows = self._db.execute("SELECT id, controller, command, pid, started FROM long_running ORDER BY rowid")
+        rows = self._open_db.execute("SELECT id, controller, command, pid, started FROM long_running ORDER BY rowid")
         return [SavedJob(id_, controller, bytes(command), pid, started)
                 for id_, controller, command, pid, started in rows]
 
     def add(self, job_id: str, controller: str, command: bytes) -> None:
-        self._db.execute("INSERT OR REPLACE INTO long_running (id, controller, command) VALUES (?, ?, ?)",
+        self._open_db.execute("INSERT OR REPLACE INTO long_running (id, controller, command) VALUES (?, ?, ?)",
                          (job_id, controller, command))
 
-    def set_process(self, job_id: str, pid: int, started: float) -> None:
-        self._db.execute("UPDATE long_running SET pid = ?, started = ? WHERE id = ?", (pid, started, job_id))
+    def set_process(self, job_id: str, pid: int, started: float | None) -> None:
+        self._open_db.execute("UPDATE long_running SET pid = ?, started = ? WHERE id = ?", (pid, started, job_id))
 
     def remove(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM long_running WHERE id = ?", (job_id,))
+        self._open_db.execute("DELETE FROM long_running WHERE id = ?", (job_id,))

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import trio
@@ -63,20 +63,22 @@ class StatsdAggregate:
             self._types[key] = kind
         elif known != kind:
             raise ProtocolError("statsd", f"{shown(key)} is a {known!r} stat, got type {kind!r}")
+        # parse_statsd gives g, c and ms samples a number, s and kv samples their text
         if kind == "g":
-            self._gauges[key] = self._gauges.get(key, 0.0) + sample.value if sample.relative else sample.value
+            number = cast(float, sample.value)
+            self._gauges[key] = self._gauges.get(key, 0.0) + number if sample.relative else number
         elif kind == "c":
-            self._counters[key] = self._counters.get(key, 0.0) + sample.value
+            self._counters[key] = self._counters.get(key, 0.0) + cast(float, sample.value)
         elif kind == "ms":
             timer = self._timers.setdefault(key, [0.0, 0])
-            timer[0] += sample.value
+            timer[0] += cast(float, sample.value)
             timer[1] += 1
         elif kind == "s":
             members = self._sets.setdefault(key, set())
             if len(members) < MAX_SET_SIZE:
-                members.add(sample.value)
+                members.add(cast(str, sample.value))
         else:
-            self._kv[key] = sample.value
+            self._kv[key] = cast(str, sample.value)
 
     def values(self) -> dict[str, dict[str, Any]]:
         """The aggregate so far: key -> ``{"type", "value"}`` (timers also ``count``)."""

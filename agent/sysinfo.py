@@ -149,10 +149,13 @@ def _read(path: str) -> str:
 
 
 def _family(family: int) -> str:
-    return {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}.get(family, str(family))
+    names: dict[int, str] = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+    return names.get(family, str(family))
 
 
 def _number(text: str | None) -> float:
+    if text is None:
+        return 0.0
     try:
         return float(text)
     except (TypeError, ValueError):

@@ -144,6 +144,7 @@ class Endpoint:
         port = listeners[0].socket.getsockname()[1]
         tunnel = Tunnel(wire.TunnelSpec(port, spec.gateway, spec.ip, spec.remote))
         self.tunnels[port] = tunnel
+        assert self._nursery is not None  # run() set it before _ready, which open() waited for
         self._nursery.start_soon(self._serve, tunnel, listeners)
         log.info("tunnel %d -> %s %s:%d open", port, spec.gateway, spec.ip, spec.remote)
         return tunnel.spec.to_wire()
@@ -278,10 +279,10 @@ class Endpoint:
         await connection.subscribe(self.keys.tunnel_down)
         # Bells rung while we were not listening are lost: look at everything once.
         self._orders.ring()
-        for stream in list(self.streams.values()):
-            if stream.pipe is not None:
-                stream.pipe.data_arrived()
-                stream.pipe.room_made()
+        for known in list(self.streams.values()):
+            if known.pipe is not None:
+                known.pipe.data_arrived()
+                known.pipe.room_made()
         while True:
             _, payload = await connection.next_message()
             try:
@@ -323,6 +324,7 @@ class Endpoint:
                 self._probe_answered.ring()
         elif order["op"] == wire.CONNECT:
             if order["stream"] not in self.streams:
+                assert self._nursery is not None  # orders are taken by a task of run()'s nursery
                 self._nursery.start_soon(self._connect, order)
         elif order["op"] == wire.ABORT:
             stream = self.streams.get(order["stream"])

@@ -19,7 +19,8 @@ from protocol.jsontext import compact
 from protocol.states import Phase
 
 #: The op codes of ``route.lua``: each record of a batch starts with one (its header says what follows it).
-SEND, ANSWER, LOG, DEAD_LETTER, GRANT, SCHEDULE, UNSCHEDULE = "Q", "A", "L", "D", "G", "S", "U"
+SEND, ANSWER, PLACEHOLDER, ROLLOUT, ROLLOUT_OVER = "Q", "A", "P", "R", "X"
+LOG, DEAD_LETTER, GRANT, SCHEDULE, UNSCHEDULE = "L", "D", "G", "S", "U"
 
 #: Dead letters kept for inspection (the counter counts them all).
 DEAD_LETTERS_KEPT = 1000
@@ -48,6 +49,21 @@ class Batch:
         self.records += [ANSWER, command_id, keys.agent_name(job.gid, job.nid), job.to_json()]
         self.answered[job.state] += 1
 
+    def hold(self, command: Command, agent: keys.AgentKeys) -> None:
+        """Show a rollout target that waits for its wave (``RUNNING``, phase ``pending``), so that every target
+        of the command is in ``jobresult:<id>`` from the start."""
+        pending = Job.for_command(command, agent.gid, agent.nid, phase=Phase.PENDING).to_json()
+        self.records += [PLACEHOLDER, command.id, agent.name, pending]
+
+    def rollout(self, command_id: str, record: dict[str, Any], started_ms: int | None = None) -> None:
+        """Start (``started_ms``: when) or move on rollout ``command_id``: fields of its record
+        (``controller/rollouts.py``)."""
+        fields = [item for pair in record.items() for item in pair]
+        self.records += [ROLLOUT, command_id, "" if started_ms is None else started_ms, len(record), *fields]
+
+    def end_rollout(self, command_id: str) -> None:
+        self.records += [ROLLOUT_OVER, command_id]
+
     def log(self, raw: bytes) -> None:
         """Record an accepted command in ``joblog``."""
         self.records += [LOG, raw]
@@ -72,12 +88,19 @@ class Batch:
     async def commit(self, connection: Any, config: ControllerConfig, inflight: str, size: int) -> bool:
         """Apply every decision, if the inflight list still holds the ``size`` commands decided;
         otherwise (a peer took the batch over) apply none. Returns whether it applied them."""
-        args: list[Any] = [size, config.result_ttl, config.joblog_max, keys.JOB_RESULTS_PREFIX,
+        return await self._commit(connection, config, inflight, f"L{size}")
+
+    async def commit_wave(self, connection: Any, config: ControllerConfig, command_id: str, wave: int) -> bool:
+        """Apply every decision, if rollout ``command_id`` is still at ``wave`` (no peer took this step)."""
+        return await self._commit(connection, config, keys.rollout(command_id), f"W{wave}")
+
+    async def _commit(self, connection: Any, config: ControllerConfig, guard_key: str, guard: str) -> bool:
+        args: list[Any] = [guard, config.result_ttl, config.joblog_max, keys.JOB_RESULTS_PREFIX,
                            keys.RESULT_QUEUE_PREFIX, keys.DEAD_LETTERS, keys.DEAD_LETTER_COUNT, DEAD_LETTERS_KEPT,
                            keys.SCHEDULES, keys.SCHEDULES_DUE, keys.SCHEDULES_LAST, keys.JOB_CHANNEL_PREFIX,
-                           keys.UPDATES_SUFFIX]
+                           keys.UPDATES_SUFFIX, keys.ROLLOUT_PREFIX, keys.ROLLOUTS]
         for agent, triples in self.sends.items():
             args += [SEND, agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid), len(triples) // 3,
                      *triples]
         args += self.records
-        return bool(await scripts.ROUTE.run(connection, [inflight, keys.JOBLOG], args))
+        return bool(await scripts.ROUTE.run(connection, [guard_key, keys.JOBLOG], args))

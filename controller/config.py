@@ -49,11 +49,13 @@ ROUTING_SCHEMA = {
                          else f"must be 1 to {MAX_BATCH_SIZE}"),
     "max_data_bytes": Option(int, DEFAULT_MAX_DATA_BYTES, positive),
     "takeover_after": Option((int, float), 5.0, positive),
+    "route_ttl": Option((int, float), 600.0, positive),
 }
 AGENTS_SCHEMA = {
     "sweep_interval": Option((int, float), 0.5, positive),
     "max_envelope_bytes": Option(int, 32 * 1024 * 1024, positive),
     "outbox_max": Option(int, 100_000, positive),
+    "forget_after": Option((int, float), 7 * 24 * 3600.0, positive),
 }
 EVENT_NAMES = ("agent_registered", "agent_returned")
 EVENTS_SCHEMA = {
@@ -74,9 +76,11 @@ class ControllerConfig:
     batch_size: int = 256
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
     takeover_after: float = 5.0
+    route_ttl: float = 600.0
     sweep_interval: float = 0.5
     max_envelope_bytes: int = 32 * 1024 * 1024
     outbox_max: int = 100_000
+    forget_after: float = 7 * 24 * 3600.0
     agent_registered: str = ""
     agent_returned: str = ""
     handler_timeout: float = 30.0

@@ -31,6 +31,7 @@ from controller import scripts
 from controller.batch import Batch
 from controller.config import ControllerConfig
 from controller.registry import Registry
+from controller.rollouts import start_rollout
 from controller.routing import NoRoute, Router
 from controller.sequencer import Sequencer
 from protocol import keys, tunnels
@@ -106,6 +107,7 @@ class Intake:
         leftover = await connection.execute("LRANGE", inflight, 0, -1)
         if leftover:
             log.info("routing %d commands claimed before", len(leftover))
+            leftover_time = bus_ms(await connection.execute("TIME"))
         self._lanes_serving.add(lane)
         if self._lanes_serving.issuperset(self.lanes):
             self._serving.set()
@@ -114,35 +116,37 @@ class Intake:
                 self._claims.add(claim)
                 try:
                     async with self.sequencer.claiming() as ticket:
-                        raws = leftover or await self._claim(connection, lane)
+                        raws, now_ms = (leftover, leftover_time) if leftover else await self._claim(connection, lane)
                         leftover = []
                 finally:
                     self._claims.discard(claim)
             if claim.cancelled_caught:
                 return  # its reply may be unread: this connection is done
             if raws:
-                await self._route_batch(connection, inflight, raws, ticket, trio.current_time())
+                await self._route_batch(connection, inflight, raws, ticket, trio.current_time(), now_ms)
             else:
                 self.sequencer.skip(ticket)
 
-    async def _claim(self, connection: Connection, lane: str) -> list[bytes]:
+    async def _claim(self, connection: Connection, lane: str) -> tuple[list[bytes], int]:
         """Wait (up to ``CLAIM_WAIT``) for a command, and take the batch waiting behind it in the same round
-        trip; nothing when none came."""
+        trip (nothing when none came); with the bus's time of the claim (epoch ms)."""
         inflight = keys.controller_inflight(lane)
         script_keys = [keys.CMDS_QUEUE, inflight, keys.CONTROLLERS]
         script_args = [self.config.batch_size - 1, BATCH_BYTES, lane]
         wait = ("BLMOVE", keys.CMDS_QUEUE, inflight, "LEFT", "RIGHT", CLAIM_WAIT)
-        first, rest = await scripts.pipeline(connection, [wait, scripts.CLAIM.evalsha(script_keys, script_args)])
-        for reply in (first, rest):
+        replies = await scripts.pipeline(connection, [wait, scripts.CLAIM.evalsha(script_keys, script_args),
+                                                      ("TIME",)])
+        for reply in replies:
             if isinstance(reply, ReplyError):
                 raise reply
-        return rest if first is None else [first, *rest]
+        first, rest, time = replies
+        return (rest if first is None else [first, *rest]), bus_ms(time)
 
     async def _route_batch(self, connection: Connection, inflight: str, raws: list[bytes], ticket: int,
-                           claimed_at: float) -> None:
+                           claimed_at: float, now_ms: int) -> None:
         """Decide a batch, then commit it when every batch claimed before it is committed."""
         try:
-            batch = await self._decide_batch(raws)
+            batch = await self._decide_batch(raws, now_ms)
         except BaseException:
             self.sequencer.skip(ticket)
             raise
@@ -156,12 +160,12 @@ class Intake:
         else:
             log.warning("a batch of %d commands was taken over by another controller; it routes them", len(raws))
 
-    async def _decide_batch(self, raws: list[bytes]) -> Batch:
+    async def _decide_batch(self, raws: list[bytes], now_ms: int) -> Batch:
         batch, router = Batch(), Router(self.registry)
         unroutable: list[tuple[Command, bytes]] = []
         for raw in raws:
             with _answering_bugs(raw, batch):
-                await self._decide(raw, batch, router, unroutable)
+                await self._decide(raw, batch, router, unroutable, now_ms)
         if unroutable:
             # Our view may lag behind (an agent that has just come back, a
             # registration drained by a peer): look again before saying no.
@@ -169,11 +173,11 @@ class Intake:
             router = Router(self.registry)
             for command, raw in unroutable:
                 with _answering_bugs(raw, batch):
-                    self._send(command, raw, batch, router)
+                    self._send(command, raw, batch, router, now_ms)
         return batch
 
     async def _decide(self, raw: bytes, batch: Batch, router: Router,
-                      unroutable: list[tuple[Command, bytes]]) -> None:
+                      unroutable: list[tuple[Command, bytes]], now_ms: int) -> None:
         try:
             command = decode_command(raw, self.config.max_data_bytes)
         except MalformedCommand as exc:
@@ -185,34 +189,53 @@ class Intake:
                 batch.answer(exc.command_id, _refusal(exc))
             return
         batch.log(raw)
+        expiry = self._expiry(command)
+        if command.queued is not None and now_ms - command.queued > expiry * 1000:
+            log.warning("command %s (%s) expired: queued %.1f s ago", command.id, command.cmd,
+                        (now_ms - command.queued) / 1000)
+            batch.answer(command.id, _error(command, f"expired: not routed within {expiry:g} s"))
+            return
         if command.cmd == CONTROLLER_CMD:
             answer = await self.builtins(command, batch)
             log.debug("controller command %s (%s): %s", command.id, command.args.name, answer.state)
             batch.answer(command.id, answer)
             return
-        self._send(command, raw, batch, router, unroutable)
+        self._send(command, raw, batch, router, now_ms, unroutable)
 
-    def _send(self, command: Command, raw: bytes, batch: Batch, router: Router,
+    def _expiry(self, command: Command) -> float:
+        """Seconds after it was queued that a command is no longer routed: ``route_ttl``, or its ``ttl``."""
+        return min(self.config.route_ttl, command.ttl) if command.ttl is not None else self.config.route_ttl
+
+    def _send(self, command: Command, raw: bytes, batch: Batch, router: Router, now_ms: int,
               unroutable: list[tuple[Command, bytes]] | None = None) -> None:
-        """Send to the chosen agents; with no live match, answer why (or, given
-        ``unroutable``, keep the command there for a second look)."""
+        """Send to the chosen agents, and answer for the targets that are not alive; with no match, answer
+        why. Given ``unroutable``, a command that found no live agent, or a dead target, is kept there for
+        a second look instead."""
         try:
-            targets = router.route(command)
+            decision = router.route(command)
         except NoRoute as exc:
             if unroutable is not None:
                 unroutable.append((command, raw))
                 return
             log.debug("command %s (%s) refused: %s", command.id, command.cmd, exc)
-            batch.answer(command.id, error_job(command.id, str(exc), gid=command.gid, nid=command.nid,
-                                               cmd=command.cmd, args=command.args.to_wire(), tags=command.tags))
+            batch.answer(command.id, _error(command, str(exc)))
+            return
+        if decision.dead and unroutable is not None:
+            unroutable.append((command, raw))
+            return
+        for gid, nid in decision.dead:
+            batch.answer(command.id, _error(command, f"agent {gid}:{nid} is not alive", gid, nid))
+        if command.rollout is not None:
+            start_rollout(command, raw, decision, batch, now_ms)
             return
         grant = _tunnel_grant(command)
-        for view in targets:
+        for view in decision.send:
             batch.send(command, raw, view.keys)
             if grant is not None:
                 batch.grant_tunnel(view.keys, grant)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("command %s (%s) goes to %s", command.id, command.cmd, ", ".join(view.name for view in targets))
+            log.debug("command %s (%s) goes to %s", command.id, command.cmd,
+                      ", ".join(view.name for view in decision.send))
 
 
 @contextlib.contextmanager
@@ -230,6 +253,17 @@ def _answering_bugs(raw: bytes, batch: Batch) -> Iterator[None]:
             batch.dead_letter(raw, reason)
         else:
             batch.answer(command_id, error_job(command_id, reason))
+
+
+def _error(command: Command, reason: str, gid: int | None = None, nid: int | None = None) -> Job:
+    return error_job(command.id, reason, gid=command.gid if gid is None else gid,
+                     nid=command.nid if nid is None else nid, cmd=command.cmd, args=command.args.to_wire(),
+                     tags=command.tags)
+
+
+def bus_ms(time: list[bytes]) -> int:
+    """Redis ``TIME`` (seconds, microseconds) as epoch milliseconds."""
+    return int(time[0]) * 1000 + int(time[1]) // 1000
 
 
 def _tunnel_grant(command: Command) -> str | None:
@@ -263,5 +297,6 @@ def _refusal(exc: MalformedCommand) -> Job:
         return fields[name] if is_integer(fields.get(name)) else 0
 
     args = fields.get("args")
+    assert exc.command_id is not None, "refusals answer commands that have an id"
     return error_job(exc.command_id, f"malformed command: {exc}", gid=node("gid"), nid=node("nid"),
                      cmd=text("cmd") or "", args=args if isinstance(args, dict) else {}, tags=text("tags"))

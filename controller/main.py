@@ -105,9 +105,9 @@ def _acl(options: argparse.Namespace, config: ControllerConfig) -> int:
                   f"password {password}, roles granted: {', '.join(roles) or 'none'}\n# its agent2.toml:\n")
             print(acl.config_snippet(url, options.gid, options.nid, password, roles))
         elif options.acl == "add-client":
-            user, password = acl.add_client(client, options.name, options.password)
-            print(f"# client user {user}, password {password}\n# acclient.Client(host, port, password, "
-                  f"username={user!r}), or ac --username {user} --password ...")
+            client_user, password = acl.add_client(client, options.name, options.password)
+            print(f"# client user {client_user}, password {password}\n# acclient.Client(host, port, password, "
+                  f"username={client_user!r}), or ac --username {client_user} --password ...")
         elif options.acl == "list":
             print(f"{'AGENT':<10}{'USER':<24}{'ENABLED':<9}CONNECTIONS")
             for user in acl.list_agents(client):

@@ -4,6 +4,7 @@
 * ``Collector``     drains agent outboxes into the client-facing keys;
 * ``Liveness``      watches agent and controller heartbeats;
 * ``Scheduler``     submits scheduled commands at their ticks;
+* ``Rollouts``      moves rollouts on, wave by wave;
 * ``EventHandlers`` runs the ``[events]`` command lines;
 * ``TunnelRelay``   relays tunnel connections between agents;
 * events from peers (registrations) keep the local registry current.
@@ -43,6 +44,7 @@ from controller.intake import Intake, lane_ids
 from controller.liveness import Liveness
 from controller.metrics import controller_metrics
 from controller.registry import Registry
+from controller.rollouts import Rollouts
 from controller.scheduler import Scheduler
 from controller.tunnels import TunnelRelay
 from protocol import keys
@@ -75,6 +77,7 @@ class Controller:
         self.collector = Collector(config, bus, self.registry, self.on_registration)
         self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
         self.scheduler = Scheduler(bus)
+        self.rollouts = Rollouts(config, bus, self.registry)
         self.handlers = EventHandlers(config)
         self.tunnels = TunnelRelay(config, bus, self.registry, controller_id)
         self.serving = ""  # once ready: what systemd's status line says
@@ -126,6 +129,7 @@ class Controller:
         nursery.start_soon(self.collector.run)
         nursery.start_soon(self.liveness.run)
         nursery.start_soon(self.scheduler.run)
+        nursery.start_soon(self.rollouts.run)
         nursery.start_soon(self.tunnels.run)
         await nursery.start(self._route)
 
@@ -159,7 +163,8 @@ class Controller:
             changed = [field.name for field in dataclasses.fields(config)
                        if getattr(config, field.name) != getattr(self.config, field.name)]
             self.config = config
-            for part in (self.builtins, self.intake, self.collector, self.liveness, self.handlers, self.tunnels):
+            for part in (self.builtins, self.intake, self.collector, self.liveness, self.handlers, self.tunnels,
+                         self.rollouts):
                 part.config = config
             log.info("config reloaded: %s", ", ".join(changed) + " changed" if changed else "nothing changed")
         if self.serving:

@@ -104,6 +104,11 @@ class TunnelRelay:
                 nursery.start_soon(self._to_relay.serve, self.bus, self._relay, "relaying tunnel connections")
                 nursery.start_soon(self._watch)
 
+    @property
+    def _tasks(self) -> trio.Nursery:
+        assert self._nursery is not None  # run() sets it before it starts anything that starts tasks
+        return self._nursery
+
     # -- bells ------------------------------------------------------------------------------------
 
     async def _listen(self, connection: Connection) -> None:
@@ -111,8 +116,8 @@ class TunnelRelay:
         # Bells rung while we were not listening are lost: look at every request list and connection.
         for gid, nid in list(self.registry.agents):
             self._asked((gid, nid))
-        for stream in self.owned.values():
-            self._changed(stream)
+        for owned in self.owned.values():
+            self._changed(owned)
         while True:
             channel, payload = await connection.next_message()
             try:
@@ -132,7 +137,7 @@ class TunnelRelay:
             elif kind == wire.RESET:
                 side = "gateway agent" if agent == stream.b else "agent"
                 why = f"{side} {_name(agent)}: {reason or 'reset the connection'}"
-                self._nursery.start_soon(self._reset, stream, why, agent)
+                self._tasks.start_soon(self._reset, stream, why, agent)
 
     def _asked(self, agent: Agent) -> None:
         self._asking.mark(agent)
@@ -153,7 +158,7 @@ class TunnelRelay:
             if raws and len(raws) == REQUESTS_BATCH:
                 self._asked(agent)
             for raw in raws or []:
-                self._nursery.start_soon(self._answer, agent, raw)
+                self._tasks.start_soon(self._answer, agent, raw)
 
     async def _answer(self, agent: Agent, raw: bytes) -> None:
         try:
@@ -228,7 +233,7 @@ class TunnelRelay:
         log.debug("relaying connection %s: agent %s -> %s %s:%d", stream_id, _name(agent), request["gateway"],
                   stream.ip, stream.remote)
         if gateway is None:
-            self._nursery.start_soon(self._serve_locally, stream)
+            self._tasks.start_soon(self._serve_locally, stream)
         else:
             self._changed(stream)  # chunks may be waiting already
 
@@ -250,6 +255,7 @@ class TunnelRelay:
                     self._forget(stream, "finished" if reply[0] == 1 else "no longer ours")
 
     def _relay_call(self, stream: Relayed) -> tuple[Sequence[str], Sequence[Any]]:
+        assert stream.b is not None  # only streams with a gateway agent are marked for relaying (_changed)
         a, b, sid = AgentKeys(*stream.a), AgentKeys(*stream.b), stream.id
         return ([keys.tunnel_record(sid), a.stream_out(sid), b.stream_in(sid), b.stream_out(sid), a.stream_in(sid),
                  a.stream_lease(sid), b.stream_lease(sid), keys.tunnels_owned(self.id)],
@@ -401,7 +407,7 @@ class TunnelRelay:
             return
         self.owned[stream_id] = stream
         if b is None:  # its gateway was the dead controller: the connection went with it
-            self._nursery.start_soon(self._reset, stream, "the controller serving the connection is gone")
+            self._tasks.start_soon(self._reset, stream, "the controller serving the connection is gone")
         else:
             self._changed(stream)
 

@@ -34,6 +34,7 @@ def load(folder: Path, domain: str, name: str) -> Any:
     if not path.is_file():
         raise JumpscriptError(f"no jumpscript {domain}/{name} (looked for {path})")
     spec = importlib.util.spec_from_file_location(f"jumpscript_{domain}_{path.stem}", path)
+    assert spec is not None and spec.loader is not None  # a .py file always has a spec with a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     action = getattr(module, "action", None)

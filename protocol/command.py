@@ -21,6 +21,7 @@ from protocol.fields import (
 )
 from protocol.jsontext import compact
 from protocol.levels import parse_levels
+from protocol.targets import Rollout, check_hosts, check_queued, check_ttl, parse_agents
 
 MAX_ID_LENGTH = 128
 MAX_NAME_LENGTH = 256
@@ -107,7 +108,8 @@ class RunArgs:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A validated command. ``gid``/``nid`` 0 mean unset; ``roles`` empty means none."""
+    """A validated command. ``gid``/``nid`` 0 mean unset; ``roles`` empty means none. The fields after
+    ``tags`` choose targets beyond 2015 (``protocol/targets.py``)."""
 
     id: str
     cmd: str
@@ -118,6 +120,17 @@ class Command:
     args: RunArgs = field(default_factory=RunArgs)
     data: str = ""
     tags: str | None = None
+    targets: tuple[tuple[int, int], ...] = ()
+    exclude: tuple[tuple[int, int], ...] = ()
+    hosts: str | None = None
+    rollout: Rollout | None = None
+    ttl: float | None = None
+    queued: int | None = None
+
+    @property
+    def fans_out(self) -> bool:
+        """Whether it goes to every agent it selects (a fanout, or a list of targets)."""
+        return self.fanout or bool(self.targets)
 
     @property
     def role(self) -> str | None:
@@ -139,6 +152,15 @@ class Command:
             wire["roles"] = list(self.roles)
         if self.tags is not None:
             wire["tags"] = self.tags
+        if self.targets:
+            wire["targets"] = [f"{gid}:{nid}" for gid, nid in self.targets]
+        if self.exclude:
+            wire["exclude"] = [f"{gid}:{nid}" for gid, nid in self.exclude]
+        for name in ("hosts", "ttl", "queued"):
+            if getattr(self, name) is not None:
+                wire[name] = getattr(self, name)
+        if self.rollout is not None:
+            wire["rollout"] = self.rollout.to_wire()
         return wire
 
     def to_json(self) -> str:
@@ -162,7 +184,7 @@ def decode_command(raw: bytes | str, max_data_bytes: int = DEFAULT_MAX_DATA_BYTE
     command_id = usable_id(fields.get("id"))
     try:
         if command_id is None:
-            _check_id(fields.get("id"))
+            command_id = _check_id(fields.get("id"))  # raises: usable_id found no usable id
         return _command_from_fields(fields, command_id, max_data_bytes)
     except ProtocolError as exc:
         raise MalformedCommand(exc, command_id, fields) from None
@@ -208,20 +230,46 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     tags = fields.get("tags")
     if tags is not None and not isinstance(tags, str):
         raise ProtocolError("tags", f"expected a string, got {type_name(tags)}")
-    _check_target(gid, nid, roles, fanout, internal=cmd == CONTROLLER_CMD)
+    selection = _selection(fields)
+    _check_target(gid, nid, roles, fanout, selection, internal=cmd == CONTROLLER_CMD)
     args = RunArgs.from_wire(fields.get("args"))
-    return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags)
+    return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags, **selection)
 
 
-def _check_target(gid: int, nid: int, roles: tuple[str, ...], fanout: bool, internal: bool) -> None:
+def _selection(fields: dict[str, Any]) -> dict[str, Any]:
+    """The targeting fields beyond 2015 (``protocol/targets.py``), those that are set."""
+    chosen: dict[str, Any] = {}
+    for name, parse in (("targets", parse_agents), ("exclude", parse_agents), ("hosts", check_hosts),
+                        ("rollout", Rollout.from_wire), ("ttl", check_ttl), ("queued", check_queued)):
+        if fields.get(name) is not None:
+            chosen[name] = parse(fields[name], name)
+    return chosen
+
+
+def _check_target(gid: int, nid: int, roles: tuple[str, ...], fanout: bool, selection: dict[str, Any],
+                  internal: bool) -> None:
+    targets, hosts = selection.get("targets"), selection.get("hosts")
+    if targets:
+        for name, given in (("gid", gid), ("nid", nid), ("role", roles)):
+            if given:
+                raise ProtocolError(name, "targets names its agents: give no gid, nid or role beside it")
     if nid and roles:
         raise ProtocolError("nid", "a command goes to one node (gid and nid) or to a role, not both")
     if nid and not gid:
         raise ProtocolError("gid", "missing: nid needs a gid")
-    if fanout and not roles:
-        raise ProtocolError("fanout", "fanout needs a role")
-    if not nid and not roles and not internal:
-        raise ProtocolError("nid", "no target: give gid and nid, or a role")
+    if nid and (hosts or selection.get("exclude")):
+        raise ProtocolError("hosts" if hosts else "exclude", "a command to one node (gid and nid) chooses no "
+                            "others: give a role, targets or hosts to choose from")
+    if selection.get("exclude") and not (roles or targets or hosts):
+        raise ProtocolError("exclude", "excludes agents of a role, targets or hosts: give one of them")
+    many = roles or targets or hosts
+    if fanout and not many:
+        raise ProtocolError("fanout", "fanout needs a role, targets or hosts")
+    if selection.get("rollout") and not (fanout or targets):
+        raise ProtocolError("rollout", "a rollout starts the targets of a fanout in waves: give fanout (or "
+                            "targets)")
+    if not nid and not many and not internal:
+        raise ProtocolError("nid", "no target: give gid and nid, a role, targets or hosts")
 
 
 def _check_id(value: object) -> str:

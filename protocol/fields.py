@@ -7,28 +7,30 @@ field is ignored rather than refused. JSON has one number type, and Python's
 ``bool`` is an ``int``: a number here is never ``true`` or ``false``.
 """
 
+from typing import TypeGuard
+
 from protocol.errors import ProtocolError, type_name
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     """An int or a float (not a bool, not NaN)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
-def is_integer(value: object) -> bool:
+def is_integer(value: object) -> TypeGuard[int]:
     """An int (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def number_or_none(value: object) -> int | float | None:
     """``value`` if it is a number, else ``None``."""
-    return value if is_number(value) else None  # type: ignore[return-value]
+    return value if is_number(value) else None
 
 
 def check_number(value: object, field: str) -> float:
     if not is_number(value):
         raise ProtocolError(field, f"expected a number, got {type_name(value)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_non_negative(value: object, field: str) -> float:
@@ -42,9 +44,9 @@ def check_count(value: object, field: str) -> int:
     """A whole number >= 0."""
     if not is_integer(value):
         raise ProtocolError(field, f"expected an integer, got {type_name(value)}")
-    if value < 0:  # type: ignore[operator]
+    if value < 0:
         raise ProtocolError(field, f"{value} is negative")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_string(value: object, field: str) -> str:

@@ -226,6 +226,24 @@ def controller_alive(controller_id: str) -> str:
 #: Set of the ids of controllers that may hold a batch in their inflight list.
 CONTROLLERS = CONTROLLER_PREFIX + "controllers"
 
+def rollout(command_id: str) -> str:
+    """Hash: a rollout in progress (``controller/rollouts.py``): the command, the targets not started yet,
+    the current wave, the failures so far."""
+    return f"{CONTROLLER_PREFIX}rollout:{command_id}"
+
+
+ROLLOUT_PREFIX = rollout("")
+
+#: Sorted set of the ids of the rollouts in progress (score: when each started, bus ms).
+ROLLOUTS = CONTROLLER_PREFIX + "rollouts"
+
+#: String with a TTL that every controller renews: while it exists, some controller routes. Clients read
+#: it, to say at once that no controller is alive instead of waiting out their timeout.
+CONTROLLER_ALIVE = "ac:bus:controller"
+
+#: Hash ``"<gid>:<nid>"`` -> bus ms when a controller saw that agent stop beating (for ``forget_after``).
+LAST_SEEN = CONTROLLER_PREFIX + "last-seen"
+
 #: Hash schedule id -> schedule JSON ``{"id", "cron", "cmd"}`` (``scheduler_add``).
 SCHEDULES = CONTROLLER_PREFIX + "schedules"
 

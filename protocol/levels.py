@@ -46,7 +46,7 @@ def format_levels(levels: frozenset[int]) -> str:
     """The shortest string spelling of a level set (``"*"`` for all)."""
     if levels == ALL_LEVELS:
         return "*"
-    ranges: list[str] = []
+    ranges: list[tuple[int, int]] = []
     for level in sorted(levels):
         if ranges and ranges[-1][1] == level - 1:
             ranges[-1] = (ranges[-1][0], level)

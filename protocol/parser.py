@@ -102,6 +102,7 @@ class OutputParser:
         self._block_size += size
 
     def _end_block(self) -> Message:
+        assert self._block_level is not None  # only called while a block is open
         text = "\n".join(self._block_lines)
         if self._block_dropped:
             text += f"\n[{self._block_dropped} more characters dropped: block over {self.max_block_chars} characters]"

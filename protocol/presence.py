@@ -61,8 +61,9 @@ class Registration:
     def heartbeat_ttl(self) -> float:
         """Seconds the agent's heartbeat lives: 3 beats of the interval it registered with."""
         interval = self.heartbeat_interval
-        usable = interval is not None and 0 < interval < 3600
-        return HEARTBEAT_BEATS * (interval if usable else DEFAULT_HEARTBEAT_INTERVAL)  # type: ignore[operator]
+        if interval is None or not 0 < interval < 3600:
+            interval = DEFAULT_HEARTBEAT_INTERVAL
+        return HEARTBEAT_BEATS * interval
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ FINAL_STATES = frozenset(
 class Phase(StrEnum):
     """What a ``RUNNING`` job waits for, when it is not running yet (no phase: its process runs)."""
 
+    PENDING = "pending"  # a rollout target: it waits for its wave, and goes to its agent then
     ROUTED = "routed"  # the controller sent it to the agent, which has not taken it up yet
     WAITING = "waiting"  # the agent holds it: it waits for a max_jobs slot or its turn in a serial queue
 

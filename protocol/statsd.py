@@ -6,7 +6,7 @@ Types: ``g`` gauge (``+N``/``-N`` adjust it), ``c`` counter (an optional
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from protocol.errors import ProtocolError, shown
 
@@ -36,8 +36,9 @@ def parse_statsd(line: str) -> StatsdSample:
     if stat_type not in STAT_TYPES:
         raise ProtocolError("statsd", f"{shown(line)}: unknown type {shown(stat_type)} "
                                       "(expected one of g, c, ms, s, kv)")
+    kind = cast(StatType, stat_type)  # checked against STAT_TYPES just above
     if stat_type in ("s", "kv"):
-        return StatsdSample(key, stat_type, value_text)
+        return StatsdSample(key, kind, value_text)
     try:
         value = float(value_text)
     except ValueError:
@@ -55,4 +56,4 @@ def parse_statsd(line: str) -> StatsdSample:
             raise ProtocolError("statsd", f"{shown(line)}: sample rate must be in (0, 1]")
         value /= rate
     relative = stat_type == "g" and value_text[:1] in "+-"
-    return StatsdSample(key, stat_type, value, relative)
+    return StatsdSample(key, kind, value, relative)

@@ -94,6 +94,7 @@ class TunnelSpec:
         local = _port(data.get("local", 0), f"{prefix}.local", allow_zero=True)
         gateway = data.get("gateway")
         parse_gateway(gateway, f"{prefix}.gateway")
+        assert isinstance(gateway, str)  # parse_gateway refuses anything but a string
         return cls(local, gateway, check_host(data.get("ip"), f"{prefix}.ip"),
                    _port(data.get("remote"), f"{prefix}.remote", allow_zero=False))
 
@@ -116,7 +117,7 @@ def check_host(value: object, field: str) -> str:
 
 def _port(value: object, field: str, allow_zero: bool) -> int:
     low = 0 if allow_zero else 1
-    if not is_integer(value) or not low <= value <= 65535:  # type: ignore[operator]
+    if not is_integer(value) or not low <= value <= 65535:
         raise ProtocolError(field, f"expected a port number {low}-65535, got {value!r:.80}")
     return value
 
@@ -165,7 +166,7 @@ CONNECT = "connect"
 #: Order: stream ``stream`` is over (``reason`` says why); let go of it.
 ABORT = "reset"
 
-_FIELDS = {
+_FIELDS: dict[tuple[str, object], dict[str, type | tuple[type, ...]]] = {
     ("request", PROBE): {"probe": str, "gateway": str},
     ("request", OPEN): {"stream": str, "gateway": str, "ip": str, "remote": int},
     ("order", PROBE): {"probe": str, "error": (str, type(None))},

@@ -1,33 +1,52 @@
--- Commit one routed batch, atomically, unless another controller took it over.
+-- Commit routing decisions, atomically, unless what they were decided on changed.
 --
--- The batch sits in this controller's inflight list. Either everything below
--- happens and the inflight list is deleted, or (the list no longer holds the
--- batch because a peer recovered it) nothing happens. So a command is routed
--- exactly once whatever instant a controller dies at.
+-- Two callers, each with its guard (ARGV[1]):
+--   L<n>:  a batch: KEYS[1] is this controller's inflight list, which must still hold the n commands
+--          decided (a peer recovers the batch of a controller it thinks dead); it is deleted at the end.
+--   W<n>:  a rollout's next step: KEYS[1] is its record, which must still be at wave n (another
+--          controller may have taken that step already).
+-- Either everything below happens, or nothing does. So a command, and each wave of a rollout, is
+-- routed exactly once whatever instant a controller dies at.
 --
--- KEYS[1]  this controller's inflight list     KEYS[2]  joblog
--- ARGV[1]  batch size    ARGV[2]  result ttl (s)    ARGV[3]  joblog max length
+-- KEYS[1]  the guard's key (above)     KEYS[2]  joblog
+-- ARGV[1]  the guard    ARGV[2]  result ttl (s)    ARGV[3]  joblog max length
 -- ARGV[4]  jobresult key prefix                    ARGV[5]  result queue key prefix
 -- ARGV[6]  dead letter list    ARGV[7]  dead letter counter    ARGV[8]  dead letter list max length
 -- ARGV[9]  schedules hash      ARGV[10] schedules due set    ARGV[11] schedules' last ticks
 -- ARGV[12] job updates channel prefix                ARGV[13] job updates channel suffix
--- ARGV[14..] records, each led by an op code:
+-- ARGV[14] rollout record key prefix                  ARGV[15] the set of rollouts in progress
+-- ARGV[16..] records, each led by an op code:
 --   'Q' field queue running n, then n times: id command queued_job
---                                     send n commands to one agent, show each QUEUED
+--                                     send n commands to one agent, each shown RUNNING (phase routed)
 --   'A' id field job                  answer at once with a final job
+--   'P' id field job                  a placeholder of a target not sent yet (a rollout's later waves)
+--   'R' id score n, then n times: field value
+--                                     start (or update) rollout id's record; score: when it started ('' to
+--                                     keep it)
+--   'X' id                            a rollout is over: forget its record
 --   'L' command                       record in joblog
 --   'D' dead_letter                   keep input that cannot be answered
 --   'G' grants_hash grant             let an agent open tunnel connections to a target (count one more grant)
 --   'S' schedule_id schedule due_ms   add (or replace) a schedule
 --   'U' schedule_id                   remove a schedule
-if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
-  return 0
+local guard, expected = string.sub(ARGV[1], 1, 1), string.sub(ARGV[1], 2)
+if guard == 'L' then
+  if redis.call('LLEN', KEYS[1]) ~= tonumber(expected) then
+    return 0
+  end
+elseif guard == 'W' then
+  if redis.call('HGET', KEYS[1], 'wave') ~= expected then
+    return 0
+  end
+else
+  return redis.error_reply('route.lua: unknown guard ' .. tostring(ARGV[1]))
 end
 local ttl, results_prefix, queue_prefix = ARGV[2], ARGV[4], ARGV[5]
+local rollout_prefix, rollouts = ARGV[14], ARGV[15]
 local dead_letters, dead_count = ARGV[6], ARGV[7]
 local schedules, schedules_due, schedules_last = ARGV[9], ARGV[10], ARGV[11]
 local logged = {}
-local i = 14
+local i = 16
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'Q' then
@@ -54,6 +73,22 @@ while i <= #ARGV do
     redis.call('EXPIRE', queue, ttl)
     redis.call('PUBLISH', ARGV[12] .. ARGV[i + 1] .. ARGV[13], ARGV[i + 3])
     i = i + 4
+  elseif op == 'P' then
+    local results = results_prefix .. ARGV[i + 1]
+    redis.call('HSET', results, ARGV[i + 2], ARGV[i + 3])
+    redis.call('EXPIRE', results, ttl)
+    i = i + 4
+  elseif op == 'R' then
+    local record, n = rollout_prefix .. ARGV[i + 1], tonumber(ARGV[i + 3])
+    redis.call('HSET', record, unpack(ARGV, i + 4, i + 3 + 2 * n))
+    if ARGV[i + 2] ~= '' then
+      redis.call('ZADD', rollouts, ARGV[i + 2], ARGV[i + 1])
+    end
+    i = i + 4 + 2 * n
+  elseif op == 'X' then
+    redis.call('DEL', rollout_prefix .. ARGV[i + 1])
+    redis.call('ZREM', rollouts, ARGV[i + 1])
+    i = i + 2
   elseif op == 'L' then
     table.insert(logged, ARGV[i + 1])
     i = i + 2
@@ -82,5 +117,7 @@ if #logged > 0 then
   redis.call('LPUSH', KEYS[2], unpack(logged))
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 end
-redis.call('DEL', KEYS[1])
+if guard == 'L' then
+  redis.call('DEL', KEYS[1])
+end
 return 1

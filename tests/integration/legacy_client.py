@@ -19,6 +19,8 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+from support import TIMEOUT
+
 REPO = Path(__file__).resolve().parents[2]
 #: Where the 2015 client is published in this setup: ../shared/legacy relative to the repository root.
 LEGACY_CLIENT = REPO.parent / "shared" / "legacy" / "acclient_2015.py"
@@ -26,8 +28,9 @@ LEGACY_CLIENT = REPO.parent / "shared" / "legacy" / "acclient_2015.py"
 #: Seconds any one call of the 2015 client may take before the test fails.
 CALL_TIMEOUT = 60.0
 #: Seconds a job may take to reach the state a test waits for.
-STATE_TIMEOUT = 30.0
-#: Seconds between two reads of a 2015 ``Job``'s state.
+STATE_TIMEOUT = TIMEOUT
+#: Seconds between two reads of a 2015 ``Job``'s state, and between two looks of ``wait_until`` at what the
+#: 2015 client shows.
 POLL_INTERVAL = 0.1
 
 
@@ -106,19 +109,4 @@ def watch_state(job: Any, wanted: Collection[str], timeout: float = STATE_TIMEOU
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job.id} on {job.gid}:{job.nid}: its state went {' -> '.join(map(str, seen))} "
                                  f"and was not {'/'.join(sorted(wanted))} within {timeout:g} s")
-        time.sleep(POLL_INTERVAL)
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = STATE_TIMEOUT) -> Any:
-    """Poll ``condition`` (every ``POLL_INTERVAL``) until it returns something truthy; return that.
-
-    Only for what the 2015 client can observe by asking again (a process showing up in
-    ``get_processes``), never where an event can be awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:g} s")
         time.sleep(POLL_INTERVAL)

@@ -3,7 +3,7 @@
 import json
 
 import redis
-from agent_support import TIMEOUT
+from support import TIMEOUT
 
 import acclient
 from acgrid.launcher import AgentSpec

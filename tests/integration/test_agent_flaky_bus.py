@@ -11,7 +11,7 @@ import time
 
 import pytest
 import redis
-from agent_support import current, group_members, wait_for, wait_state
+from support import current, group_members, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
@@ -47,9 +47,12 @@ def test_the_agent_rides_out_a_bus_outage(make_grid):
     result = acclient.Job(client, popped[1])
     assert (result.state, result.data) == ("SUCCESS", "done")
     assert result.starttime / 1000 < stopped_at < (result.starttime + result.time) / 1000  # ran across the outage
-    logged = wait_for(lambda: {message["data"] for message in map(json.loads, bus.lrange(keys.agent_logs(1, 1), 0, -1))
-                               if message["jobid"] == "through"} >= {f"tick {i}" for i in range(1, TICKS + 1)},
-                      what="every tick, also those of the outage, in the controller's log")
+    def every_tick_logged() -> bool:
+        logged = {message["data"] for message in map(json.loads, bus.lrange(keys.agent_logs(1, 1), 0, -1))
+                  if message["jobid"] == "through"}
+        return logged >= {f"tick {i}" for i in range(1, TICKS + 1)}
+
+    logged = wait_until(every_tick_logged, what="every tick, also those of the outage, in the controller's log")
     assert logged
     assert current(client, "steady").get("pid") == steady_pid  # the same run, never restarted
     assert bus.exists(keys.AgentKeys(1, 1).alive)  # beating again

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from agent_support import TIMEOUT, builtin, current, wait_for, wait_state
+from support import TIMEOUT, builtin, current, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec, Grid
@@ -149,7 +149,7 @@ def test_a_job_id_already_running_is_a_duplicate(jobs_grid):
 
 def test_startup_jobs_run_at_start_and_their_messages_are_in_the_db(jobs_grid):
     client = jobs_grid.client()
-    messages = wait_for(lambda: builtin(client, "get_msgs", {"jobid": "boot"}), what="the startup job's message")
+    messages = wait_until(lambda: builtin(client, "get_msgs", {"jobid": "boot"}), what="the startup job's message")
     assert [(message["level"], message["data"]) for message in messages] == [(4, "booted boot")]
 
 

@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from agent_support import TIMEOUT, builtin, wait_for, wait_state
+from support import TIMEOUT, builtin, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec, Grid
@@ -79,7 +79,7 @@ def test_statsd_values_and_samples_reach_the_controller_and_the_stats_builtins(l
     cmd = client.execute(1, 1, "bash", ["-c", script], args=args, id="measured")
     wait_state(client, "measured", "RUNNING")
     stats_key = keys.job_stats(1, 1)
-    flushed = json.loads(wait_for(lambda: logging_grid.redis.hget(stats_key, "measured"), what="a stats flush"))
+    flushed = json.loads(wait_until(lambda: logging_grid.redis.hget(stats_key, "measured"), what="a stats flush"))
     assert flushed["statsd"] == {
         "g": {"type": "g", "value": 7.0}, "hits": {"type": "c", "value": 3.0},
         "lat": {"type": "ms", "value": 15.0, "count": 2}, "who": {"type": "s", "value": 2},
@@ -98,7 +98,7 @@ def test_statsd_values_and_samples_reach_the_controller_and_the_stats_builtins(l
     assert [message["data"] for message in warnings] == ["statsd: 'not statsd' is not 'key:value|type'"]
     builtin(client, "kill", {"id": "measured"})
     assert cmd.get_next_result(TIMEOUT).state == "KILLED"
-    wait_for(lambda: not logging_grid.redis.hexists(stats_key, "measured"), what="the stats dropped with the job")
+    wait_until(lambda: not logging_grid.redis.hexists(stats_key, "measured"), what="the stats dropped with the job")
 
 
 def test_node_info_builtins(logging_grid):

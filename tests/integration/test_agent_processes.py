@@ -2,7 +2,7 @@
 
 import psutil
 import pytest
-from agent_support import TIMEOUT, builtin, group_members, wait_for, wait_state
+from support import TIMEOUT, builtin, group_members, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
@@ -24,7 +24,7 @@ def test_kill_stops_the_whole_group(hostile_grid):
     client = hostile_grid.client()
     cmd = client.execute(1, 1, "bash", WITH_CHILD, id="group-kill")
     running = wait_state(client, "group-kill", "RUNNING")
-    wait_for(lambda: len(group_members(running.get("pid"))) == 2, what="bash and its sleep running")
+    wait_until(lambda: len(group_members(running.get("pid"))) == 2, what="bash and its sleep running")
     builtin(client, "kill", {"id": "group-kill"})
     job = cmd.get_next_result(TIMEOUT)
     assert (job.state, job.data) == ("KILLED", "killed")
@@ -50,7 +50,7 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(hostile_gri
     script = "trap '' TERM; (trap '' TERM; sleep 300) & echo 4::stubborn; while true; do sleep 0.1; done"
     cmd = client.execute(1, 1, "bash", ["-c", script], id="stubborn")
     running = wait_state(client, "stubborn", "RUNNING")
-    wait_for(lambda: len(group_members(running.get("pid"))) >= 2, what="the stubborn job and its child")
+    wait_until(lambda: len(group_members(running.get("pid"))) >= 2, what="the stubborn job and its child")
     builtin(client, "kill", {"id": "stubborn"})
     job = cmd.get_next_result(TIMEOUT)
     assert job.state == "KILLED"
@@ -120,6 +120,6 @@ def test_the_console_logger_writes_warnings_and_errors_to_the_agent_log(hostile_
     job = client.execute(1, 1, "bash", ["-c", script], id="noisy").get_next_result(TIMEOUT)
     assert job.critical == "the disk is on fire"
     log = hostile_grid.log_path("agent-1-1")
-    line = wait_for(lambda: [line for line in log.read_text().splitlines() if "job noisy" in line],
+    line = wait_until(lambda: [line for line in log.read_text().splitlines() if "job noisy" in line],
                     what="the console logger's line")
     assert len(line) == 1 and "ERROR" in line[0] and line[0].endswith("level 9: the disk is on fire")

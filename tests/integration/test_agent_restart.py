@@ -1,7 +1,7 @@
 """An agent that stops, restarts or is killed: long-running jobs run again, exactly once."""
 
 import psutil
-from agent_support import TIMEOUT, builtin, current, group_members, wait_for, wait_state
+from support import TIMEOUT, builtin, current, group_members, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
@@ -17,7 +17,7 @@ def start_forever(client, job_id="forever"):
 
 
 def running_again(client, job_id, old_pid):
-    return wait_for(lambda: (job := current(client, job_id)) is not None and job.state == "RUNNING"
+    return wait_until(lambda: (job := current(client, job_id)) is not None and job.state == "RUNNING"
                     and job.get("pid") != old_pid and job.get("pid"), what=f"{job_id} running again")
 
 
@@ -40,7 +40,7 @@ def test_a_long_running_job_runs_again_after_the_agent_stops_and_starts(make_gri
     grid.start_agent("1:1")
     second_pid = running_again(client, "forever", first_pid)
     assert len(sleeps_of(second_pid)) == 1
-    after = wait_for(lambda: [m["id"] for m in builtin(client, "get_msgs", {"jobid": "forever"}) if m["id"] > before],
+    after = wait_until(lambda: [m["id"] for m in builtin(client, "get_msgs", {"jobid": "forever"}) if m["id"] > before],
                      what="the second run's message")
     assert after  # the message id counter went on
     builtin(client, "kill", {"id": "forever"})

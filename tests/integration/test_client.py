@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from support import TIMEOUT
 
 import acclient
 from acclient import JobError, NoTargetError, RunArgs
-
-TIMEOUT = 30
 
 
 def test_run_args_api():

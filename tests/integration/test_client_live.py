@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from support import TIMEOUT
 
 from acclient import RunArgs, cli
 from acgrid.launcher import AgentSpec, Grid
 
-TIMEOUT = 30
 LOGGING = {"logging": {"db": {"type": "DB", "log_dir": "logs"},
                        "ac": {"type": "AC", "levels": "3-9", "flush_int": 0.2}}}
 

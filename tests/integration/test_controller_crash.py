@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from controller_helpers import command, result, submit, wait_until
+from support import command, result, submit, wait_until
 
 from acgrid.launcher import AgentSpec
 from protocol import keys

@@ -5,7 +5,7 @@ import signal
 import sys
 import time
 
-from controller_helpers import command, controller_command, result, run, submit, wait_until
+from support import command, controller_command, result, run, submit, wait_until
 
 from acgrid.launcher import AgentSpec
 from protocol import keys

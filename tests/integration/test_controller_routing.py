@@ -9,9 +9,9 @@ import json
 import time
 
 import pytest
-from controller_helpers import TIMEOUT, command, controller_command, result, results, run, submit, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import TIMEOUT, command, controller_command, result, results, run, submit, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
@@ -121,7 +121,7 @@ def test_commands_are_logged_newest_first(grid):
     ({"gid": 3, "nid": 1}, "agent 3:1 is not alive"),
     ({"role": "cache"}, "no live agent with role 'cache'"),
     ({"gid": 2, "role": "web"}, "no live agent with role 'web' in grid 2"),
-    ({"gid": 9, "role": "*", "fanout": True}, "no live agent with role '*' in grid 9"),
+    ({"gid": 9, "role": "*", "fanout": True}, "no agent with role '*' in grid 9"),
     ({"roles": ["web", "gpu"]}, "no live agent with roles 'web', 'gpu'"),
 ])
 def test_no_route_is_one_error_at_once(grid, fields, reason):

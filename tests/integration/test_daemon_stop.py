@@ -3,9 +3,7 @@
 import json
 import signal
 
-from agent_support import wait_state
-from controller_helpers import wait_until
-from ops_support import start_controller
+from support import start_controller, wait_state, wait_until
 
 from acclient import RunArgs
 from acgrid.launcher import AgentSpec

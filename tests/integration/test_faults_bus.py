@@ -9,16 +9,13 @@ import time
 
 import pytest
 import redis
-from agent_support import wait_for, wait_state
-from controller_helpers import command, run, wait_until
-from ops_support import scrape, value
+from support import TIMEOUT, command, run, scrape, value, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
 from protocol import keys
 from protocol.job import now_ms
 
-TIMEOUT = 30
 HEARTBEAT = 0.5
 METRICS = {"metrics": {"listen": "127.0.0.1:0"}}  # any free port
 FAST = {"agents": {"sweep_interval": 0.1}, "routing": {"takeover_after": 1.0}}
@@ -309,5 +306,5 @@ def test_an_agent_really_killed_is_still_answered_lost_in_time(make_grid):
     assert took <= 3 * HEARTBEAT + 1
     grid.start_agent("1:1")  # stops the sleep its previous run left, answers it (that late answer is dropped)
     assert run(bus, gid=1, nid=1)["state"] == "SUCCESS"
-    wait_for(lambda: f"for job {cmd.id}" in controller_log(grid), what="the late answer dropped")
+    wait_until(lambda: f"for job {cmd.id}" in controller_log(grid), what="the late answer dropped")
     assert bus.llen(keys.result_queue(cmd.id)) == 0, "answered exactly once"

@@ -5,7 +5,7 @@ results duplicated, clients left waiting."""
 import time
 
 import redis
-from agent_support import TIMEOUT, wait_for, wait_state
+from support import TIMEOUT, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
@@ -74,7 +74,7 @@ def test_a_live_controller_notices_the_bus_lost_its_data(make_grid):
     grid.redis_server.restart(empty=True)
     assert cmd.get_next_result(60).data == "survived"
     log = grid.log_path("controller-0")
-    wait_for(lambda: "the bus lost its data" in log.read_text(), what="the controller saying the bus lost its data")
+    wait_until(lambda: "the bus lost its data" in log.read_text(), what="the controller saying the bus lost its data")
     assert "still runs 1 jobs the bus had forgotten" in log.read_text()
     plain = redis.Redis(**grid.address.redis_kwargs())
     assert plain.get(keys.BUS_EPOCH) is not None and plain.pttl(keys.ADOPTING) > 0

@@ -9,11 +9,9 @@ import time
 
 import pytest
 import redis
-from agent_support import wait_state
-from controller_helpers import command, result, submit, wait_until
-from ops_support import scrape, start_agent, value
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support import TIMEOUT, command, result, scrape, start_agent, submit, value, wait_state, wait_until
 
 from acgrid.launcher import AgentSpec, Grid
 from controller import acl
@@ -21,7 +19,6 @@ from protocol import keys
 from protocol.acl import agent_user
 from protocol.job import now_ms
 
-TIMEOUT = 30
 LOGGING = {"db": {"type": "DB", "log_dir": "logs"}, "ac": {"type": "AC", "levels": "3-9", "flush_int": 0.2}}
 #: Metrics on any free port; outboxes bounded low enough for a test to overrun.
 CONTROLLER = {"metrics": {"listen": "127.0.0.1:0"}, "agents": {"outbox_max": 50}}

@@ -5,7 +5,7 @@ import json
 import os
 
 import psutil
-from agent_support import TIMEOUT, builtin, current, wait_for, wait_state
+from support import TIMEOUT, builtin, current, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
@@ -41,7 +41,7 @@ def test_an_agent_killed_hard_stops_what_its_previous_run_left_and_answers_each_
         wait_state(client, cmd.id, "RUNNING")
     first_pid = wait_state(client, "forever", "RUNNING").get("pid")
     for cmd in ordinary:
-        wait_for(lambda cmd=cmd: len(processes_of(grid, cmd.id)) == 3,
+        wait_until(lambda cmd=cmd: len(processes_of(grid, cmd.id)) == 3,
                  what=f"{cmd.id}: bash, its sleep, the escaped sleep")
 
     grid.stop_agent("1:1", kill=True)
@@ -55,7 +55,7 @@ def test_an_agent_killed_hard_stops_what_its_previous_run_left_and_answers_each_
     leaked = {cmd.id: len(processes_of(grid, cmd.id)) for cmd in ordinary}
     print(f"processes left behind by 5 jobs (15 processes) after the agent's restart: {sum(leaked.values())}")
     assert leaked == {cmd.id: 0 for cmd in ordinary}
-    second_pid = wait_for(lambda: (job := current(client, "forever")).get("pid") != first_pid and job.get("pid"),
+    second_pid = wait_until(lambda: (job := current(client, "forever")).get("pid") != first_pid and job.get("pid"),
                           what="the long-running job running again")
     assert [process.pid for process in processes_of(grid, "forever")] == [second_pid], "exactly one run of it"
     assert builtin(client, "ping") == "pong"
@@ -70,7 +70,7 @@ def test_kill_takes_the_whole_tree_of_a_job_that_double_forks(make_grid):
     for job_id, script in (("escaping", ESCAPING), ("daemonizing", daemonizing)):
         cmd = client.execute(1, 1, "bash", ["-c", script], id=job_id)
         wait_state(client, job_id, "RUNNING")
-        pids = wait_for(lambda job_id=job_id: len(found := processes_of(grid, job_id)) >= 3 and found,
+        pids = wait_until(lambda job_id=job_id: len(found := processes_of(grid, job_id)) >= 3 and found,
                         what=f"{job_id}'s processes")
         assert len({os.getsid(process.pid) for process in pids}) == 2, "part of the job left its session"
         builtin(client, "kill", {"id": job_id})

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import psutil
-from agent_support import wait_for
+from support import wait_until
 
 AC_GRID = [sys.executable, "-c", "from acgrid.main import main; main()"]
 
@@ -19,7 +19,7 @@ def test_ctrl_c_stops_every_process_and_removes_the_files(tmp_path):
     with output.open("w") as stdout:
         grid = subprocess.Popen([*AC_GRID, "--agents", "2"], stdout=stdout, stderr=subprocess.STDOUT, env=environment)
     try:
-        wait_for(lambda: "press Ctrl-C" in output.read_text() or grid.poll() is not None, what="ac-grid up")
+        wait_until(lambda: "press Ctrl-C" in output.read_text() or grid.poll() is not None, what="ac-grid up")
         workdir = Path(re.search(r"files in (\S+)", output.read_text()).group(1))
         children = psutil.Process(grid.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in children)

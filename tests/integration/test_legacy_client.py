@@ -16,12 +16,13 @@ import psutil
 import pytest
 from legacy_client import (
     LEGACY_CLIENT,
+    POLL_INTERVAL,
     bounded,
     load,
     take_job,
-    wait_until,
     watch_state,
 )
+from support import TIMEOUT, wait_until
 
 from acgrid.echo import EchoServer, echo_through
 from acgrid.launcher import AgentSpec, Grid
@@ -30,7 +31,6 @@ if not LEGACY_CLIENT.is_file():
     pytest.skip(f"the 2015 client is not there ({LEGACY_CLIENT} is missing: a clone outside this setup)",
                 allow_module_level=True)
 
-TIMEOUT = 30
 FINAL = {"SUCCESS", "ERROR", "TIMEOUT", "KILLED", "UNKNOWN_CMD", "DUPLICATE_ID", "SKIPPED"}
 #: A job that answers, as its level-20 result, the agent it ran on.
 WHO = ["-c", "echo 20::$AGENT_GID:$AGENT_NID"]
@@ -114,7 +114,8 @@ def wait_sampled(client, cmd) -> dict:
     has it, with zero memory until the process is there to measure (nothing the 2015 client can wait on)."""
     def sampled():
         return [entry for entry in client.get_processes(1, 1) if entry["cmd"]["id"] == cmd.id and entry["rss"]]
-    [entry] = wait_until(sampled, f"job {cmd.id} to show in get_processes with its memory")
+    [entry] = wait_until(sampled, what=f"job {cmd.id} to show in get_processes with its memory",
+                          interval=POLL_INTERVAL)
     return entry
 
 
@@ -216,7 +217,7 @@ def test_fanout_gives_one_result_per_target(client, gid, role, expected):
 def test_fanout_to_no_agent_is_one_error(client):
     cmd = client.execute(2, None, "bash", WHO, role="web", fanout=True)
     results = all_results(cmd)
-    assert [(job.state, job.data) for job in results] == [("ERROR", "no live agent with role 'web' in grid 2")]
+    assert [(job.state, job.data) for job in results] == [("ERROR", "no agent with role 'web' in grid 2")]
 
 
 # -- results and history -------------------------------------------------------------------------------------

@@ -3,9 +3,7 @@
 import re
 from pathlib import Path
 
-from agent_support import wait_state
-from controller_helpers import submit, wait_until
-from ops_support import scrape, start_agent, value
+from support import scrape, start_agent, submit, value, wait_state, wait_until
 
 from acdaemon.run import EXIT_CONFIG
 from acgrid.launcher import AgentSpec

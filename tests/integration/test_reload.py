@@ -4,9 +4,18 @@ import tomllib
 
 import pytest
 import tomli_w
-from agent_support import current, wait_for, wait_state
-from controller_helpers import command, result, submit, wait_until
-from ops_support import FakeSystemd, reload, start_agent, start_controller
+from support import (
+    FakeSystemd,
+    command,
+    current,
+    reload,
+    result,
+    start_agent,
+    start_controller,
+    submit,
+    wait_state,
+    wait_until,
+)
 
 from acclient import RunArgs
 from acgrid.launcher import AgentSpec
@@ -42,7 +51,7 @@ def test_agent_reload_applies_extensions_startup_jobs_and_levels_and_keeps_its_j
 
     greeting = client.cmd(1, 2, "greet", RunArgs(name="world")).get_next_result(30)
     assert (greeting.state, greeting.streams[0].strip()) == ("SUCCESS", "hello world")
-    wait_for(marker.exists, what="the new startup job ran")
+    wait_until(marker.exists, what="the new startup job ran")
     job = client.execute(1, 2, "sh", ["-c", "echo 1::plain; echo 4::kept"]).get_next_result(30)
     assert [message["data"] for message in job.get_msgs()] == ["kept"], "the DB logger keeps level 4 only now"
     assert current(client, sleeper.id, (1, 2)).state == "RUNNING"

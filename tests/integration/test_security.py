@@ -7,18 +7,18 @@ import time
 
 import pytest
 import redis
-from agent_support import wait_for
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support import TIMEOUT, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec, Grid
 from controller import acl
 from protocol import envelope, keys, tunnels
 from protocol.job import Job
+from protocol.presence import Registration
 from protocol.states import State
 
-TIMEOUT = 30
 LOGGING = {"db": {"type": "DB", "log_dir": "logs"}, "ac": {"type": "AC", "levels": "3-9", "flush_int": 0.2}}
 
 
@@ -113,7 +113,7 @@ def test_a_result_for_a_job_not_sent_to_the_agent_is_dropped_and_logged(acl_grid
     with grid.redis.pubsub(ignore_subscribe_messages=True) as events:
         events.subscribe(keys.EVENTS)
         compromised.rpush(agent_keys.outbox, envelope.job_envelope(forged, push=True, final=True),
-                          envelope.register_envelope({"gid": 1, "nid": 1, "roles": ["web"]}))
+                          envelope.register_envelope(Registration(1, 1, ("web",))))
         compromised.publish(agent_keys.bell, "")
         deadline = time.monotonic() + TIMEOUT
         while True:  # the registration behind the forgery tells us the controller has drained both
@@ -144,7 +144,7 @@ def test_hostile_commands_straight_into_an_agents_queue_are_answered_not_obeyed(
     assert client.get_cmd_jobs("types") == {}, "never routed: the agent's answer is not taken"
     # the agent may answer "types" after the ping, and the controller logs a drop after draining it
     dropped = "dropped a result from agent 1:2 for job types"
-    assert wait_for(lambda: dropped in grid.log_path("controller-0").read_text(), what="the drop to be logged")
+    assert wait_until(lambda: dropped in grid.log_path("controller-0").read_text(), what="the drop to be logged")
     assert grid.redis.llen(keys.AgentKeys(1, 2).inflight) == 0, "nothing unanswerable stays held"
 
 
@@ -229,7 +229,7 @@ def test_a_compromised_node_reaches_only_where_a_client_opened_a_tunnel(acl_grid
                                                                  ip="127.0.0.1", remote=22))
     compromised.publish(agent_keys.tunnel_up, tunnels.bell(tunnels.REQUESTS))
     refused = "refused a connection of agent 1:1: no client opened a tunnel on agent 1:1 to 127.0.0.1:22 through 1.2"
-    assert wait_for(lambda: refused in grid.log_path("controller-0").read_text(), what="the refusal")
+    assert wait_until(lambda: refused in grid.log_path("controller-0").read_text(), what="the refusal")
     assert not grid.redis.exists(keys.tunnel_record(stream)), "nothing was relayed"
     assert grid.redis.hkeys(keys.tunnel_grants(1, 1)) == [b"1.2|127.0.0.1|9"]
     client.tunnel_close(1, 1, **granted)

@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from agent_support import TIMEOUT, builtin
+from support import TIMEOUT, builtin
 
 from acgrid.launcher import AgentSpec, GridError
 from protocol import keys

@@ -4,8 +4,7 @@ import json
 import signal
 
 import pytest
-from controller_helpers import run, wait_until
-from ops_support import FakeSystemd, start_agent, start_controller
+from support import FakeSystemd, run, start_agent, start_controller, wait_until
 
 from acgrid.launcher import AgentSpec
 from protocol import keys

@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from agent_support import wait_for
+from support import wait_until
 
 from acclient import JobError
 from acgrid.echo import DigestServer, EchoServer, echo_through, send_through
@@ -64,10 +64,10 @@ def test_100_mb_each_way_arrive_intact(tunnel_grid, tunnel):
     assert tunnel["local"] > 0 and tunnel["gateway"] == "2.1"
     transfer = echo_through(tunnel["local"], 100 * MB)
     assert transfer.intact, transfer
-    assert wait_for(lambda: client.tunnel_list(1, 1)[0]["connections"] == 0, what="the connection to end")
+    assert wait_until(lambda: client.tunnel_list(1, 1)[0]["connections"] == 0, what="the connection to end")
     listed = client.tunnel_list(1, 1)
     assert listed == [{**tunnel, "connections": 0, "opened": 1, "failed": 0, "last_error": None}]
-    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    assert wait_until(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
 
 
 def test_fixed_local_port_and_50_concurrent_connections(tunnel_grid, echo):
@@ -118,7 +118,7 @@ def test_controller_as_gateway(tunnel_grid, echo):
     transfer = echo_through(opened["local"], 20 * MB)
     assert transfer.intact, transfer
     client.tunnel_close(1, 1, **opened)
-    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    assert wait_until(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
 
 
 @pytest.mark.parametrize(("gateway", "message"), [
@@ -148,10 +148,10 @@ def test_a_gateway_that_cannot_connect_resets_the_connection(tunnel_grid):
     opened = client.tunnel_open(1, 1, 0, "2.1", "127.0.0.1", free_port())  # nobody listens there
     with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
         _read_until_closed(sock)
-    listed = wait_for(lambda: [item for item in client.tunnel_list(1, 1) if item["failed"]])
+    listed = wait_until(lambda: [item for item in client.tunnel_list(1, 1) if item["failed"]])
     assert "cannot connect to 127.0.0.1" in listed[0]["last_error"]
     assert "Connection refused" in listed[0]["last_error"]
-    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    assert wait_until(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
     client.tunnel_close(1, 1, **opened)
 
 
@@ -210,18 +210,18 @@ def test_gateway_killed_mid_transfer(tunnel_grid, echo):
         closed_after = time.monotonic() - killed_at
     assert closed_after < 15, closed_after  # the gateway's heartbeat lives 1.5 s
     # the agent closes the local socket first, then lets go of the stream's keys and counts the failure
-    assert wait_for(lambda: client.tunnel_list(1, 1)[0]["failed"] == 1, what="the failure to be counted")
+    assert wait_until(lambda: client.tunnel_list(1, 1)[0]["failed"] == 1, what="the failure to be counted")
     listed = client.tunnel_list(1, 1)[0]
     assert (listed["connections"], listed["failed"]) == (0, 1)
     assert listed["last_error"] == "gateway agent 3:1 lost"
-    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    assert wait_until(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
     agent = psutil.Process(tunnel_grid.agents["1:1"].pid)
     assert [conn for conn in agent.net_connections("tcp") if opened["local"] in (conn.laddr.port,
             conn.raddr.port if conn.raddr else None) and conn.status != psutil.CONN_LISTEN] == []
 
     with socket.create_connection(("127.0.0.1", opened["local"]), timeout=30) as sock:
         _read_until_closed(sock)  # while the gateway is away, connections are reset at once
-    assert wait_for(lambda: client.tunnel_list(1, 1)[0]["failed"] == 2)
+    assert wait_until(lambda: client.tunnel_list(1, 1)[0]["failed"] == 2)
     assert client.tunnel_list(1, 1)[0]["last_error"] == "gateway agent 3:1 is not alive"
 
     tunnel_grid.start_agent("3:1")
@@ -241,7 +241,7 @@ def test_a_gateway_back_before_its_heartbeat_lapsed_resets_what_it_held(tunnel_g
         _read_until_closed(sock)
     listed = client.tunnel_list(1, 1)[0]
     assert (listed["failed"], listed["last_error"]) == (1, "gateway agent 4:1: the agent restarted")
-    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    assert wait_until(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
     assert echo_through(opened["local"], 1 * MB).intact
     client.tunnel_close(1, 1, **opened)
 
@@ -256,7 +256,7 @@ def test_a_gateway_stopped_cleanly_resets_what_it_held(tunnel_grid, echo):
         _read_until_closed(sock)
     listed = client.tunnel_list(1, 1)[0]
     assert (listed["failed"], listed["last_error"]) == (1, "gateway agent 4:1: the agent stopped")
-    assert wait_for(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
+    assert wait_until(lambda: not tunnel_keys(tunnel_grid), what="every key to go"), tunnel_keys(tunnel_grid)
     tunnel_grid.start_agent("4:1")
     client.tunnel_close(1, 1, **opened)
 
@@ -309,7 +309,7 @@ def test_tunnels_work_with_an_acl_user_per_agent(make_grid, echo):
         users = [client.get("user") for client in grid.redis.client_list()]
         return users.count("agent-1-1") >= 3 and users.count("agent-2-1") >= 3
 
-    assert wait_for(connections_of_agents)
+    assert wait_until(connections_of_agents)
     client = grid.client()
     for gateway in ("2.1", "controller"):
         opened = client.tunnel_open(1, 1, 0, gateway, "127.0.0.1", echo.port)
@@ -330,7 +330,7 @@ def test_a_peer_takes_over_when_the_relaying_controller_dies(make_grid, echo):
     counted = [0]
 
     def kill_the_owner() -> None:
-        record = wait_for(lambda: grid.redis.keys("ac:ctl:tunnel:*"))[0]
+        record = wait_until(lambda: grid.redis.keys("ac:ctl:tunnel:*"))[0]
         pid = int(grid.redis.hget(record, "owner").decode().rsplit("-", 2)[1])  # "<host>-<pid>-<uuid>"
         grid.stop_controller(next(i for i, p in enumerate(grid.controllers) if p and p.pid == pid), kill=True)
 
@@ -373,7 +373,7 @@ def test_the_bus_restarting_empty_resets_open_connections_and_the_tunnel_goes_on
         except OSError:
             return False
 
-    assert wait_for(works, what="a connection through the tunnel to work again")
+    assert wait_until(works, what="a connection through the tunnel to work again")
     assert all(process.poll() is None for process in [*grid.agents.values(), *grid.controllers])
     assert grid.client().tunnel_list(1, 1)[0]["failed"] >= 1
 

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import TIMEOUT
 
 import acclient
 from protocol import keys
-
-TIMEOUT = 30
 
 
 def test_seed_block_example_returns_the_listing_as_data(grid):

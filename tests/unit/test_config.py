@@ -5,6 +5,7 @@ import pytest
 from acdaemon.config import ConfigError
 from agent.config import load_config as load_agent_config
 from agent.config import swarm_member
+from controller.config import event_argv
 from controller.config import load_config as load_controller_config
 from protocol.levels import ALL_LEVELS
 
@@ -135,3 +136,37 @@ def test_broken_controller_config(tmp_path, text, message):
     with pytest.raises(ConfigError, match=None) as error:
         load_controller_config(path)
     assert message in str(error.value)
+
+
+def test_new_controller_keys_have_defaults_and_are_read(tmp_path):
+    defaults = load_controller_config(None)
+    assert (defaults.takeover_after, defaults.agent_registered, defaults.handler_timeout) == (5.0, "", 30.0)
+    path = write(tmp_path, '[routing]\ntakeover_after = 2\n[events]\nagent_returned = "notify {gid}:{nid}"\n',
+                 "controller.toml")
+    config = load_controller_config(path)
+    assert config.takeover_after == 2
+    assert config.event_handler("agent_returned") == "notify {gid}:{nid}"
+    assert config.event_handler("agent_registered") == ""
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[routing]\nbatch_size = 0\n", "[routing] batch_size: must be 1 to 1000, got 0"),
+    ("[routing]\nbatch_size = 5000\n", "[routing] batch_size: must be 1 to 1000, got 5000"),
+    ("[routing]\ntakeover_after = 0.5\n", "[routing] takeover_after: must be at least twice [agents] sweep_interval"),
+    ("[routing]\ntakeover_after = -1\n", "[routing] takeover_after: must be greater than 0"),
+    ("[events]\nagent_registered = 'run {host}'\n", "[events] agent_registered: not a usable command line"),
+    ("[events]\nagent_returned = 'run \"{gid}'\n", "[events] agent_returned: not a usable command line"),
+    ("[events]\nagent_lost = 'x'\n", "[events]: unknown key 'agent_lost'"),
+    ("[events]\nagent_registered = '   '\n", "[events] agent_registered: is blank"),
+    ("[events]\nhandler_timeout = 0\n", "[events] handler_timeout: must be greater than 0"),
+])
+def test_broken_new_controller_keys_are_named(tmp_path, text, message):
+    path = write(tmp_path, text, "controller.toml")
+    with pytest.raises(ConfigError) as error:
+        load_controller_config(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_event_command_lines_are_split_without_a_shell_and_filled():
+    argv = event_argv("/opt/hook --node '{gid}:{nid}' \"a b\" $HOME;rm", 3, 14)
+    assert argv == ["/opt/hook", "--node", "3:14", "a b", "$HOME;rm"]
