@@ -10,12 +10,12 @@ from typing import Any
 
 from acclient.client import Client
 from acclient.cmd import BaseCmd, Cmd
-from acclient.errors import CommandLost, JobError, NoTargetError
+from acclient.errors import CommandLost, JobError, NoControllerError, NoTargetError
 from acclient.job import Job
 from acclient.runargs import RunArgs
 
-__all__ = ["BaseCmd", "Client", "Cmd", "CommandLost", "Job", "JobError", "NoTargetError", "RunArgs", "get",
-           "getRunArgs", "runArgs"]
+__all__ = ["BaseCmd", "Client", "Cmd", "CommandLost", "Job", "JobError", "NoControllerError", "NoTargetError",
+           "RunArgs", "get", "getRunArgs", "runArgs"]
 
 
 def get(address: str = "localhost", port: int = 6379, password: str | None = None, db: int = 0) -> Client:

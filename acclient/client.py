@@ -3,7 +3,8 @@
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from importlib import resources
 from typing import Any
 
 import redis
@@ -14,11 +15,16 @@ from acclient.errors import JobError
 from acclient.job import Job
 from acclient.runargs import RunArgs
 from protocol import keys
-from protocol.command import CONTROLLER_CMD, Command
+from protocol.command import CONTROLLER_CMD, Command, check_target
+from protocol.errors import ProtocolError
 from protocol.states import State
+from protocol.targets import Rollout, check_hosts, check_ttl, parse_agents
 
 #: Seconds the shortcut methods (``get_os_info``, ``get_msgs``, ...) wait for their answer.
 DEFAULT_TIMEOUT = 60.0
+
+#: Queues a command stamped with the bus's clock (``acclient/send.lua``).
+SEND_SCRIPT = (resources.files("acclient") / "send.lua").read_text()
 
 #: The command the ``execute_js_py`` extension runs jumpscripts with.
 JUMPSCRIPT_COMMAND = "execute_js_py"
@@ -36,7 +42,11 @@ class Client:
 
     def __init__(self, address: str = "localhost", port: int = 6379, password: str | None = None, db: int = 0,
                  **redis_options: Any) -> None:
-        self._redis = redis.Redis(host=address, port=port, password=password, db=db, **redis_options)
+        self._start(redis.Redis(host=address, port=port, password=password, db=db, **redis_options))
+
+    def _start(self, connection: redis.Redis) -> None:
+        self._redis = connection
+        self._send = connection.register_script(SEND_SCRIPT)
         self._epochs_gone: dict[bytes | None, float] = {}  # bus epochs seen replaced, and since when
 
     @classmethod
@@ -46,14 +56,17 @@ class Client:
         ``security``: ``username``, ``password``, ``ca_file``, ``cert_file``, ``key_file``.
         """
         client = cls.__new__(cls)
-        client._redis = redis.Redis(**BusAddress.from_url(url, **security).redis_kwargs())
-        client._epochs_gone = {}
+        client._start(redis.Redis(**BusAddress.from_url(url, **security).redis_kwargs()))
         return client
 
     # -- sending --------------------------------------------------------------------
 
     def cmd(self, gid: int | None, nid: int | None, cmd: str, args: RunArgs | None, data: Any = None,
-            id: str | None = None, role: str | None = None, fanout: bool = False) -> Cmd:
+            id: str | None = None, role: str | None = None, fanout: bool = False, *,
+            roles: Sequence[str] | None = None, targets: Sequence[str | tuple[int, int]] | None = None,
+            exclude: Sequence[str | tuple[int, int]] | None = None, hosts: str | None = None,
+            rollout: Rollout | dict[str, Any] | None = None, ttl: float | None = None,
+            tags: str | None = None) -> Cmd:
         """Send a command; return its ``Cmd``.
 
         :param gid: grid id (can be None)
@@ -64,39 +77,55 @@ class Client:
         :param id: command id; a random uuid4 when None
         :param role: only agents holding this role may run it (``"*"``: any agent). With a role, give no
             nid; a gid limits it to that grid
-        :param fanout: with a role, send it to every live agent holding the role
+        :param fanout: with a role (or ``hosts``), send it to every agent holding the role; one that is not
+            alive answers at once with an ``ERROR``
+
+        Beyond the 2015 client, keyword only (``docs/client.md``):
+
+        :param roles: agents holding all of these roles (instead of ``role``)
+        :param targets: exactly these agents, ``["1:1", "2:4"]`` or ``[(1, 1), (2, 4)]`` (instead of gid, nid,
+            role)
+        :param exclude: none of these agents
+        :param hosts: agents whose hostname matches this shell-style pattern, e.g. ``"web-*"``
+        :param rollout: start a fanout's targets in waves: ``{"batch": 5 or "20%", "wait": seconds,
+            "max_errors": 1 or "5%"}``; targets never started end ``SKIPPED``
+        :param ttl: seconds the command may wait to be routed (at most the controller's ``route_ttl``)
+        :param tags: a string copied into every job of the command
         """
-        if role is not None and nid:
-            raise ValueError("role and nid exclude each other: give gid and nid, or a role (and maybe a gid)")
-        if role is None and not (gid and nid) and cmd != CONTROLLER_CMD:
-            raise ValueError("give gid and nid, or a role")
         if args is None:
             args = RunArgs()
         elif not isinstance(args, RunArgs):
             raise ValueError(f"args must be a RunArgs, got {type(args).__name__}")
-        id = id or str(uuid.uuid4())
+        if role is not None and roles is not None:
+            raise ProtocolError("roles", "give either role or roles, not both")
+        chosen_roles = tuple(roles) if roles is not None else (role,) if role is not None else ()
         wire_data = "" if data is None else data if isinstance(data, str) else json.dumps(data)
-        command = Command(id, cmd, gid or 0, nid or 0, (role,) if role is not None else (), bool(fanout), args.wire,
-                          wire_data)
-        send = self._redis.pipeline(transaction=False)
-        send.rpush(keys.CMDS_QUEUE, command.to_json())
-        send.get(keys.BUS_EPOCH)  # to know later whether the bus lost its data while we waited
-        _, epoch = send.execute()
-        return Cmd(self, id, gid, nid, cmd, args, data, role, fanout, epoch)
+        command = Command(
+            id or str(uuid.uuid4()), cmd, gid or 0, nid or 0, chosen_roles, bool(fanout), args.wire, wire_data,
+            tags, targets=_agents(targets, "targets"), exclude=_agents(exclude, "exclude"),
+            hosts=None if hosts is None else check_hosts(hosts),
+            rollout=rollout if isinstance(rollout, Rollout | None) else Rollout.from_wire(rollout),
+            ttl=None if ttl is None else check_ttl(ttl))
+        check_target(command)
+        epoch, controller_alive = self._send(keys=[keys.CMDS_QUEUE, keys.BUS_EPOCH, keys.CONTROLLER_ALIVE],
+                                             args=[command.to_json()[:-1]])
+        return Cmd(self, command.id, gid, nid, cmd, args, data, role, fanout, epoch, command, bool(controller_alive))
 
     def execute(self, gid: int | None, nid: int | None, executable: str, cmdargs: list[str] | None = None,
                 args: RunArgs | None = None, data: Any = None, id: str | None = None, role: str | None = None,
-                fanout: bool = False) -> Cmd:
-        """Run ``executable`` with ``cmdargs`` on the agent: no shell, ``data`` to its stdin."""
+                fanout: bool = False, **selection: Any) -> Cmd:
+        """Run ``executable`` with ``cmdargs`` on the agent: no shell, ``data`` to its stdin. ``selection``:
+        the keyword-only arguments of ``cmd`` (``targets``, ``exclude``, ``hosts``, ``rollout``, ...)."""
         args = (args or RunArgs()).update({"name": executable, "args": list(cmdargs or [])})
-        return self.cmd(gid, nid, "execute", args, data, id, role, fanout)
+        return self.cmd(gid, nid, "execute", args, data, id, role, fanout, **selection)
 
     def execute_jumpscript(self, gid: int | None, nid: int | None, domain: str, name: str, data: Any = None,
-                           args: RunArgs | None = None, role: str | None = None, fanout: bool = False) -> Cmd:
+                           args: RunArgs | None = None, role: str | None = None, fanout: bool = False,
+                           **selection: Any) -> Cmd:
         """Run the jumpscript ``<domain>/<name>.py`` on the agent (the ``execute_js_py`` extension must be
         configured there); ``data`` (any JSON value) is passed to it and its return value is the result."""
         args = (args or RunArgs()).update({"domain": domain, "name": name})
-        return self.cmd(gid, nid, JUMPSCRIPT_COMMAND, args, json.dumps(data), role=role, fanout=fanout)
+        return self.cmd(gid, nid, JUMPSCRIPT_COMMAND, args, json.dumps(data), role=role, fanout=fanout, **selection)
 
     # -- reading back -----------------------------------------------------------------
 
@@ -200,6 +229,15 @@ class Client:
             yield pubsub
         finally:
             pubsub.close()
+
+
+def _agents(value: Sequence[str | tuple[int, int]] | None, field: str) -> tuple[tuple[int, int], ...]:
+    """``["1:1"]`` or ``[(1, 1)]`` as the wire's ``(gid, nid)`` pairs."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise ProtocolError(field, f"expected a list of agents like [\"1:1\", \"2:4\"], got the string {value!r}")
+    return parse_agents([item if isinstance(item, str) else f"{item[0]}:{item[1]}" for item in value], field)
 
 
 def _tunnel(local: int, gateway: str, ip: str, remote: int) -> dict[str, Any]:

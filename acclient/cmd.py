@@ -3,14 +3,16 @@
 import collections
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from acclient.errors import CommandLost, NoTargetError
+from acclient.errors import CommandLost, NoControllerError, NoTargetError
 from acclient.job import Job
 from protocol import keys
-from protocol.states import FINAL_STATES, QUEUED, State
+from protocol.command import Command
+from protocol.states import FINAL_STATES, QUEUED, Phase, State
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,12 @@ class Cmd(BaseCmd):
     agent (and one per run of a recurring job)."""
 
     def __init__(self, client: Any, id: str, gid: int | None, nid: int | None, cmd: str, args: Any,
-                 data: Any, role: str | None, fanout: bool, epoch: bytes | None = None) -> None:
+                 data: Any, role: str | None, fanout: bool, epoch: bytes | None = None,
+                 command: Command | None = None, controller_alive: bool = True) -> None:
         super().__init__(client, id, gid, nid)
         self._epoch = epoch  # the bus's epoch token when the command was sent
+        self._command = command  # as sent (None: a handle on a command sent elsewhere)
+        self._controller_alive = controller_alive  # whether a controller was alive when it was sent
         self._cmd = cmd
         self._args = args
         self._data = data
@@ -161,6 +166,8 @@ class Cmd(BaseCmd):
             deadline = time.monotonic() + timeout if timeout else None
             if self._epoch in self._client._epochs_gone:  # the client saw the bus lose its data since we sent
                 self._check_not_lost()
+            if not self._controller_alive:
+                self._check_controller()
             while True:
                 wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
                 if wait <= 0:
@@ -179,6 +186,7 @@ class Cmd(BaseCmd):
         since the command was sent, and no job of the command showed up again within ``LOSS_GRACE``
         (agents announce the jobs they still run within a few seconds)."""
         redis, gone = self._client._redis, self._client._epochs_gone
+        self._check_controller()
         epoch = redis.get(keys.BUS_EPOCH)
         if epoch == self._epoch:
             return
@@ -188,6 +196,37 @@ class Cmd(BaseCmd):
         since = gone.setdefault(self._epoch, time.monotonic())  # when this client first saw that epoch gone
         if time.monotonic() - since >= LOSS_GRACE:
             raise CommandLost(self._id)
+
+    def _check_controller(self) -> None:
+        """Raise ``NoControllerError`` when no controller is alive on the bus (none renewed its key lately)."""
+        alive = bool(self._client._redis.exists(keys.CONTROLLER_ALIVE))
+        if not alive:
+            raise NoControllerError(self._id)
+        self._controller_alive = True
+
+    def progress(self) -> dict[str, int]:
+        """How far the command got on its targets (a rollout's waves, a fanout's results): how many ``targets``
+        in all, ``pending`` (a rollout's not started yet), ``queued``, ``running``, ``succeeded``, ``failed``
+        and ``skipped``; with ``waves``, the waves of a rollout started so far. Never blocks."""
+        counts = dict.fromkeys(("targets", "pending", "queued", "running", "succeeded", "failed", "skipped"), 0)
+        for job in self.get_jobs().values():
+            state, phase = job._data.get("state"), job._data.get("phase")
+            counts["targets"] += 1
+            if phase == Phase.PENDING:
+                counts["pending"] += 1
+            elif state == State.RUNNING or job._data.get("more"):
+                counts["queued" if phase else "running"] += 1
+            elif state == State.SUCCESS:
+                counts["succeeded"] += 1
+            elif state == State.SKIPPED:
+                counts["skipped"] += 1
+            else:
+                counts["failed"] += 1
+        rollout = self._command.rollout if self._command is not None else None
+        if rollout is not None:
+            started = counts["targets"] - counts["pending"] - counts["skipped"]
+            counts["waves"] = math.ceil(started / rollout.wave_size(counts["targets"])) if counts["targets"] else 0
+        return counts
 
     def report(self) -> dict[tuple[int, int], str]:
         """Per agent, after ``iter_results``: ``"returned"``, ``"error"`` or ``"no reply"``."""

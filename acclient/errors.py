@@ -25,5 +25,16 @@ class CommandLost(RuntimeError):
         self.command_id = command_id
 
 
+class NoControllerError(RuntimeError):
+    """No controller is alive on the bus, so the command waits in ``cmds_queue`` unrouted: until one starts,
+    or until it is too old to be routed (``route_ttl``, its ``ttl``) and is answered ``ERROR``."""
+
+    def __init__(self, command_id: str) -> None:
+        super().__init__(f"no controller is alive on the bus: command {command_id} waits in cmds_queue until one "
+                         "starts (and is answered ERROR, expired, if that takes longer than its ttl or the "
+                         "controller's route_ttl)")
+        self.command_id = command_id
+
+
 class NoTargetError(ValueError):
     """The command has no single agent to ask (it went by role or fanned out)."""

@@ -23,6 +23,7 @@ from protocol.job import Job, error_job, now_ms
 from protocol.levels import RESULT_JSON
 from protocol.presence import Heartbeat
 from protocol.states import State
+from protocol.targets import parse_agent
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Builtins:
         self.registry = registry
         self.handlers: dict[str, Callable[[Command, Batch], Awaitable[Any]]] = {
             "list_agents": self.list_agents,
+            "forget_agent": self.forget_agent,
             "scheduler_add": self.scheduler_add,
             "scheduler_list": self.scheduler_list,
             "scheduler_remove": self.scheduler_remove,
@@ -56,11 +58,34 @@ class Builtins:
         return job
 
     async def list_agents(self, command: Command, batch: Batch) -> list[dict]:
-        views = sorted(self.registry.agents.values(), key=lambda view: (view.gid, view.nid))
+        """``data`` (optional): ``{"role": <role>, "alive": true|false}`` to list only those agents."""
+        request = _request(command.data, {"role", "alive"})
+        role, alive = request.get("role"), request.get("alive")
+        if role is not None and not isinstance(role, str):
+            raise ProtocolError("data.role", f"expected a role (a string), got {type_name(role)}")
+        if alive is not None and not isinstance(alive, bool):
+            raise ProtocolError("data.alive", f"expected true or false, got {type_name(alive)}")
+        views = sorted((view for view in self.registry.agents.values()
+                        if (role is None or view.holds((role,))) and (alive is None or view.alive == alive)),
+                       key=lambda view: (view.gid, view.nid))
         beats = await self.bus.pipeline([("GET", view.keys.alive) for view in views], raise_errors=False)
         now = time.time()
         return [agent_health(view, beat if isinstance(beat, bytes) else view.heartbeat, now)
                 for view, beat in zip(views, beats, strict=True)]
+
+    async def forget_agent(self, command: Command, batch: Batch) -> dict[str, Any]:
+        """``data``: ``{"agent": "<gid>:<nid>"}``: drop the registration of an agent that stopped beating, at once
+        (as ``forget_after`` does by itself): no fanout targets it any more, until it registers again."""
+        name = _request(command.data, {"agent"}).get("agent")
+        gid, nid = parse_agent(name, "data.agent")
+        view = self.registry.get(gid, nid)
+        if view is None:
+            raise ProtocolError("data.agent", f"no agent {gid}:{nid} is known")
+        if view.alive:
+            raise ProtocolError("data.agent", f"agent {gid}:{nid} is alive: only an agent that stopped beating can "
+                                "be forgotten (stop it first)")
+        await self.registry.forget(self.bus, view)
+        return {"forgotten": view.name}
 
     async def scheduler_add(self, command: Command, batch: Batch) -> dict[str, Any]:
         """``data``: ``{"cron", "cmd", "id" (default: this command's id)}``; an existing id is replaced."""
@@ -95,6 +120,23 @@ def agent_health(view: AgentView, heartbeat: bytes, now: float) -> dict[str, Any
             "pid": registration.pid, "metrics": registration.metrics, "started": started,
             "uptime": round(now - started) if view.alive and started is not None else None,
             "last_heartbeat": beat.time, "jobs": beat.running}
+
+
+def _request(data: str, known: set[str]) -> dict[str, Any]:
+    """A controller command's ``data``: a JSON object with only ``known`` keys (empty data: none)."""
+    if not data.strip():
+        return {}
+    try:
+        request = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ProtocolError("data", "expected a JSON object") from None
+    if not isinstance(request, dict):
+        raise ProtocolError("data", f"expected a JSON object, got {type_name(request)}")
+    unknown = sorted(set(request) - known)
+    if unknown:
+        raise ProtocolError(f"data.{unknown[0][:60]}", f"unknown key (known: {', '.join(sorted(known))})")
+    return request
+
 
 
 def _schedule_id(data: str) -> str:

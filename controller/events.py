@@ -4,9 +4,16 @@ from typing import Any
 
 from acbus.link import Bus
 from protocol import keys
-from protocol.events import AGENT_LOST, AGENT_REGISTERED, BUS_DATA_LOST, CONTROLLER_STARTED, encode_event
+from protocol.events import (
+    AGENT_FORGOTTEN,
+    AGENT_LOST,
+    AGENT_REGISTERED,
+    BUS_DATA_LOST,
+    CONTROLLER_STARTED,
+    encode_event,
+)
 
-__all__ = ["AGENT_LOST", "AGENT_REGISTERED", "BUS_DATA_LOST", "CONTROLLER_STARTED", "publish"]
+__all__ = ["AGENT_FORGOTTEN", "AGENT_LOST", "AGENT_REGISTERED", "BUS_DATA_LOST", "CONTROLLER_STARTED", "publish"]
 
 
 async def publish(bus: Bus, event: str, **details: Any) -> None:

@@ -30,7 +30,7 @@ from acdaemon.metrics import Histogram
 from controller import scripts
 from controller.batch import Batch
 from controller.config import ControllerConfig
-from controller.registry import Registry
+from controller.registry import AgentView, Registry
 from controller.rollouts import start_rollout
 from controller.routing import NoRoute, Router
 from controller.sequencer import Sequencer
@@ -51,6 +51,10 @@ LANES = 2
 CLAIM_WAIT = 1.0
 #: Upper bounds (seconds) of the routing latency histogram: from a batch's claim to its commit.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+#: A command to decide again after a second look at the agents: with the dead targets to look at again
+#: (``None``: it found no agent at all, so every registration is read again).
+Unroutable = tuple[Command, bytes, list[AgentView] | None]
 
 #: Answers a ``cmd = "controller"`` command: stages its writes in the batch, returns the answer.
 BuiltinsHandler = Callable[[Command, Batch], Awaitable[Job]]
@@ -162,22 +166,26 @@ class Intake:
 
     async def _decide_batch(self, raws: list[bytes], now_ms: int) -> Batch:
         batch, router = Batch(), Router(self.registry)
-        unroutable: list[tuple[Command, bytes]] = []
+        unroutable: list[Unroutable] = []
         for raw in raws:
             with _answering_bugs(raw, batch):
                 await self._decide(raw, batch, router, unroutable, now_ms)
         if unroutable:
-            # Our view may lag behind (an agent that has just come back, a
-            # registration drained by a peer): look again before saying no.
-            await self.registry.revive(self.bus)
+            # Our view may lag behind (an agent that has just come back, a registration drained by a
+            # peer): look again before saying no. A command that found no one at all reads every
+            # registration again; one that found dead targets only asks about those.
+            if any(dead is None for _, _, dead in unroutable):
+                await self.registry.revive(self.bus)
+            else:
+                await self.registry.recheck(self.bus, [view for _, _, dead in unroutable for view in dead or ()])
             router = Router(self.registry)
-            for command, raw in unroutable:
+            for command, raw, _ in unroutable:
                 with _answering_bugs(raw, batch):
                     self._send(command, raw, batch, router, now_ms)
         return batch
 
     async def _decide(self, raw: bytes, batch: Batch, router: Router,
-                      unroutable: list[tuple[Command, bytes]], now_ms: int) -> None:
+                      unroutable: list[Unroutable], now_ms: int) -> None:
         try:
             command = decode_command(raw, self.config.max_data_bytes)
         except MalformedCommand as exc:
@@ -207,7 +215,7 @@ class Intake:
         return min(self.config.route_ttl, command.ttl) if command.ttl is not None else self.config.route_ttl
 
     def _send(self, command: Command, raw: bytes, batch: Batch, router: Router, now_ms: int,
-              unroutable: list[tuple[Command, bytes]] | None = None) -> None:
+              unroutable: list[Unroutable] | None = None) -> None:
         """Send to the chosen agents, and answer for the targets that are not alive; with no match, answer
         why. Given ``unroutable``, a command that found no live agent, or a dead target, is kept there for
         a second look instead."""
@@ -215,13 +223,16 @@ class Intake:
             decision = router.route(command)
         except NoRoute as exc:
             if unroutable is not None:
-                unroutable.append((command, raw))
+                unroutable.append((command, raw, None))
                 return
             log.debug("command %s (%s) refused: %s", command.id, command.cmd, exc)
             batch.answer(command.id, _error(command, str(exc)))
             return
         if decision.dead and unroutable is not None:
-            unroutable.append((command, raw))
+            for view in decision.send:
+                view.load -= 1  # decided again after the second look
+            known = [view for gid, nid in decision.dead if (view := self.registry.get(gid, nid)) is not None]
+            unroutable.append((command, raw, known))
             return
         for gid, nid in decision.dead:
             batch.answer(command.id, _error(command, f"agent {gid}:{nid} is not alive", gid, nid))

@@ -88,10 +88,15 @@ class Liveness:
         if slow:
             await self.registry.load_registrations(self.bus)
         await self._recover_dead_controllers(everywhere=slow)
-        for view in await self.registry.refresh_liveness(self.bus):
+        died = await self.registry.refresh_liveness(self.bus)
+        if died:
+            await self.bus.pipeline([("HSET", keys.LAST_SEEN, view.name, now_ms()) for view in died])
+        for view in died:
             self.agents_lost += 1
             log.warning("agent %s lost: no heartbeat", view.name)
             await events.publish(self.bus, events.AGENT_LOST, agent=view.name)
+        if slow:
+            await self._forget_the_long_dead()
         bus_up = trio.current_time() - self._bus_started_at
         for view in self.registry.agents.values():
             if view.alive:
@@ -126,6 +131,20 @@ class Liveness:
             await events.publish(self.bus, events.BUS_DATA_LOST, controller=self.lanes[0])
         self._epoch = epoch
 
+    async def _forget_the_long_dead(self) -> None:
+        """Drop the registrations of agents dead longer than ``forget_after`` (their death noted when seen)."""
+        dead = [view for view in self.registry.agents.values() if not view.alive]
+        if not dead:
+            return
+        seen = await self.bus.execute("HMGET", keys.LAST_SEEN, *(view.name for view in dead))
+        now = now_ms()
+        unnoted = [view for view, when in zip(dead, seen, strict=True) if when is None]
+        if unnoted:
+            await self.bus.pipeline([("HSETNX", keys.LAST_SEEN, view.name, now) for view in unnoted])
+        for view, when in zip(dead, seen, strict=True):
+            if when is not None and now - int(when) >= self.config.forget_after * 1000:
+                await self.registry.forget(self.bus, view)
+
     async def _bus_run(self) -> tuple[str, float]:
         """Which Redis run this is, and for how many seconds it has been up (``INFO server``)."""
         info = dict(line.split(":", 1) for line in (await self.bus.execute("INFO", "server")).decode().splitlines()
@@ -135,7 +154,8 @@ class Liveness:
     async def beat(self) -> None:
         """Renew the heartbeat of each of our lanes (and their entries among the controllers)."""
         ttl_ms = int(self.config.takeover_after * 1000)
-        await self.bus.set_alive([(keys.controller_alive(lane), "1") for lane in self.lanes], ttl_ms)
+        await self.bus.set_alive([(keys.controller_alive(lane), "1") for lane in self.lanes]
+                                 + [(keys.CONTROLLER_ALIVE, self.lanes[0])], ttl_ms)
         await self.bus.execute("SADD", keys.CONTROLLERS, *self.lanes)
 
     async def release(self) -> None:

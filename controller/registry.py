@@ -10,7 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.keys import AGENTS, GRANTED_ROLES, AgentKeys, parse_agent_name, running_jobs
+from protocol.events import AGENT_FORGOTTEN, encode_event
+from protocol.keys import AGENTS, EVENTS, GRANTED_ROLES, LAST_SEEN, AgentKeys, parse_agent_name, running_jobs
 from protocol.presence import Registration
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ class Registry:
         is routed by the roles it registered with that it is (still) granted."""
         flat, granted_flat = await bus.pipeline([("HGETALL", AGENTS), ("HGETALL", GRANTED_ROLES)])
         granted = dict(zip(granted_flat[::2], granted_flat[1::2], strict=True))
+        registered = {parse_agent_name(name.decode()) for name in flat[::2] if b":" in name}
+        for agent in [agent for agent, view in self.agents.items() if agent not in registered and not view.alive]:
+            del self.agents[agent]  # forgotten (by a peer, while we did not listen)
         for index in range(0, len(flat), 2):
             name = flat[index].decode()
             try:
@@ -97,6 +101,14 @@ class Registry:
                 if isinstance(allowed, list):
                     view.roles &= frozenset(allowed)
 
+    async def forget(self, bus: Any, view: AgentView) -> None:
+        """Drop agent ``view``'s registration, here and on the bus, and tell the peers (``agent_forgotten``)."""
+        await bus.pipeline([("HDEL", AGENTS, view.name), ("HDEL", LAST_SEEN, view.name),
+                            ("DEL", running_jobs(view.gid, view.nid))])
+        self.agents.pop((view.gid, view.nid), None)
+        log.warning("forgot agent %s: it had stopped beating", view.name)
+        await bus.execute("PUBLISH", EVENTS, encode_event(AGENT_FORGOTTEN, agent=view.name))
+
     async def revive(self, bus: Any) -> None:
         """Read the registrations again and mark alive every agent that beats again.
 
@@ -104,10 +116,13 @@ class Registry:
         sweep has not run yet, or a peer drained the registration).
         """
         await self.load_registrations(bus)
-        dead = [view for view in self.agents.values() if not view.alive]
-        replies = await bus.pipeline([("EXISTS", view.keys.alive) for view in dead])
-        for view, alive in zip(dead, replies, strict=True):
-            view.alive = bool(alive)
+        await self.recheck(bus, [view for view in self.agents.values() if not view.alive])
+
+    async def recheck(self, bus: Any, views: list[AgentView]) -> None:
+        """Mark alive those of ``views`` (dead as we saw them) that beat again."""
+        replies = await bus.pipeline([("EXISTS", view.keys.alive) for view in views])
+        for view, alive in zip(views, replies, strict=True):
+            view.alive = view.alive or bool(alive)
 
     async def refresh_liveness(self, bus: Any) -> list[AgentView]:
         """Read every heartbeat and load; return the agents that have just died."""

@@ -189,6 +189,8 @@ class Controller:
                 if event["event"] == events.AGENT_REGISTERED:
                     gid, nid = keys.parse_agent_name(event["agent"])
                     self.registry.register(gid, nid, Registration.from_wire(gid, nid, event["registration"]))
+                elif event["event"] == events.AGENT_FORGOTTEN:
+                    self.registry.agents.pop(keys.parse_agent_name(event["agent"]), None)
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignoring a malformed event: %r", raw[:200])
 

@@ -9,6 +9,7 @@ keys clients read.
 from protocol.keys import (
     BUS_EPOCH,
     CMDS_QUEUE,
+    CONTROLLER_ALIVE,
     JOB_CHANNEL_PREFIX,
     JOB_RESULTS_PREFIX,
     JOBLOG,
@@ -53,7 +54,8 @@ def agent_rules(gid: int, nid: int) -> list[str]:
 CLIENT_COMMANDS = (
     "auth", "hello", "select", "client|setname", "ping",
     "rpush",                                   # cmds_queue
-    "get",                                     # the bus epoch: did the bus lose its data while we waited?
+    "evalsha", "eval", "script|load", "time",  # sending through acclient/send.lua (stamped with the bus's clock)
+    "get", "exists",                           # the bus epoch, whether a controller is alive
     "blpop", "lpop", "lrange",                 # cmds_queue_<id>, joblog
     "hget", "hgetall", "hkeys",                # jobresult:<id>
     "subscribe", "unsubscribe",                # ac:jobs:<id>:updates|msgs
@@ -65,6 +67,6 @@ CLIENT_USER_PREFIX = "client-"
 
 def client_rules() -> list[str]:
     """``ACL SETUSER`` rules (without the password) for a client: send commands, read their results."""
-    keys = [CMDS_QUEUE, RESULT_QUEUE_PREFIX + "*", JOB_RESULTS_PREFIX + "*", JOBLOG, BUS_EPOCH]
+    keys = [CMDS_QUEUE, RESULT_QUEUE_PREFIX + "*", JOB_RESULTS_PREFIX + "*", JOBLOG, BUS_EPOCH, CONTROLLER_ALIVE]
     return ["reset", "on", *(f"~{key}" for key in keys), "resetchannels", f"&{JOB_CHANNEL_PREFIX}*", "-@all",
             *(f"+{command}" for command in CLIENT_COMMANDS)]

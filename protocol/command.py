@@ -236,6 +236,14 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags, **selection)
 
 
+def check_target(command: Command) -> None:
+    """Whether ``command`` says where it goes in a way the controller can route (``ProtocolError`` if not)."""
+    selection = {name: getattr(command, name) for name in ("targets", "exclude", "hosts", "rollout")
+                 if getattr(command, name)}
+    _check_target(command.gid, command.nid, command.roles, command.fanout, selection,
+                  internal=command.cmd == CONTROLLER_CMD)
+
+
 def _selection(fields: dict[str, Any]) -> dict[str, Any]:
     """The targeting fields beyond 2015 (``protocol/targets.py``), those that are set."""
     chosen: dict[str, Any] = {}

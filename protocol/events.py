@@ -6,6 +6,7 @@
 ``agent_registered``    ``agent`` ("<gid>:<nid>"), ``registration`` (as ``protocol.presence.Registration``),
                         ``new`` (the bus had never seen that agent)
 ``agent_lost``          ``agent``
+``agent_forgotten``     ``agent``: its registration was dropped (``forget_after``, or ``forget_agent``)
 ``bus_data_lost``       ``controller``: the one that found the bus had lost its data
 
 Peers follow ``agent_registered`` to keep their registries current; tools and
@@ -20,6 +21,7 @@ from protocol.jsontext import compact
 CONTROLLER_STARTED = "controller_started"
 AGENT_REGISTERED = "agent_registered"
 AGENT_LOST = "agent_lost"
+AGENT_FORGOTTEN = "agent_forgotten"
 BUS_DATA_LOST = "bus_data_lost"
 
 

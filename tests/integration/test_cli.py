@@ -65,4 +65,4 @@ def test_usage_errors_are_clear(grid, capsys):
     code, _, _ = ac(grid, capsys, "exec", "-g", "1", "-n", "1")
     assert code == "ac: nothing to run: ac exec [-g G -n N | -r ROLE [--fanout]] -- CMD ARGS..."
     code, _, _ = ac(grid, capsys, "exec", "-g", "1", "-n", "1", "-r", "web", "--", "true")
-    assert "role and nid exclude each other" in code
+    assert "a command goes to one node (gid and nid) or to a role, not both" in code

@@ -28,7 +28,7 @@ def decide(raws: list[bytes], registry: Registry) -> Batch:
         batch, router, unroutable = Batch(), Router(registry), []
         for raw in raws:
             await intake._decide(raw, batch, router, unroutable, NOW_MS)
-        for command, raw in unroutable:
+        for command, raw, _ in unroutable:
             intake._send(command, raw, batch, router, NOW_MS)
         return batch
 

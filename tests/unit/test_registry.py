@@ -102,6 +102,8 @@ def test_revive_asks_only_after_the_dead():
     registry = Registry()
     join(registry, 1, 1, "web")
     join(registry, 1, 2, "web", alive=False)
+    for name in ("1:1", "1:2"):
+        bus.redis.hset(AGENTS, name, json.dumps({"roles": ["web"]}))
     trio.run(registry.revive, bus)
     assert bus.sent[-1] == [("EXISTS", AgentKeys(1, 2).alive)]
     assert registry.get(1, 1).alive and not registry.get(1, 2).alive
