@@ -29,6 +29,7 @@ from protocol.errors import ProtocolError, bounded, shown
 from protocol.job import Job, echoed_args, error_job, now_ms
 from protocol.levels import RESULT_JSON
 from protocol.states import State
+from protocol.tunnels import WAKE_UP
 
 if TYPE_CHECKING:
     from agent.uplink import Uplink
@@ -63,12 +64,14 @@ class Dispatcher:
     """Turns taken commands into answers, built-ins and external jobs (``jobs``: the external jobs by id)."""
 
     def __init__(self, identity: Identity, context: JobContext, state_db: StateDB, node: Node,
-                 tunnel_builtins: TunnelBuiltins, extensions: Callable[[], dict[str, Extension]]) -> None:
+                 tunnel_builtins: TunnelBuiltins, wake_tunnels: Callable[["Uplink"], None],
+                 extensions: Callable[[], dict[str, Extension]]) -> None:
         self.identity = identity
         self.context = context
         self.state_db = state_db
         self.node = node
         self.tunnel_builtins = tunnel_builtins
+        self.wake_tunnels = wake_tunnels
         self.extensions = extensions  # the current [extensions.*] (a reload may change them)
         self.jobs: dict[str, ExternalJob] = {}
         self.tasks: trio.Nursery | None = None  # owns every job's and built-in's task; set once the agent runs
@@ -77,9 +80,13 @@ class Dispatcher:
 
     def dispatch(self, uplink: "Uplink", raw: bytes) -> None:
         """Start answering one command taken from ``uplink``'s queue; a bug here fails the command, not the agent."""
-        self.taken += 1
         uplink.hold(raw)
         taken = Taken(uplink, raw)
+        if raw == WAKE_UP:  # not a command: a controller has tunnel orders for us
+            taken.drop()
+            self.wake_tunnels(uplink)
+            return
+        self.taken += 1
         try:
             self._dispatch(taken)
         except Exception as exc:

@@ -101,7 +101,7 @@ class Agent:
         context = JobContext(self.identity, self.slots, self.loggers, self.stats, self.state_db, self.reaper,
                              config.kill_grace)
         self.dispatcher = Dispatcher(self.identity, context, self.state_db, self, self.tunnels.builtin,
-                                     lambda: self.config.extensions)
+                                     self.tunnels.wake, lambda: self.config.extensions)
         self.restarting = False
         self._started = time.time()
         self._stopping = trio.Event()

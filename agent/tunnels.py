@@ -49,6 +49,8 @@ HOUSEKEEPING_INTERVAL = 1.0
 ORDERS_BATCH = 100
 #: Seconds a stopping agent spends telling the controllers its streams are over.
 GOODBYE_GRACE = 2.0
+#: Seconds an endpoint with no tunnel, connection or question keeps listening to its tunnel channel.
+IDLE_GRACE = 10.0
 #: What the bus may answer instead of doing a command: it went away, or refused (LOADING, OOM...).
 BUS_TROUBLE = (ConnectionLost, ReplyError)
 
@@ -112,6 +114,10 @@ class Endpoint:
         self._probe_answered = Bell()
         self._orders = Bell()
         self._stream_started = Bell()
+        self._wanted = Bell()  # something needs the subscription (a tunnel opened, a wake-up)
+        self._woken = False  # a controller has orders for us (we were not listening)
+        self._opening = 0  # tunnels being opened
+        self._listening: trio.Event = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._ready = trio.Event()
 
@@ -120,9 +126,32 @@ class Endpoint:
             self._nursery = nursery
             await self._forget_leftovers()
             self._ready.set()
-            nursery.start_soon(self.bus.serve_dedicated, self._listen)
+            nursery.start_soon(self._listen_while_needed)
             nursery.start_soon(self._take_orders)
             nursery.start_soon(self._housekeeping)
+
+    def wake(self) -> None:
+        """A controller has orders for us and we were not listening (it rang through our command queue)."""
+        self._woken = True
+        self._wanted.ring()
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything needs the tunnel bells: an open tunnel, a connection, a question asked."""
+        return bool(self.tunnels or self.streams or self._probes or self._opening)
+
+    async def _listen_while_needed(self) -> None:
+        """Hold a subscription to our tunnel channel only while something needs it: an agent with no tunnel
+        costs the bus no connection for them. A gateway with none is woken through its command queue."""
+        while True:
+            while not (self.busy or self._woken):
+                await self._wanted.wait(self._wanted.rung, math.inf)
+            self._woken = False
+            await self.bus.serve_dedicated(self._listen)
+
+    async def _until_listening(self) -> None:
+        self._wanted.ring()
+        await self._listening.wait()
 
     # -- the commands -------------------------------------------------------------------------
 
@@ -131,10 +160,14 @@ class Endpoint:
             raise BuiltinError(f"gateway {spec.gateway!r} is this agent itself: a tunnel to self is refused "
                                f"(connect to {spec.ip}:{spec.remote} directly)")
         await self._ready.wait()
+        self._opening += 1  # busy from now on: listen, so that the probe's answer is heard
         try:
+            await self._until_listening()
             problem = await self._probe(spec.gateway)
         except BUS_TROUBLE as exc:
             raise BuiltinError(f"the bus failed while asking a controller about the gateway: {exc}") from None
+        finally:
+            self._opening -= 1
         if problem:
             raise BuiltinError(problem)
         try:
@@ -276,15 +309,34 @@ class Endpoint:
     # -- orders and bells ---------------------------------------------------------------------
 
     async def _listen(self, connection: Connection) -> None:
+        """Hear the bells of our tunnel channel; return once nothing has needed them for ``IDLE_GRACE`` s."""
         await connection.subscribe(self.keys.tunnel_down)
+        self._listening.set()
+        try:
+            await self._hear(connection)
+        finally:
+            self._listening = trio.Event()
+
+    async def _hear(self, connection: Connection) -> None:
         # Bells rung while we were not listening are lost: look at everything once.
         self._orders.ring()
         for known in list(self.streams.values()):
             if known.pipe is not None:
                 known.pipe.data_arrived()
                 known.pipe.room_made()
+        idle_since = None if self.busy else trio.current_time()
         while True:
-            _, payload = await connection.next_message()
+            payload = None
+            with trio.move_on_after(IDLE_GRACE / 4):
+                _, payload = await connection.next_message()
+            if self.busy or self._woken:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = trio.current_time()
+            elif trio.current_time() - idle_since >= IDLE_GRACE:
+                return
+            if payload is None:
+                continue
             try:
                 kind, stream_id, _ = wire.parse_bell(payload)
             except ProtocolError as exc:
@@ -401,6 +453,10 @@ class Tunnels:
         async with trio.open_nursery() as nursery:
             for endpoint in self.endpoints.values():
                 nursery.start_soon(endpoint.run)
+
+    def wake(self, uplink: "Uplink") -> None:
+        """A controller rang us through ``uplink``'s command queue: it has tunnel orders for us."""
+        self.endpoints[uplink.name].wake()
 
     def builtin(self, cmd: str, uplink: "Uplink") -> Builtin | None:
         """The built-in answering a tunnel command that came from ``uplink`` (tunnels go over that bus)."""

@@ -231,7 +231,8 @@ class Intake:
         if decision.dead and unroutable is not None:
             for view in decision.send:
                 view.load -= 1  # decided again after the second look
-            known = [view for gid, nid in decision.dead if (view := self.registry.get(gid, nid)) is not None]
+            views = [self.registry.get(gid, nid) for gid, nid in decision.dead]
+            known = [view for view in views if view is not None]
             unroutable.append((command, raw, known))
             return
         for gid, nid in decision.dead:

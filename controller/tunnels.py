@@ -219,9 +219,9 @@ class TunnelRelay:
                 stream.ip, stream.remote, self.lease_ms, wire.KEY_TTL_MS]
         if gateway is not None:
             b = AgentKeys(*gateway)
-            script_keys += [b.stream_lease(stream_id), b.tunnel_orders]
+            script_keys += [b.stream_lease(stream_id), b.tunnel_orders, b.commands]
             args += [wire.encode(wire.CONNECT, stream=stream_id, ip=stream.ip, remote=stream.remote,
-                                 peer=wire.gateway_name(*agent)), b.tunnel_down]
+                                 peer=wire.gateway_name(*agent)), b.tunnel_down, wire.WAKE_UP]
         outcome = (await scripts.TUNNEL_OPEN.run(self.bus, script_keys, args)).decode()
         if outcome == "exists":
             log.warning("agent %s asked to open connection %s, which exists already", _name(agent), stream_id)
@@ -239,9 +239,11 @@ class TunnelRelay:
 
     async def _order(self, agent: Agent, order: str) -> None:
         target = AgentKeys(*agent)
-        await self.bus.pipeline([("RPUSH", target.tunnel_orders, order),
-                                 ("PEXPIRE", target.tunnel_orders, wire.KEY_TTL_MS),
-                                 ("PUBLISH", target.tunnel_down, wire.ORDERS)])
+        *_, heard = await self.bus.pipeline([("RPUSH", target.tunnel_orders, order),
+                                             ("PEXPIRE", target.tunnel_orders, wire.KEY_TTL_MS),
+                                             ("PUBLISH", target.tunnel_down, wire.ORDERS)])
+        if not heard:  # it does not listen (no tunnel of its own): wake it through its command queue
+            await self.bus.execute("RPUSH", target.commands, wire.WAKE_UP)
 
     # -- relaying -------------------------------------------------------------------------------------
 

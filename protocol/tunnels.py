@@ -122,6 +122,12 @@ def _port(value: object, field: str, allow_zero: bool) -> int:
     return value
 
 
+#: What a controller puts in an agent's command queue when it has tunnel orders for it and nobody heard
+#: the bell: an agent listens to its tunnel channel only while it has tunnels (no connection spent on them
+#: otherwise), so its intake, always there, wakes it. Not a command: the agent takes it off at once.
+WAKE_UP = b"ac:tunnel:wake-up"
+
+
 # -- bells: short pub/sub payloads that only wake the other side --------------------------------
 
 #: Up: the agent's request list has something.

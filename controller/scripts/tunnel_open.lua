@@ -2,10 +2,12 @@
 --
 -- KEYS[1] the connection's record   KEYS[2] our set of connections   KEYS[3] the set of tunnel owners
 -- KEYS[4] a's set of streams   KEYS[5] a's lease   KEYS[6] b's lease   KEYS[7] b's order list
+-- KEYS[8] b's command queue
 -- ARGV[1] stream id   ARGV[2] our controller id   ARGV[3] a (gid:nid)   ARGV[4] b (gid:nid, or "controller")
 -- ARGV[5] ip   ARGV[6] remote port   ARGV[7] lease ttl (ms)   ARGV[8] list ttl (ms)
--- ARGV[9] the connect order for b   ARGV[10] b's down channel   (KEYS[6], KEYS[7], ARGV[9], ARGV[10]
--- only when b is an agent)
+-- ARGV[9] the connect order for b   ARGV[10] b's down channel   ARGV[11] the wake-up for b's queue
+-- (KEYS[6..8], ARGV[9..11] only when b is an agent: if nobody hears the bell, b listens to no tunnel
+-- channel, and the wake-up in its command queue makes it look at its orders)
 --
 -- Returns 'ok'; 'exists' when the stream id is taken (a forged or repeated request); 'gone' when a
 -- no longer holds the stream (it gave up waiting).
@@ -26,6 +28,8 @@ if KEYS[6] then
   redis.call('SET', KEYS[6], ARGV[2], 'PX', lease)
   redis.call('RPUSH', KEYS[7], ARGV[9])
   redis.call('PEXPIRE', KEYS[7], ARGV[8])
-  redis.call('PUBLISH', ARGV[10], 'orders')
+  if redis.call('PUBLISH', ARGV[10], 'orders') == 0 then
+    redis.call('RPUSH', KEYS[8], ARGV[11])
+  end
 end
 return 'ok'

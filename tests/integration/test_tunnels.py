@@ -305,16 +305,17 @@ def test_tunnels_work_with_an_acl_user_per_agent(make_grid, echo):
     """Each agent keeps to its own keys and channels: the controller relays between them."""
     grid = make_grid([AgentSpec(1, 1), AgentSpec(2, 1)], acl=True)
 
-    def connections_of_agents() -> bool:  # commands, intake, tunnel bells: each as the agent's own user
-        users = [client.get("user") for client in grid.redis.client_list()]
-        return users.count("agent-1-1") >= 3 and users.count("agent-2-1") >= 3
+    def connections(user: str) -> int:
+        return [client.get("user") for client in grid.redis.client_list()].count(user)
 
-    assert wait_until(connections_of_agents)
+    # commands and intake, each as the agent's own user; no tunnel yet, so no connection for tunnel bells
+    assert wait_until(lambda: connections("agent-1-1") == connections("agent-2-1") == 2)
     client = grid.client()
     for gateway in ("2.1", "controller"):
         opened = client.tunnel_open(1, 1, 0, gateway, "127.0.0.1", echo.port)
         transfer = echo_through(opened["local"], 10 * MB)
         assert transfer.intact, (gateway, transfer)
+    assert connections("agent-1-1") == 3, "listening to its tunnel bells while it has a tunnel"
     for name in ("agent-1-1", "agent-2-1"):
         assert "NOPERM" not in grid.log_path(name).read_text()
 
