@@ -140,18 +140,23 @@ class Bus:
                 self.refused(exc, what)
                 await trio.sleep(refused.next())
 
-    async def set_alive(self, entries: Sequence[tuple[str, str]], ttl_ms: int) -> None:
-        """Write heartbeat keys (key, value) that live ``ttl_ms``. A Redis out of memory refuses new data but
-        still renews expiries: then their expiry is renewed instead, so a full bus does not make us look dead."""
-        replies = await self.pipeline([("SET", key, value, "PX", ttl_ms) for key, value in entries],
+    async def set_alive(self, entries: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        """Write heartbeat keys (key, value) that live ``ttl_ms``; return, for each, whether it was still there
+        (gone: it expired, so whoever watches it may have judged us dead). A Redis out of memory refuses new
+        data but still renews expiries: then their expiry is renewed instead, so a full bus does not make us
+        look dead."""
+        replies = await self.pipeline([("SET", key, value, "PX", ttl_ms, "GET") for key, value in entries],
                                       raise_errors=False)
-        full = [key for (key, _), reply in zip(entries, replies, strict=True) if refusal_kind(reply) == "OOM"]
+        full = [index for index, reply in enumerate(replies) if refusal_kind(reply) == "OOM"]
         if full:
-            await self.pipeline([("PEXPIRE", key, ttl_ms) for key in full])
-            self.refused(next(reply for reply in replies if isinstance(reply, ReplyError)), "a heartbeat")
+            renewed = await self.pipeline([("PEXPIRE", entries[index][0], ttl_ms) for index in full])
+            self.refused(replies[full[0]], "a heartbeat")
+            for index, existed in zip(full, renewed, strict=True):
+                replies[index] = b"" if existed else None
         for reply in replies:
-            if isinstance(reply, ReplyError) and refusal_kind(reply) != "OOM":
+            if isinstance(reply, ReplyError):
                 raise reply
+        return [reply is not None for reply in replies]
 
     async def wait_generation(self, seen: int) -> int:
         """Wait for a connection newer than generation ``seen``; return its generation."""

@@ -50,7 +50,8 @@ class Uplink:
         self._intake = trio.CancelScope()
         self.results: collections.Counter[str] = collections.Counter()  # results reported, by state
         self.registered = trio.Event()  # a registration of ours reached the bus
-        self.taking = trio.Event()  # the intake waits for commands
+        self.taking = trio.Event()  # the intake waits for commands (set once)
+        self._intake_live = trio.Event()  # the intake's connection is up now (replaced when it breaks)
 
     # -- what the agent tells the controller -----------------------------------------
 
@@ -108,7 +109,6 @@ class Uplink:
             if not self.takes_commands:
                 return
             nursery.start_soon(self._heartbeat)
-            nursery.start_soon(self._register_on_connect)
             with self._intake:
                 held = await self.bus.keep_trying(partial(self.bus.execute, "LRANGE", self.keys.inflight, 0, -1),
                                                   "reading our inflight list")
@@ -120,9 +120,18 @@ class Uplink:
         self._intake.cancel()
 
     async def _take_commands(self, connection: Connection) -> None:
+        """Take commands on the intake's own connection; while it is up, and only then, the agent beats."""
+        try:
+            await self._take_on(connection)
+        finally:
+            if self._intake_live.is_set():
+                self._intake_live = trio.Event()
+
+    async def _take_on(self, connection: Connection) -> None:
         for raw in await connection.execute("LRANGE", self.keys.inflight, 0, -1):
             if not self.is_held(raw):
                 self.dispatch(self, raw)  # taken just before a lost connection: the reply never came
+        self._intake_live.set()
         keys = self.keys
         wait = ("BLMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT", 0)
         take = ("LMOVE", keys.commands, keys.inflight, "LEFT", "RIGHT")
@@ -138,26 +147,32 @@ class Uplink:
             wanted = [take] * min(2 * len(wanted), TAKE_BATCH) if kept_giving else [wait, take]
 
     async def _heartbeat(self) -> None:
-        while True:
-            await self._beat()
-            await trio.sleep(self.heartbeat_interval)
-
-    async def _beat(self) -> None:
-        """Beat once, however long the bus takes to accept it (a refusal is retried within a beat)."""
-        ttl_ms = int(self.heartbeat_interval * HEARTBEAT_BEATS * 1000)
-
-        async def beat() -> None:
-            heartbeat = Heartbeat(now_ms(), self.running())
-            await self.bus.set_alive([(self.keys.alive, heartbeat.to_json())], ttl_ms)
-
-        await self.bus.keep_trying(beat, "our heartbeat", cap=self.heartbeat_interval)
-
-    async def _register_on_connect(self) -> None:
+        """Beat every ``heartbeat_interval`` while the intake can take commands (liveness means that: an agent
+        that cannot take commands is let be judged lost, never routed to in vain). Register on every new
+        connection, and whenever our heartbeat had expired: the controllers may have judged us lost."""
         generation = 0
         while True:
-            generation = await self.bus.wait_generation(generation)
-            await self._beat()
-            place = self.outbox.put(envelope.register_envelope(self.registration()))
-            if not self.registered.is_set():
-                await self.outbox.delivered(place)
-                self.registered.set()
+            await self._intake_live.wait()
+            was_there = await self._beat()
+            if self.bus.generation != generation or not was_there:
+                generation = self.bus.generation
+                await self._register()
+            with trio.move_on_after(self.heartbeat_interval):
+                await self.bus.wait_generation(generation)
+
+    async def _beat(self) -> bool:
+        """Beat once, however long the bus takes to accept it (a refusal is retried within a beat); return
+        whether our previous heartbeat was still there."""
+        ttl_ms = int(self.heartbeat_interval * HEARTBEAT_BEATS * 1000)
+
+        async def beat() -> bool:
+            heartbeat = Heartbeat(now_ms(), self.running())
+            return (await self.bus.set_alive([(self.keys.alive, heartbeat.to_json())], ttl_ms))[0]
+
+        return await self.bus.keep_trying(beat, "our heartbeat", cap=self.heartbeat_interval)
+
+    async def _register(self) -> None:
+        place = self.outbox.put(envelope.register_envelope(self.registration()))
+        if not self.registered.is_set():
+            await self.outbox.delivered(place)
+            self.registered.set()
