@@ -69,9 +69,11 @@ class Builtins:
                         if (role is None or view.holds((role,))) and (alive is None or view.alive == alive)),
                        key=lambda view: (view.gid, view.nid))
         beats = await self.bus.pipeline([("GET", view.keys.alive) for view in views], raise_errors=False)
+        for view, beat in zip(views, beats, strict=True):
+            if isinstance(beat, bytes):
+                view.heartbeat = beat
         now = time.time()
-        return [agent_health(view, beat if isinstance(beat, bytes) else view.heartbeat, now)
-                for view, beat in zip(views, beats, strict=True)]
+        return [agent_health(view, view.heartbeat, now) for view in views]
 
     async def forget_agent(self, command: Command, batch: Batch) -> dict[str, Any]:
         """``data``: ``{"agent": "<gid>:<nid>"}``: drop the registration of an agent that stopped beating, at once
@@ -115,11 +117,12 @@ def agent_health(view: AgentView, heartbeat: bytes, now: float) -> dict[str, Any
     """What ``list_agents`` says of one agent (see docs/controller.md); ``heartbeat``: its latest one known."""
     registration, beat = view.registration, Heartbeat.from_json(heartbeat)
     started = registration.started
+    beat_time = beat.time if beat.time is not None or not view.last_beat else round(view.last_beat * 1000)
     return {"gid": view.gid, "nid": view.nid, "roles": sorted(view.roles), "alive": view.alive,
             "running": view.load, "hostname": registration.hostname, "version": registration.version,
             "pid": registration.pid, "metrics": registration.metrics, "started": started,
             "uptime": round(now - started) if view.alive and started is not None else None,
-            "last_heartbeat": beat.time, "jobs": beat.running}
+            "last_heartbeat": beat_time, "jobs": beat.running}
 
 
 def _request(data: str, known: set[str]) -> dict[str, Any]:

@@ -100,7 +100,9 @@ class Collector:
                 continue
             (_, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded,
              adopted, not_adopted) = reply
-            self.registry.set_load(gid, nid, open_jobs)
+            view = self.registry.get(gid, nid)
+            if view is not None:
+                self.registry.set_load(view, open_jobs)
             for index in range(0, len(pushed), 2):
                 self.results[pushed[index].decode()] += pushed[index + 1]
             if left:

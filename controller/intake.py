@@ -230,7 +230,7 @@ class Intake:
             return
         if decision.dead and unroutable is not None:
             for view in decision.send:
-                view.load -= 1  # decided again after the second look
+                self.registry.set_load(view, view.load - 1)  # decided again after the second look
             views = [self.registry.get(gid, nid) for gid, nid in decision.dead]
             known = [view for view in views if view is not None]
             unroutable.append((command, raw, known))

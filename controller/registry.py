@@ -5,8 +5,10 @@ hashes); this is a local copy, kept fresh by registration events and the
 liveness sweep, so that routing a command needs no round trip.
 """
 
+import heapq
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,15 @@ from protocol.keys import AGENTS, EVENTS, GRANTED_ROLES, LAST_SEEN, AgentKeys, p
 from protocol.presence import Registration
 
 log = logging.getLogger(__name__)
+
+#: PTTL's answers for a key that is not there, and for one without an expiry (a heartbeat set by hand).
+NO_KEY, NO_EXPIRY = -2, -1
+#: Seconds between looks at the heartbeat of an agent judged dead (its registering again is noticed at once).
+DEAD_RECHECK = 5.0
+#: Seconds a heartbeat's expiry must move by to count as renewed (the two readings' round trips differ).
+RENEWED = 0.1
+#: Seconds after a heartbeat's expiry at which the sweep looks at it again.
+CHECK_SLACK = 0.05
 
 
 @dataclass(slots=True)
@@ -27,9 +38,11 @@ class AgentView:
     registration: Registration = field(default_factory=lambda: Registration(0, 0))
     alive: bool = False
     load: int = 0  # unfinished jobs routed to it: as last read from Redis, plus what we routed since
-    seen_on: str = ""  # run id of the Redis on which we saw it beat (write a new heartbeat)
+    seen_on: str = ""  # run id of the Redis on which we saw it beat (renew its heartbeat, or register)
     heartbeat: bytes = b""  # the last heartbeat we read (JSON: time, running), kept after it expired
-    first_beat: bytes | None = None  # the first heartbeat we read on the current Redis run
+    expires_at: float | None = None  # trio time its heartbeat expires, as last read on the current Redis run
+    check_at: float = 0.0  # trio time the liveness sweep looks at its heartbeat next
+    last_beat: float = 0.0  # epoch seconds of its latest beat we know of (from its heartbeat's expiry)
 
     @property
     def name(self) -> str:
@@ -48,12 +61,93 @@ class AgentView:
         return all(role == "*" or role in self.roles for role in roles)
 
 
+class LoadIndex:
+    """The live agents of one (grid, role), the least busy first: a heap of ``(load, gid, nid, version)``.
+
+    Picking costs O(log N), so routing a command by role does not depend on the size of the fleet. An agent
+    is put in again when it comes alive or its load drops; an entry whose agent died or was put in again
+    since (another version) is skipped; one whose agent got busier since is put back with its current
+    load when it reaches the top. So the top, once current, is a true least busy agent."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, int, int]] = []
+        self._version: dict[tuple[int, int], int] = {}  # the members, with the version of their live entry
+
+    def __len__(self) -> int:
+        return len(self._version)
+
+    def put(self, view: AgentView) -> None:
+        agent = (view.gid, view.nid)
+        version = self._version.get(agent, 0) + 1
+        self._version[agent] = version
+        heapq.heappush(self._heap, (view.load, view.gid, view.nid, version))
+        if len(self._heap) > 4 * len(self._version) + 64:  # mostly stale entries: start afresh
+            self._heap = [entry for entry in self._heap if self._version.get(entry[1:3]) == entry[3]]
+            heapq.heapify(self._heap)
+
+    def discard(self, view: AgentView) -> None:
+        self._version.pop((view.gid, view.nid), None)
+
+    def least(self, agents: dict[tuple[int, int], AgentView]) -> AgentView | None:
+        heap = self._heap
+        while heap:
+            load, gid, nid, version = heap[0]
+            if self._version.get((gid, nid)) != version:
+                heapq.heappop(heap)
+                continue
+            view = agents[(gid, nid)]
+            if view.load == load:
+                return view
+            heapq.heapreplace(heap, (view.load, gid, nid, version))
+        return None
+
+
 class Registry:
-    """The agents this controller knows, by ``(gid, nid)``."""
+    """The agents this controller knows, by ``(gid, nid)``, and the live ones by (grid, role), least busy first.
+
+    Liveness and load change through ``set_alive``, ``set_load`` and ``count_job``, which keep the indexes
+    current (grid 0 and role ``"*"`` stand for any)."""
 
     def __init__(self) -> None:
         self.agents: dict[tuple[int, int], AgentView] = {}
         self.run_id = ""  # the Redis run the liveness sweep last saw (``AgentView.seen_on``)
+        self.indexes: dict[tuple[int, str], LoadIndex] = {}
+
+    def least_busy(self, gid: int, role: str) -> AgentView | None:
+        """The least busy live agent of grid ``gid`` (0: any) holding ``role`` (``"*"``: any)."""
+        index = self.indexes.get((gid, role))
+        return None if index is None else index.least(self.agents)
+
+    def set_alive(self, view: AgentView, alive: bool) -> None:
+        if alive != view.alive:
+            view.alive = alive
+            self._reindex(view)
+
+    def set_load(self, view: AgentView, load: int) -> None:
+        """The number of jobs open on an agent, as just read from Redis."""
+        dropped = load < view.load
+        view.load = load
+        if dropped and view.alive:
+            self._reindex(view)
+
+    def count_job(self, view: AgentView) -> None:
+        """One more job routed to ``view`` (the indexes see it when they next look at it)."""
+        view.load += 1
+
+    def _index_keys(self, view: AgentView) -> list[tuple[int, str]]:
+        return [(grid, role) for role in ("*", *view.roles) for grid in (0, view.gid)]
+
+    def _reindex(self, view: AgentView, old_roles: frozenset[str] = frozenset()) -> None:
+        for key in self._index_keys(view):
+            index = self.indexes.setdefault(key, LoadIndex())
+            if view.alive:
+                index.put(view)
+            else:
+                index.discard(view)
+        for role in old_roles - view.roles:
+            for grid in (0, view.gid):
+                if (grid, role) in self.indexes:
+                    self.indexes[(grid, role)].discard(view)
 
     def get(self, gid: int, nid: int) -> AgentView | None:
         return self.agents.get((gid, nid))
@@ -64,17 +158,25 @@ class Registry:
         view = self.agents.get((gid, nid)) or AgentView(gid, nid)
         if alive:
             view.seen_on = self.run_id
+        old_roles = view.roles
+        view.check_at = 0.0  # its heartbeat may live shorter now: look at it in the next sweep
         view.registration = registration
         view.roles = frozenset(registration.roles)
         view.alive = view.alive or alive
         self.agents[(gid, nid)] = view
+        self._reindex(view, old_roles)
         return view
 
-    def set_load(self, gid: int, nid: int, open_jobs: int) -> None:
-        """The number of jobs open on an agent, as just read from Redis."""
-        view = self.agents.get((gid, nid))
-        if view is not None:
-            view.load = open_jobs
+    def narrow_roles(self, view: AgentView, allowed: frozenset[str]) -> None:
+        """Only the roles ``view`` is granted count."""
+        old_roles = view.roles
+        view.roles &= allowed
+        if view.roles != old_roles:
+            self._reindex(view, old_roles)
+
+    def drop(self, view: AgentView) -> None:
+        self.set_alive(view, False)
+        self.agents.pop((view.gid, view.nid), None)
 
     def live(self) -> list[AgentView]:
         return [view for view in self.agents.values() if view.alive]
@@ -85,8 +187,8 @@ class Registry:
         flat, granted_flat = await bus.pipeline([("HGETALL", AGENTS), ("HGETALL", GRANTED_ROLES)])
         granted = dict(zip(granted_flat[::2], granted_flat[1::2], strict=True))
         registered = {parse_agent_name(name.decode()) for name in flat[::2] if b":" in name}
-        for agent in [agent for agent, view in self.agents.items() if agent not in registered and not view.alive]:
-            del self.agents[agent]  # forgotten (by a peer, while we did not listen)
+        for view in [view for agent, view in self.agents.items() if agent not in registered and not view.alive]:
+            self.drop(view)  # forgotten (by a peer, while we did not listen)
         for index in range(0, len(flat), 2):
             name = flat[index].decode()
             try:
@@ -99,13 +201,13 @@ class Registry:
             if isinstance(registration, dict):
                 view = self.register(gid, nid, Registration.from_wire(gid, nid, registration), alive=False)
                 if isinstance(allowed, list):
-                    view.roles &= frozenset(allowed)
+                    self.narrow_roles(view, frozenset(allowed))
 
     async def forget(self, bus: Any, view: AgentView) -> None:
         """Drop agent ``view``'s registration, here and on the bus, and tell the peers (``agent_forgotten``)."""
         await bus.pipeline([("HDEL", AGENTS, view.name), ("HDEL", LAST_SEEN, view.name),
                             ("DEL", running_jobs(view.gid, view.nid))])
-        self.agents.pop((view.gid, view.nid), None)
+        self.drop(view)
         log.warning("forgot agent %s: it had stopped beating", view.name)
         await bus.execute("PUBLISH", EVENTS, encode_event(AGENT_FORGOTTEN, agent=view.name))
 
@@ -122,22 +224,51 @@ class Registry:
         """Mark alive those of ``views`` (dead as we saw them) that beat again."""
         replies = await bus.pipeline([("EXISTS", view.keys.alive) for view in views])
         for view, alive in zip(views, replies, strict=True):
-            view.alive = view.alive or bool(alive)
+            if alive:
+                self.set_alive(view, True)
 
-    async def refresh_liveness(self, bus: Any) -> list[AgentView]:
-        """Read every heartbeat and load; return the agents that have just died."""
-        views = list(self.agents.values())
+    async def read_heartbeats(self, bus: Any, views: list[AgentView], now: float) -> list[AgentView]:
+        """Look at the heartbeats of ``views``; return those that have just died.
+
+        One ``PTTL`` each says whether the heartbeat is there and until when: each agent is looked at again
+        when it would expire (a dead one every ``DEAD_RECHECK`` seconds), so the sweep reads each heartbeat
+        about once a lifetime, not twice a second, and still sees a death within a sweep of its expiry. The
+        load of an agent we count jobs on is read again too (``HLEN``): a peer may have routed to it, or
+        collected its results. ``now``: the trio time of the reading."""
         if not views:
             return []
-        commands: list[tuple[str, ...]] = [("GET", view.keys.alive) for view in views]
-        commands += [("HLEN", running_jobs(view.gid, view.nid)) for view in views]
-        replies = await bus.pipeline(commands, raise_errors=False)
-        died = []
-        for view, beat, load in zip(views, replies, replies[len(views):], strict=False):
-            if view.alive and beat is None:
-                died.append(view)
-            view.alive = beat is not None  # a heartbeat key of the wrong type still beats
-            view.heartbeat = beat if isinstance(beat, bytes) else view.heartbeat
-            view.load = load if isinstance(load, int) else view.load
+        busy = [view for view in views if view.load]
+        replies = await bus.pipeline([("PTTL", view.keys.alive) for view in views]
+                                     + [("HLEN", running_jobs(view.gid, view.nid)) for view in busy],
+                                     raise_errors=False)
+        wall, died = time.time(), []
+        for view, ttl_ms in zip(views, replies, strict=False):
+            if not isinstance(ttl_ms, int):
+                continue  # not read (the bus failed the call): looked at in the next sweep
+            if ttl_ms == NO_KEY:
+                if view.alive:
+                    died.append(view)
+                self.set_alive(view, False)
+                view.check_at = now + DEAD_RECHECK
+                continue
+            lives = view.heartbeat_ttl if ttl_ms == NO_EXPIRY else ttl_ms / 1000
+            expires_at = now + lives
+            if view.expires_at is not None and expires_at > view.expires_at + RENEWED:
+                view.seen_on = self.run_id  # renewed since we first read it on this Redis run
+            view.expires_at, view.check_at = expires_at, expires_at + CHECK_SLACK
+            if ttl_ms != NO_EXPIRY:
+                view.last_beat = max(view.last_beat, wall + lives - view.heartbeat_ttl)
+            self.set_alive(view, True)
+        for view, load in zip(busy, replies[len(views):], strict=True):
+            if isinstance(load, int):
+                self.set_load(view, load)
         return died
 
+    async def read_loads(self, bus: Any) -> None:
+        """Read the number of open jobs of every agent (on a new connection: the bus may have changed since)."""
+        views = list(self.agents.values())
+        replies = await bus.pipeline([("HLEN", running_jobs(view.gid, view.nid)) for view in views],
+                                     raise_errors=False)
+        for view, load in zip(views, replies, strict=True):
+            if isinstance(load, int):
+                self.set_load(view, load)

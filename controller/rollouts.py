@@ -157,7 +157,7 @@ class Rollouts:
             view = self.registry.get(gid, nid)
             if view is not None and view.alive:
                 batch.send(command, raw, view.keys)
-                view.load += 1
+                self.registry.count_job(view)
                 sent.append(name)
             else:
                 batch.answer(command.id, error_job(command.id, f"agent {name} is not alive", gid=gid, nid=nid,

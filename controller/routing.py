@@ -63,7 +63,7 @@ class Router:
         else:
             decision = Decision([self._least_busy(command)])
         for view in decision.send:
-            view.load += 1
+            self.registry.count_job(view)
         return decision
 
     def _listed(self, command: Command) -> Decision:
@@ -107,6 +107,11 @@ class Router:
         return pool
 
     def _least_busy(self, command: Command) -> AgentView:
+        if command.hosts is None and not command.exclude and len(command.roles) <= 1:
+            view = self.registry.least_busy(command.gid, command.roles[0] if command.roles else "*")
+            if view is None:
+                raise NoRoute(_no_match_reason(command))
+            return view
         pool = self._pool(command)
         # Loads only grow while a batch is decided (another target may have counted a job on
         # the same agent), so an entry whose load is current at the top is a true minimum.

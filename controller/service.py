@@ -123,7 +123,7 @@ class Controller:
                 await script.load(connection)
 
         await self.bus.keep_trying(load_scripts, "loading our scripts")
-        await self.bus.keep_trying(partial(self.liveness.sweep, slow=True), "the first liveness sweep")
+        await self.bus.keep_trying(self.liveness.sweep, "the first liveness sweep")
         await nursery.start(self.handlers.run)
         nursery.start_soon(self.bus.serve_dedicated, self._follow_events)
         nursery.start_soon(self.collector.run)
@@ -190,7 +190,9 @@ class Controller:
                     gid, nid = keys.parse_agent_name(event["agent"])
                     self.registry.register(gid, nid, Registration.from_wire(gid, nid, event["registration"]))
                 elif event["event"] == events.AGENT_FORGOTTEN:
-                    self.registry.agents.pop(keys.parse_agent_name(event["agent"]), None)
+                    view = self.registry.get(*keys.parse_agent_name(event["agent"]))
+                    if view is not None:
+                        self.registry.drop(view)
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignoring a malformed event: %r", raw[:200])
 

@@ -2,11 +2,14 @@
 
 import json
 import logging
+import time
 
 import trio
 from fake_bus import FakeBus
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from controller.registry import Registry
+from controller.registry import CHECK_SLACK, DEAD_RECHECK, Registry
 from protocol.keys import AGENTS, GRANTED_ROLES, AgentKeys, running_jobs
 from protocol.presence import Registration
 
@@ -109,42 +112,111 @@ def test_revive_asks_only_after_the_dead():
     assert registry.get(1, 1).alive and not registry.get(1, 2).alive
 
 
-def test_refresh_liveness_reads_heartbeats_and_loads_and_returns_who_just_died():
+def look(registry: Registry, bus: FakeBus, now: float = 100.0, views=None):
+    """One liveness look at ``views`` (every agent by default) at trio time ``now``: those that just died."""
+    views = list(registry.agents.values()) if views is None else views
+    return trio.run(registry.read_heartbeats, bus, views, now)
+
+
+def test_read_heartbeats_returns_who_just_died_and_who_beats_again():
     bus = FakeBus()
     registry = Registry()
     for nid in (1, 2, 3):
         join(registry, 1, nid, "web")
     join(registry, 1, 4, "web", alive=False)
-    registry.get(1, 2).load = 7
-    beat(bus, 1, 1, running=2)
-    bus.redis.hset(running_jobs(1, 1), mapping={"job-a": 0, "job-b": 0})
+    beat(bus, 1, 1)
     bus.redis.hset(AgentKeys(1, 2).alive, "time", 1)  # a heartbeat key of the wrong type still beats
-    bus.redis.set(running_jobs(1, 2), "garbage")  # a running hash of the wrong type: the load stays as it was
     beat(bus, 1, 4)  # 1:3 has no heartbeat: it died; 1:4 beats again
-    died = trio.run(registry.refresh_liveness, bus)
-    assert [view.name for view in died] == ["1:3"]
-    state = {view.name: (view.alive, view.load) for view in registry.agents.values()}
-    assert state == {"1:1": (True, 2), "1:2": (True, 7), "1:3": (False, 0), "1:4": (True, 0)}
-    assert json.loads(registry.get(1, 1).heartbeat) == {"time": 1, "running": 2}
-    assert registry.get(1, 2).heartbeat == b"", "only a heartbeat that could be read is kept"
-    assert trio.run(registry.refresh_liveness, bus) == [], "an agent dies once"
+    assert [view.name for view in look(registry, bus)] == ["1:3"]
+    assert {view.name: view.alive for view in registry.agents.values()} == \
+        {"1:1": True, "1:2": True, "1:3": False, "1:4": True}
+    assert look(registry, bus) == [], "an agent dies once"
 
 
-def test_an_expired_heartbeat_is_kept_as_last_read():
+def test_each_heartbeat_is_looked_at_again_when_it_would_expire():
     bus = FakeBus()
     registry = Registry()
-    join(registry, 1, 1, "web")
-    beat(bus, 1, 1, running=3)
-    trio.run(registry.refresh_liveness, bus)
-    bus.redis.delete(AgentKeys(1, 1).alive)
-    [died] = trio.run(registry.refresh_liveness, bus)
-    assert json.loads(died.heartbeat)["running"] == 3
+    view = join(registry, 1, 1, "web")
+    bus.redis.set(view.keys.alive, "{}", px=4000)
+    look(registry, bus, now=100.0)
+    assert 103.9 < view.expires_at <= 104.0 and view.check_at == view.expires_at + CHECK_SLACK
+    assert abs(view.last_beat - (time.time() + 4.0 - view.heartbeat_ttl)) < 1, \
+        "the beat is dated from its expiry: 4 s left of a 6 s lifetime is a beat 2 s ago"
+    bus.redis.delete(view.keys.alive)
+    assert look(registry, bus, now=105.0) == [view]
+    assert view.check_at == 105.0 + DEAD_RECHECK, "the dead are looked at now and then"
 
 
-def test_refresh_liveness_of_no_agents_asks_nothing():
+def test_a_renewed_heartbeat_proves_the_agent_beat_on_this_redis():
     bus = FakeBus()
-    assert trio.run(Registry().refresh_liveness, bus) == []
+    registry = Registry()
+    registry.run_id = "run-2"
+    view = join(registry, 1, 1, "web", alive=False)  # as read from the hash: not seen on this run
+    bus.redis.set(view.keys.alive, "{}", px=3000)  # restored from the append-only file, maybe
+    look(registry, bus, now=100.0)
+    assert view.alive and view.seen_on == "", "a heartbeat read once proves nothing"
+    bus.redis.set(view.keys.alive, "{}", px=3000)
+    look(registry, bus, now=100.5)
+    assert view.seen_on == "run-2"
+
+
+def test_loads_are_read_again_only_for_agents_with_open_jobs():
+    bus = FakeBus()
+    registry = Registry()
+    idle, busy, odd = join(registry, 1, 1, "web"), join(registry, 1, 2, "web"), join(registry, 1, 3, "web")
+    registry.set_load(busy, 7)
+    registry.set_load(odd, 4)
+    bus.redis.hset(running_jobs(1, 2), mapping={"job-a": 0, "job-b": 0})
+    bus.redis.set(running_jobs(1, 3), "garbage")  # a running hash of the wrong type: the load stays as it was
+    look(registry, bus)
+    assert (idle.load, busy.load, odd.load) == (0, 2, 4)
+    assert [command[0] for command in bus.sent[-1]] == ["PTTL", "PTTL", "PTTL", "HLEN", "HLEN"]
+    trio.run(registry.read_loads, bus)
+    assert bus.sent[-1] == [("HLEN", running_jobs(1, nid)) for nid in (1, 2, 3)]
+
+
+def test_looking_at_no_agents_asks_nothing():
+    bus = FakeBus()
+    assert look(Registry(), bus) == []
     assert bus.sent == []
+
+
+def brute_least_busy(registry: Registry, gid: int, role: str):
+    """What ``least_busy`` must find, by looking at every agent."""
+    matching = [view for view in registry.live() if (not gid or view.gid == gid) and view.holds((role,))]
+    return min(((view.load, view.gid, view.nid) for view in matching), default=None)
+
+
+operations = st.lists(st.tuples(st.sampled_from(["alive", "dead", "load", "job", "roles", "drop", "grant"]),
+                                st.integers(1, 2), st.integers(1, 6), st.integers(0, 6),
+                                st.sampled_from([("web",), ("db",), ("web", "db"), ()])), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_least_busy_is_always_a_least_busy_live_agent_holding_the_role(ops):
+    registry = Registry()
+    for op, gid, nid, number, roles in ops:
+        view = registry.get(gid, nid)
+        if view is None or op == "roles":
+            view = join(registry, gid, nid, *roles, alive=op != "dead")
+        elif op == "alive":
+            registry.set_alive(view, True)
+        elif op == "dead":
+            registry.set_alive(view, False)
+        elif op == "load":
+            registry.set_load(view, number)
+        elif op == "job":
+            registry.count_job(view)
+        elif op == "drop":
+            registry.drop(view)
+        else:
+            registry.narrow_roles(view, frozenset(roles))
+        for grid in (0, 1, 2):
+            for role in ("*", "web", "db", "gpu"):
+                least = registry.least_busy(grid, role)
+                expected = brute_least_busy(registry, grid, role)
+                assert (None if least is None else (least.load, least.gid, least.nid)) == expected
 
 
 def test_heartbeat_lifetime_is_three_registered_intervals():

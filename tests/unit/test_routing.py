@@ -27,7 +27,7 @@ def registry():
     join(registry, 1, 1, ["web", "db"])
     join(registry, 1, 2, ["web"])
     join(registry, 2, 1, ["db"])
-    join(registry, 2, 2, ["db"]).alive = False
+    registry.set_alive(join(registry, 2, 2, ["db"]), False)
     return registry
 
 
@@ -52,14 +52,14 @@ def test_direct_to_dead_or_unknown_agent(registry, gid, nid, reason):
 
 
 def test_role_in_grid_picks_the_least_busy(registry):
-    registry.get(1, 1).load = 5
+    registry.set_load(registry.get(1, 1), 5)
     assert names(route(Command("c", "ping", gid=1, roles=("web",)), registry)) == ["1:2"]
-    registry.get(1, 2).load = 9
+    registry.set_load(registry.get(1, 2), 9)
     assert names(route(Command("c", "ping", gid=1, roles=("web",)), registry)) == ["1:1"]
 
 
 def test_role_anywhere_skips_dead_agents(registry):
-    registry.get(1, 1).alive = False
+    registry.set_alive(registry.get(1, 1), False)
     assert names(route(Command("c", "ping", roles=("db",)), registry)) == ["2:1"]
 
 
@@ -117,7 +117,7 @@ def test_a_batch_always_picks_a_least_busy_agent(loads, targets):
     registry = Registry()
     roles = [["web"], ["db"], ["web", "db"], ["web"], ["db"], ["web", "db"]]
     for nid, (load, held) in enumerate(zip(loads, roles, strict=True), start=1):
-        join(registry, 1, nid, held).load = load
+        registry.set_load(join(registry, 1, nid, held), load)
     router = Router(registry)
     for wanted in targets:
         matching = [view for view in registry.live() if view.holds(wanted)]
@@ -154,7 +154,8 @@ def read(bus: FakeBus) -> Registry:
 
     async def load() -> None:
         await registry.load_registrations(bus)
-        await registry.refresh_liveness(bus)
+        await registry.read_heartbeats(bus, list(registry.agents.values()), 0.0)
+        await registry.read_loads(bus)
 
     trio.run(load)
     return registry
