@@ -8,9 +8,11 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from acbus.address import BusAddress
-from acclient.cmd import BaseCmd, Cmd
+from acclient.cmd import WAIT_SLICE, BaseCmd, Cmd
 from acclient.errors import JobError
 from acclient.job import Job
 from acclient.runargs import RunArgs
@@ -29,6 +31,28 @@ SEND_SCRIPT = (resources.files("acclient") / "send.lua").read_text()
 #: The command the ``execute_js_py`` extension runs jumpscripts with.
 JUMPSCRIPT_COMMAND = "execute_js_py"
 
+#: Seconds a connection to the bus may take to open.
+CONNECT_TIMEOUT = 5.0
+#: Seconds any one reply of the bus may take. Comfortably above the ``WAIT_SLICE`` (1 s) that each blocking
+#: read asks the bus to wait at most, so a healthy bus always answers in time; on a bus that stops answering,
+#: a wait still ends by its deadline plus at most this (redis-py's own default differs between versions:
+#: none in 5.x, 5 s with 10 retries in 8.x).
+SOCKET_TIMEOUT = WAIT_SLICE + 4.0
+#: Times a command is sent again on a new connection after the old one failed (a Redis restart); a bus that
+#: does not answer in time is not asked again (the waits ask again themselves, up to their deadline).
+CONNECT_RETRIES = 2
+
+#: Security keywords of ``Client.from_url``; every other keyword is a redis-py option.
+SECURITY_OPTIONS = ("username", "password", "ca_file", "cert_file", "key_file")
+
+
+def connection_defaults() -> dict[str, Any]:
+    """The redis-py options every client gets unless it is given its own: the same, whatever redis-py's version
+    (its defaults changed from 5.x to 8.x), so every wait ends at its deadline with our ``TimeoutError``."""
+    return {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": SOCKET_TIMEOUT,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), CONNECT_RETRIES,
+                           supported_errors=(redis.ConnectionError,))}
+
 
 class Client:
     """A client of the agent controller, talking to its Redis bus.
@@ -37,12 +61,14 @@ class Client:
     :param port: Redis port
     :param password: (optional) Redis password
     :param db: Redis database number
-    :param redis_options: more redis-py options (``username``, ``ssl``, ``ssl_ca_certs``, ...)
+    :param redis_options: more redis-py options (``username``, ``ssl``, ``ssl_ca_certs``, ...); those not given
+        are ``connection_defaults()`` (connect within 5 s, each reply within 5 s, 2 retries on a new connection)
     """
 
     def __init__(self, address: str = "localhost", port: int = 6379, password: str | None = None, db: int = 0,
                  **redis_options: Any) -> None:
-        self._start(redis.Redis(host=address, port=port, password=password, db=db, **redis_options))
+        self._start(redis.Redis(host=address, port=port, password=password, db=db,
+                                **{**connection_defaults(), **redis_options}))
 
     def _start(self, connection: redis.Redis) -> None:
         self._redis = connection
@@ -50,13 +76,16 @@ class Client:
         self._epochs_gone: dict[bytes | None, float] = {}  # bus epochs seen replaced, and since when
 
     @classmethod
-    def from_url(cls, url: str, **security: Any) -> "Client":
+    def from_url(cls, url: str, **options: Any) -> "Client":
         """A client of the bus at ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
-        ``security``: ``username``, ``password``, ``ca_file``, ``cert_file``, ``key_file``.
+        ``options``: ``username``, ``password``, ``ca_file``, ``cert_file``, ``key_file``; any other is a
+        redis-py option (``socket_connect_timeout``, ...), over ``connection_defaults()``.
         """
+        security = {key: options.pop(key) for key in SECURITY_OPTIONS if key in options}
         client = cls.__new__(cls)
-        client._start(redis.Redis(**BusAddress.from_url(url, **security).redis_kwargs()))
+        client._start(redis.Redis(**{**connection_defaults(), **BusAddress.from_url(url, **security).redis_kwargs(),
+                                     **options}))
         return client
 
     # -- sending --------------------------------------------------------------------
@@ -185,9 +214,12 @@ class Client:
         query = {key: value for key, value in {"domain": domain, "name": name}.items() if value is not None}
         return self._ask(gid, nid, "get_processes_stats", query, timeout=timeout)
 
-    def list_agents(self, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
-        """Every agent the controllers know: gid, nid, roles, alive, running jobs, host, version."""
-        return self._ask(None, None, CONTROLLER_CMD, timeout=timeout, name="list_agents")
+    def list_agents(self, timeout: float = DEFAULT_TIMEOUT, *, role: str | None = None,
+                    alive: bool | None = None) -> list[dict[str, Any]]:
+        """Every agent the controllers know: gid, nid, roles, alive, running jobs, host, version; only those
+        holding ``role``, or only those alive (``alive=True``) or not (``False``), when given."""
+        query = {key: value for key, value in {"role": role, "alive": alive}.items() if value is not None}
+        return self._ask(None, None, CONTROLLER_CMD, query or None, timeout=timeout, name="list_agents")
 
     # -- tunnels ------------------------------------------------------------------------
 
@@ -224,7 +256,11 @@ class Client:
     @contextlib.contextmanager
     def _subscribe(self, *channels: str) -> Iterator[redis.client.PubSub]:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(*channels)
+        try:
+            pubsub.subscribe(*channels)
+        except redis.TimeoutError:
+            pubsub.close()
+            raise TimeoutError("the bus did not answer a subscription within its socket timeout") from None
         try:
             yield pubsub
         finally:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from redis.exceptions import TimeoutError as BusTimeout
+
 from acclient.errors import CommandLost, NoControllerError, NoTargetError
 from acclient.job import Job
 from protocol import keys
@@ -83,6 +85,7 @@ class Cmd(BaseCmd):
         self._role = role
         self._fanout = fanout
         self._report: dict[tuple[int, int], str] = {}
+        self._bus_silent = False  # the bus's last answer did not come within the socket timeout
         self._unread: collections.deque[bytes] = collections.deque()  # popped by iter_results, not yet yielded
 
     cmd = property(lambda self: self._cmd, doc="Command name")
@@ -130,7 +133,7 @@ class Cmd(BaseCmd):
         pending: set[tuple[int, int]] = set()  # targets whose last result has not come yet
         while True:
             if not targets:
-                targets = self.targets()
+                targets = self._targets_or_none() or set()
                 pending = {target for target in targets if target not in last or last[target].get("more")}
             if targets and not pending:
                 break
@@ -150,7 +153,9 @@ class Cmd(BaseCmd):
             else:
                 pending.discard(target)
             yield job
-        self._report = {target: _verdict(last.get(target)) for target in (targets or self.targets()) | set(last)}
+        if not targets and not (self._bus_silent and deadline is not None and time.monotonic() >= deadline):
+            targets = self._targets_or_none() or set()  # (not once more from a silent bus past the deadline)
+        self._report = {target: _verdict(last.get(target)) for target in targets | set(last)}
         silent = sorted(f"{gid}:{nid}" for (gid, nid), verdict in self._report.items() if verdict == NO_REPLY)
         if silent:
             log.warning("command %s: no reply from %s", self._id, ", ".join(silent))
@@ -164,22 +169,43 @@ class Cmd(BaseCmd):
         if not self._unread:
             queue, redis = keys.result_queue(self._id), self._client._redis
             deadline = time.monotonic() + timeout if timeout else None
-            if self._epoch in self._client._epochs_gone:  # the client saw the bus lose its data since we sent
-                self._check_not_lost()
-            if not self._controller_alive:
-                self._check_controller()
+            checked = False
             while True:
                 wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
                 if wait <= 0:
                     return None
-                popped = redis.blpop(queue, timeout=wait)
-                if popped is not None:
-                    break
-                self._check_not_lost()
+                try:
+                    if not checked:  # before the first wait: what is already known to have gone wrong
+                        if self._epoch in self._client._epochs_gone:  # the bus lost its data since we sent
+                            self._check_not_lost()
+                        if not self._controller_alive:
+                            self._check_controller()
+                        checked = True
+                    popped = redis.blpop(queue, timeout=wait)
+                    self._bus_silent = False
+                    if popped is not None:
+                        break
+                    self._check_not_lost()
+                except BusTimeout:
+                    self._bus_silent = True
+                    continue  # the bus did not answer within the socket timeout: ask again, up to our deadline
             self._unread.append(popped[1])
             if batch > 1:
-                self._unread.extend(redis.lpop(queue, batch - 1) or ())
+                try:
+                    self._unread.extend(redis.lpop(queue, batch - 1) or ())
+                except BusTimeout:
+                    self._bus_silent = True  # the next wait asks again
         return self._unread.popleft()
+
+    def _targets_or_none(self) -> set[tuple[int, int]] | None:
+        """``targets()``, or None when the bus did not answer in time."""
+        try:
+            targets = self.targets()
+        except BusTimeout:
+            self._bus_silent = True
+            return None
+        self._bus_silent = False
+        return targets
 
     def _check_not_lost(self) -> None:
         """Raise ``CommandLost`` once it is clear that the bus lost this command: its epoch token changed
@@ -239,18 +265,25 @@ class Cmd(BaseCmd):
         Raises ``TimeoutError`` naming the agents where it did not start in time.
         """
         deadline = time.monotonic() + timeout
+        waiting: list[str] = []
         with self._client._subscribe(keys.job_updates(self._id)) as updates:
             while True:
-                jobs = self.get_jobs()
-                waiting = sorted(f"{g}:{n}" for (g, n), job in jobs.items() if job.state == QUEUED)
-                if jobs and not waiting:
-                    return jobs
+                try:
+                    jobs = self.get_jobs()
+                    waiting = sorted(f"{g}:{n}" for (g, n), job in jobs.items() if job.state == QUEUED)
+                    if jobs and not waiting:
+                        return jobs
+                except BusTimeout:
+                    pass  # the bus did not answer within the socket timeout: look again, up to our deadline
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"command {self._id} did not start within {timeout:g} s on "
                                        f"{', '.join(waiting) or 'any agent (not routed yet)'}")
-                if updates.get_message(timeout=min(left, WAIT_SLICE)) is None:
-                    self._check_not_lost()
+                try:
+                    if updates.get_message(timeout=min(left, WAIT_SLICE)) is None:
+                        self._check_not_lost()
+                except BusTimeout:
+                    continue
 
     def follow_msgs(self, timeout: float = 0, history: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the command's messages live, as agents' AC loggers send them,
@@ -271,23 +304,33 @@ class Cmd(BaseCmd):
                     yield message
             # An agent sends a job's messages before its final update, so once the jobs are over every
             # message has been published; a PING on the subscription answers after all of them.
-            over, pinged = self._over(), False
+            over, pinged = self._over_or_not(), False
+            unsure = over is None  # the bus did not say whether the jobs are over: ask again when idle
             while True:
                 if over and not pinged:
                     feed.ping(FOLLOW_END)
                     pinged = True
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
+                wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+                if wait <= 0:
                     return
-                event = feed.get_message(timeout=wait)
+                try:
+                    event = feed.get_message(timeout=wait)
+                except BusTimeout:
+                    unsure = True
+                    continue
                 if event is None:
+                    if unsure:
+                        over = self._over_or_not()
+                        unsure = over is None
                     continue
                 if event["type"] == "pong":
                     if event["data"] == FOLLOW_END.encode():
                         return
                     continue
                 if event["channel"].decode() != messages:
-                    over = over or self._over()  # a job update
+                    if not over:  # a job update
+                        over = self._over_or_not()
+                        unsure = over is None
                     continue
                 message = json.loads(event["data"])
                 if (message.get("gid"), message.get("nid"), message.get("id")) not in seen:
@@ -301,6 +344,13 @@ class Cmd(BaseCmd):
                 found = self._client.get_msgs(gid, nid, jobid=self._id, limit=1000)
                 stored += ({**message, "gid": gid, "nid": nid} for message in found)
         return sorted(stored, key=lambda message: (message["epoch"], message["id"]))
+
+    def _over_or_not(self) -> bool | None:
+        """``_over()``; None when the bus did not answer in time."""
+        try:
+            return self._over()
+        except BusTimeout:
+            return None
 
     def _over(self) -> bool:
         jobs = self.get_jobs()
