@@ -9,9 +9,12 @@
 import argparse
 import contextlib
 import io
+import shlex
+import shutil
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import cast
 
 from acdaemon.config import ConfigError, Option, list_of_strings, load_toml, positive, take_section
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             if options.demo:
                 run_demo(grid.client(), sorted(grid.agent_specs.values(), key=lambda spec: (spec.gid, spec.nid)))
                 return
+            _print_hints(grid)
             print("press Ctrl-C to stop")
             stopped = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -62,6 +66,23 @@ def main(argv: list[str] | None = None) -> None:
             print("stopping")
     except GridError as exc:
         sys.exit(f"ac-grid: {exc}")
+
+
+def _print_hints(grid: Grid) -> None:
+    """What to paste in another terminal to use the grid with ``ac``: the bus, and with --acl / --tls the client
+    user's credentials and the certificate files."""
+    exports = {"AC_BUS": grid.bus_url}
+    if grid.acl:
+        exports["AC_USERNAME"], exports["AC_PASSWORD"] = grid.client_user()
+    if grid.tls_files is not None:
+        exports.update(AC_CA_FILE=str(grid.tls_files.ca), AC_CERT_FILE=str(grid.tls_files.client_cert),
+                       AC_KEY_FILE=str(grid.tls_files.client_key))
+    beside = Path(sys.executable).parent / "ac"
+    ac = str(beside) if beside.exists() else shutil.which("ac") or "ac"
+    print("in another terminal, paste:")
+    for name, value in exports.items():
+        print(f"  export {name}={shlex.quote(value)}")
+    print(f"  {shlex.quote(ac)} agents        # then: {shlex.quote(ac)} exec --all -- uptime; {shlex.quote(ac)} --help")
 
 
 def _grid_from(options: argparse.Namespace) -> Grid:
