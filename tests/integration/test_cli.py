@@ -303,3 +303,17 @@ def test_the_entry_point_runs_as_a_module_and_as_the_script():
     for argv in ([*AC, "--version"], [script, "exec", "--version"]):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
         assert done.returncode == 0 and done.stdout.startswith("ac (agentcontroller) "), argv
+
+
+def test_a_progress_line_with_failures_and_elapsed_time_ends_with_a_newline(fleet):
+    ran = ac(fleet.bus_url, "exec", "--all", "--progress", "--", "true")
+    assert ran.code == 3
+    assert re.search(r"\] 4/4 done, 1 failed, \d+\.\d s\nsummary: ", ran.err), ran.err
+
+
+def test_agents_forget_drops_a_dead_one_and_refuses_a_live_one(fleet):  # last: the fleet loses 2:2
+    ran = ac(fleet.bus_url, "agents", "forget", "2:2")
+    assert (ran.code, ran.out) == (0, "forgot 2:2\n"), ran.err
+    alive = ac(fleet.bus_url, "agents", "forget", "1:1")
+    assert alive.code == 1 and one_line_err(alive).startswith("ac: 1:1: ") and "alive" in alive.err
+    assert ac(fleet.bus_url, "agents").lines[-1] == "3 agents: 3 alive, 0 dead"
