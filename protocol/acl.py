@@ -65,6 +65,19 @@ CLIENT_COMMANDS = (
 CLIENT_USER_PREFIX = "client-"
 
 
+def client_user(name: str) -> str:
+    """The Redis user of client ``name``: ``client-<name>``; ValueError for a name that cannot be one."""
+    if not name or len(name) > 64 or not all(char.isascii() and (char.isalnum() or char in "-_.") for char in name):
+        raise ValueError(f"client name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'")
+    return CLIENT_USER_PREFIX + name
+
+
+def parse_client_user(user: str) -> str | None:
+    """``client-alice`` -> ``alice``; ``None`` for a user that is not a client's."""
+    name = user[len(CLIENT_USER_PREFIX):] if user.startswith(CLIENT_USER_PREFIX) else ""
+    return name or None
+
+
 def client_rules() -> list[str]:
     """``ACL SETUSER`` rules (without the password) for a client: send commands, read their results."""
     keys = [CMDS_QUEUE, RESULT_QUEUE_PREFIX + "*", JOB_RESULTS_PREFIX + "*", JOBLOG, BUS_EPOCH, CONTROLLER_ALIVE]

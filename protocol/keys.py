@@ -182,6 +182,12 @@ ADOPTING = CONTROLLER_PREFIX + "adopting"
 #: --roles``). An agent with an entry may register with those roles only; one without claims its own.
 GRANTED_ROLES = CONTROLLER_PREFIX + "granted-roles"
 
+#: Hash Redis user name -> JSON of what ``ac-controller acl`` recorded when it made that user: ``kind``
+#: (``agent`` or ``client``), ``created`` (epoch s), ``by`` (who ran the command, ``user@host``), and for an
+#: agent ``gid``, ``nid`` and the ``hostname`` of an inventory; for a client ``name``. The users themselves are
+#: in Redis's ACL (its ``aclfile``); this book says where they came from (``acl list``).
+ACL_USERS = CONTROLLER_PREFIX + "acl-users"
+
 #: Pub/sub channel where controllers announce what happened (JSON events).
 EVENTS = CONTROLLER_PREFIX + "events"
 

@@ -172,7 +172,7 @@ def ac_controller(grid: Grid, *argv: str) -> subprocess.CompletedProcess:
 
 def test_acl_command_line_prints_a_working_agent_config(make_grid, tmp_path):
     grid = make_grid([AgentSpec(1, 2)], heartbeat_interval=0.3)
-    added = ac_controller(grid, "add-agent", "3", "1")
+    added = ac_controller(grid, "add-agent", "3", "1", "--in-memory")  # the grid's Redis has no aclfile
     assert added.returncode == 0, added.stderr
     snippet = added.stdout.split("# its agent2.toml:\n", 1)[1]
     assert 'username = "agent-3-1"' in snippet and grid.bus_url in snippet
@@ -184,8 +184,8 @@ def test_acl_command_line_prints_a_working_agent_config(make_grid, tmp_path):
     assert listed.returncode == 0
     row = next(line for line in listed.stdout.splitlines() if line.startswith("3:1"))
     assert row.split()[1:3] == ["agent-3-1", "yes"] and int(row.split()[3]) >= 2
-    assert ac_controller(grid, "revoke", "3", "1").returncode == 0
-    gone = ac_controller(grid, "revoke", "3", "1")
+    assert ac_controller(grid, "revoke", "3", "1", "--in-memory").returncode == 0
+    gone = ac_controller(grid, "revoke", "3", "1", "--in-memory")
     assert gone.returncode == 1 and "agent 3:1 has no user" in gone.stderr
 
 
