@@ -10,6 +10,7 @@
                                                           last seen
     ac-controller [-c ...] acl revoke G N                 delete it (its connections are closed at once)
     ac-controller [-c ...] acl revoke-client NAME         delete a client user
+    ac-controller certs ca|server|client|list DIR ...     a CA, the bus's certificate, client certificates
 
 The acl commands that change users save them in the bus's aclfile (ACL SAVE), and refuse when the bus has none
 (``--in-memory`` changes a throwaway bus anyway).
@@ -44,11 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bus", help="bus URL, e.g. redis://127.0.0.1:6379/0 (overrides [bus] url)")
     parser.add_argument("--log-level", default="INFO", choices=LEVELS)
     parser.add_argument("--check", action="store_true", help="check the config and exit (status 0 if usable)")
-    commands = parser.add_subparsers(dest="command", metavar="acl", help="manage the Redis users of agents and "
-                                     "clients")
+    commands = parser.add_subparsers(dest="command", metavar="{acl,certs}",
+                                     help="manage Redis users; make certificates")
     _acl_parser(commands)
+    _certs_parser(commands)
     options = parser.parse_args(argv)
     setup_logging(options.log_level)
+    if options.command == "certs":
+        sys.exit(_certs(options))
     try:
         config = load_config(options.config, options.bus)
     except (ConfigError, ValueError) as exc:
@@ -234,3 +238,74 @@ def _print_users(rows: list[acl.UserRow], as_json: bool) -> None:
 
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+# -- certs ------------------------------------------------------------------------------------------------------
+
+
+def _certs_parser(commands: argparse._SubParsersAction) -> None:
+    certs = commands.add_parser("certs", help="a CA, a certificate for the bus, client certificates (needs the "
+                                "cryptography package: pip install 'agentcontroller[certs]')")
+    certs_commands = certs.add_subparsers(dest="certs", required=True)
+    lifetime = argparse.ArgumentParser(add_help=False)
+    lifetime.add_argument("--force", action="store_true", help="replace files already there (rotation)")
+    ca = certs_commands.add_parser("ca", parents=[lifetime], help="a new CA: DIR/ca.pem, DIR/ca.key")
+    ca.add_argument("dir", type=Path)
+    ca.add_argument("--name", default="agentcontroller CA", help="its common name")
+    ca.add_argument("--days", type=int, default=3650, help="how long it is valid (default 3650)")
+    server = certs_commands.add_parser("server", parents=[lifetime], help="the bus's certificate, for its DNS names "
+                                       "and IP addresses: DIR/server/")
+    server.add_argument("dir", type=Path)
+    server.add_argument("names", nargs="+", help="every DNS name and IP address clients connect to the bus by")
+    server.add_argument("--days", type=int, default=825, help="how long it is valid (default 825)")
+    client = certs_commands.add_parser("client", parents=[lifetime], help="a client certificate per name (a node's "
+                                       "hostname, a controller, a person): DIR/<name>/")
+    client.add_argument("dir", type=Path)
+    client.add_argument("names", nargs="*", help="the names (also those of their folders)")
+    client.add_argument("--inventory", type=Path, help="also one for each node of this inventory, by hostname")
+    client.add_argument("--days", type=int, default=825, help="how long they are valid (default 825)")
+    listing = certs_commands.add_parser("list", help="the certificates in DIR: what for, names, expiry")
+    listing.add_argument("dir", type=Path)
+
+
+def _certs(options: argparse.Namespace) -> int:
+    try:
+        from controller import certs
+    except ImportError as exc:
+        print(f"ac-controller certs: needs the cryptography package ({exc}): pip install 'agentcontroller[certs]'",
+              file=sys.stderr)
+        return 1
+    folder: Path = options.dir
+    try:
+        if options.certs == "ca":
+            path = certs.make_ca(folder, options.name, options.days, options.force)
+            print(f"CA {path} (its key {folder / certs.CA_KEY_FILE}: keep it off the bus and the nodes)")
+        elif options.certs == "server":
+            target = certs.issue_server(folder, options.names, options.days, options.force)
+            print(f"server certificate for {', '.join(options.names)} in {target}/: copy that folder to the bus "
+                  f"host as /etc/redis/tls (owned by redis), then in redis.conf:\n  tls-cert-file /etc/redis/tls/"
+                  f"{certs.SERVER_CERT_FILE}\n  tls-key-file /etc/redis/tls/{certs.SERVER_KEY_FILE}\n  "
+                  f"tls-ca-cert-file /etc/redis/tls/{fleet.CA_FILE}\n  tls-auth-clients yes")
+        elif options.certs == "client":
+            names = list(options.names)
+            if options.inventory:
+                names += [node.hostname for node in fleet.read_inventory(options.inventory)]
+            if not names:
+                print("ac-controller certs client: name at least one client, or give --inventory", file=sys.stderr)
+                return 2
+            for name in dict.fromkeys(names):
+                target = certs.issue_client(folder, name, options.days, options.force)
+                print(f"{name}: {target / fleet.CERT_FILE}, {target / fleet.KEY_FILE}, {target / fleet.CA_FILE}")
+        else:
+            found = certs.describe(folder)
+            if not found:
+                print(f"no certificates in {folder}", file=sys.stderr)
+                return 1
+            for info in found:
+                signed = "" if info.usage == "CA" or info.signed_by_ca else "  NOT SIGNED BY THIS CA"
+                print(f"{info.path.relative_to(folder)}  {info.usage}  {info.subject}  names: "
+                      f"{', '.join(info.names) or '-'}  expires {info.not_after:%Y-%m-%d}{signed}")
+    except (certs.CertError, fleet.InventoryError, OSError) as exc:
+        print(f"ac-controller certs: {exc}", file=sys.stderr)
+        return 1
+    return 0
