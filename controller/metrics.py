@@ -1,12 +1,16 @@
 """What a controller tells Prometheus (``[metrics] listen``); docs/operations.md lists every metric."""
 
 import collections
+import time
+from collections.abc import Iterable
 from importlib import metadata
 from typing import TYPE_CHECKING
 
 from acdaemon.metrics import Histogram, Metric, by_label, counter, gauge
+from protocol.presence import Heartbeat
 
 if TYPE_CHECKING:
+    from controller.registry import AgentView
     from controller.service import Controller
 
 VERSION = metadata.version("agentcontroller")
@@ -51,5 +55,27 @@ def controller_metrics(controller: "Controller") -> list[Metric | Histogram]:
                  "NOPERM, ...): waited out and tried again", "kind", sorted(controller.bus.refusals.items())),
         counter("ac_controller_event_handler_failures_total", "[events] handlers that failed or timed out",
                 controller.handlers.failed),
+        *agent_health(agents, time.time()),
     ]
 
+
+#: The labels of the per-node series: which agent, on which host (as it registered).
+AGENT_LABELS = ("gid", "nid", "host")
+
+
+def agent_health(agents: Iterable["AgentView"], now: float) -> list[Metric]:
+    """One series per known agent: whether its heartbeat is current, and how old its latest beat is that this
+    controller knows of (none until it has read one)."""
+    up, age = [], []
+    for view in sorted(agents, key=lambda view: (view.gid, view.nid)):
+        labels = (str(view.gid), str(view.nid), view.registration.hostname or "")
+        up.append((labels, 1 if view.alive else 0))
+        beat = view.last_beat or (Heartbeat.from_json(view.heartbeat).time or 0) / 1000
+        if beat:
+            age.append((labels, max(0.0, round(now - beat, 3))))
+    return [
+        Metric("ac_agent_up", "gauge", "1 while the agent's heartbeat is current, 0 once it is lost; one series per "
+               "agent this controller knows", up, AGENT_LABELS),
+        Metric("ac_agent_heartbeat_age_seconds", "gauge", "Seconds since the agent's latest heartbeat this "
+               "controller knows of (read about once per heartbeat lifetime)", age, AGENT_LABELS),
+    ]
