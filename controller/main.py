@@ -11,6 +11,8 @@
     ac-controller [-c ...] acl revoke G N                 delete it (its connections are closed at once)
     ac-controller [-c ...] acl revoke-client NAME         delete a client user
     ac-controller certs ca|server|client|list DIR ...     a CA, the bus's certificate, client certificates
+    ac-controller files list|show NAME|install DEST [NAME...]   the units, example configs, alert rules and
+                                                          dashboard the wheel carries
 
 The acl commands that change users save them in the bus's aclfile (ACL SAVE), and refuse when the bus has none
 (``--in-memory`` changes a throwaway bus anyway).
@@ -32,6 +34,7 @@ from acdaemon.config import ConfigError, load_toml
 from acdaemon.logs import LEVELS, setup_logging
 from acdaemon.run import refuse, run_daemon
 from controller import acl, fleet
+from controller import files as shipped
 from controller.config import ControllerConfig, load_config
 from controller.service import run_controller
 from protocol.acl import agent_user
@@ -45,14 +48,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bus", help="bus URL, e.g. redis://127.0.0.1:6379/0 (overrides [bus] url)")
     parser.add_argument("--log-level", default="INFO", choices=LEVELS)
     parser.add_argument("--check", action="store_true", help="check the config and exit (status 0 if usable)")
-    commands = parser.add_subparsers(dest="command", metavar="{acl,certs}",
-                                     help="manage Redis users; make certificates")
+    commands = parser.add_subparsers(dest="command", metavar="{acl,certs,files}",
+                                     help="manage Redis users; make certificates; the files the wheel carries")
     _acl_parser(commands)
     _certs_parser(commands)
+    _files_parser(commands)
     options = parser.parse_args(argv)
     setup_logging(options.log_level)
     if options.command == "certs":
         sys.exit(_certs(options))
+    if options.command == "files":
+        sys.exit(_files(options))
     try:
         config = load_config(options.config, options.bus)
     except (ConfigError, ValueError) as exc:
@@ -216,7 +222,7 @@ def _node_header(node: fleet.Node) -> str:
     return "\n".join([
         f"# The agent2.toml of agent {node.name} on {node.hostname}, made by ac-controller acl add-agents at {made}.",
         f"# It goes to {fleet.NODE_CONFIG_DIR}/{fleet.CONFIG_FILE}, mode 0600: it holds the agent's password.",
-        "# Every key: configs/agent2.toml.", "", ""])
+        "# Every key: configs/agent2.toml (ac-controller files show agent2.toml).", "", ""])
 
 
 def _print_users(rows: list[acl.UserRow], as_json: bool) -> None:
@@ -307,5 +313,50 @@ def _certs(options: argparse.Namespace) -> int:
                       f"{', '.join(info.names) or '-'}  expires {info.not_after:%Y-%m-%d}{signed}")
     except (certs.CertError, fleet.InventoryError, OSError) as exc:
         print(f"ac-controller certs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- files ------------------------------------------------------------------------------------------------------
+
+#: What each shipped file is for, by the start of its path.
+FILE_USES = (("systemd/", "systemd unit: /etc/systemd/system/"), ("agent2.toml", "every agent key: /etc/ac/"),
+             ("controller.toml", "every controller key: /etc/ac/"), ("grid.toml", "ac-grid --config (local grids)"),
+             ("prometheus/", "Prometheus rule_files"), ("grafana/", "Grafana: Dashboards, Import"),
+             ("scripts/", "example jumpscripts (agent2.toml's [extensions])"))
+
+
+def _files_parser(commands: argparse._SubParsersAction) -> None:
+    files = commands.add_parser("files", help="the systemd units, example configs, alert rules and dashboard that "
+                                "the wheel carries: list, show, install")
+    files_commands = files.add_subparsers(dest="files", required=True)
+    files_commands.add_parser("list", help="every file, and what it is for")
+    show = files_commands.add_parser("show", help="print one")
+    show.add_argument("name", help="its path in the list, or its file name")
+    install = files_commands.add_parser("install", help="copy files into DEST: a file under its name, a folder's "
+                                        "files under their paths in it; none named: everything, as listed")
+    install.add_argument("dest", type=Path)
+    install.add_argument("names", nargs="*", help="files (path or file name) or folders, e.g. ac-agent.service, "
+                         "systemd, prometheus")
+    install.add_argument("--force", action="store_true", help="replace files that differ")
+
+
+def _files(options: argparse.Namespace) -> int:
+    try:
+        if options.files == "list":
+            for name in shipped.listing():
+                use = next((use for start, use in FILE_USES if name.startswith(start)), "")
+                print(f"{name:<32}{use}")
+        elif options.files == "show":
+            sys.stdout.write(shipped.show(options.name))
+        else:
+            placed = shipped.install(options.dest, options.names, options.force)
+            for step in placed:
+                print(f"{step.target}{'' if step.written else ' (already there, unchanged)'}")
+            note = shipped.unit_note(placed)
+            if note:
+                print(note, file=sys.stderr)
+    except (shipped.FilesError, OSError) as exc:
+        print(f"ac-controller files: {exc}", file=sys.stderr)
         return 1
     return 0
