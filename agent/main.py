@@ -47,7 +47,7 @@ def positive_int(text: str) -> int:
 
 
 def raise_open_files_limit() -> None:
-    """A swarm holds two bus connections per identity: allow as many files as the hard limit does."""
+    """A swarm holds a bus connection per identity (its intake): allow as many files as the hard limit does."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -12,12 +12,13 @@ class Row:
     limit_is: str = ""  # what the limit is
     aim: str = ""
     higher_is_better: bool = True
+    as_multiple: bool = False  # the ratio as result / limit ("1.3x the limit"), whichever is better
 
     @property
     def ratio(self) -> float | None:
         if not self.limit:
             return None
-        return self.result / self.limit if self.higher_is_better else self.limit / self.result
+        return self.result / self.limit if self.higher_is_better or self.as_multiple else self.limit / self.result
 
 
 def print_table(rows: list[Row]) -> None:

@@ -29,20 +29,21 @@ log = logging.getLogger(__name__)
 DRAIN_BATCH = 256
 DRAIN_BYTES = 16 * 1024
 
-#: Called with (gid, nid, registration, new) after an agent (re)registered; ``new``
-#: when the registry had never seen that agent.
-RegistrationHandler = Callable[[int, int, Registration, bool], Awaitable[None]]
+#: One agent's (re)registration: (gid, nid, registration, new); ``new`` when the registry had never seen it.
+Registered = tuple[int, int, Registration, bool]
+#: Called with the registrations of one round of drains (a thousand agents starting at once make one call).
+RegistrationHandler = Callable[[list[Registered]], Awaitable[None]]
 
 
 class Collector:
     """Drains agents' outboxes when they ring (and on every connection, to make up for missed bells)."""
 
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry,
-                 on_registration: RegistrationHandler) -> None:
+                 on_registrations: RegistrationHandler) -> None:
         self.config = config
         self.bus = bus
         self.registry = registry
-        self.on_registration = on_registration
+        self.on_registrations = on_registrations
         self._outboxes: Pending[tuple[int, int]] = Pending()  # agents whose outboxes want draining
         self.dropped = 0  # results for jobs not open on their agent
         self.messages_dropped = 0  # log messages for jobs not open on their agent
@@ -94,6 +95,7 @@ class Collector:
             for gid, nid in agents
         ]
         replies = await scripts.pipeline(self.bus, commands)
+        registered: list[Registered] = []
         for (gid, nid), reply in zip(agents, replies, strict=True):
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
@@ -121,7 +123,9 @@ class Collector:
                 if not isinstance(details, dict):
                     log.warning("agent %d:%d sent a registration that is not a JSON object", gid, nid)
                     continue
-                await self.on_registration(gid, nid, Registration.from_wire(gid, nid, details), bool(new_agent))
+                registered.append((gid, nid, Registration.from_wire(gid, nid, details), bool(new_agent)))
+        if registered:
+            await self.on_registrations(registered)
 
     def _count_drops(self, gid: int, nid: int, dropped: list[bytes], messages_dropped: int, refused: bytes,
                      discarded: int) -> None:

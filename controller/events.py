@@ -13,8 +13,15 @@ from protocol.events import (
     encode_event,
 )
 
-__all__ = ["AGENT_FORGOTTEN", "AGENT_LOST", "AGENT_REGISTERED", "BUS_DATA_LOST", "CONTROLLER_STARTED", "publish"]
+__all__ = ["AGENT_FORGOTTEN", "AGENT_LOST", "AGENT_REGISTERED", "BUS_DATA_LOST", "CONTROLLER_STARTED", "publish",
+           "publish_all"]
 
 
 async def publish(bus: Bus, event: str, **details: Any) -> None:
     await bus.execute("PUBLISH", keys.EVENTS, encode_event(event, **details))
+
+
+async def publish_all(bus: Bus, event: str, each: list[dict[str, Any]]) -> None:
+    """One ``event`` for each of ``each`` (its details), in one round trip."""
+    if each:
+        await bus.pipeline([("PUBLISH", keys.EVENTS, encode_event(event, **details)) for details in each])

@@ -98,7 +98,7 @@ class Liveness:
         for view in died:
             self.agents_lost += 1
             log.warning("agent %s lost: no heartbeat", view.name)
-            await events.publish(self.bus, events.AGENT_LOST, agent=view.name)
+        await events.publish_all(self.bus, events.AGENT_LOST, [{"agent": view.name} for view in died])
         if slow:
             await self._forget_the_long_dead()
         bus_up = trio.current_time() - self._bus_started_at

@@ -24,8 +24,9 @@ NO_KEY, NO_EXPIRY = -2, -1
 DEAD_RECHECK = 5.0
 #: Seconds a heartbeat's expiry must move by to count as renewed (the two readings' round trips differ).
 RENEWED = 0.1
-#: Seconds after a heartbeat's expiry at which the sweep looks at it again.
-CHECK_SLACK = 0.05
+#: Seconds after a heartbeat's expiry at which the sweep looks at it again: the later, the fewer looks (a
+#: heartbeat renewed meanwhile lives on), and a death is still seen within this plus a sweep (0.5 s) < 1 s.
+CHECK_SLACK = 0.3
 
 
 @dataclass(slots=True)
@@ -155,7 +156,7 @@ class Registry:
     def register(self, gid: int, nid: int, registration: Registration, alive: bool = True) -> AgentView:
         """Record a (re)registration: its roles are current from now on. A fresh one (``alive``), just
         drained from the agent's outbox, proves that the agent runs against this Redis."""
-        view = self.agents.get((gid, nid)) or AgentView(gid, nid)
+        view = self.agents.get((gid, nid)) or AgentView(gid, nid, registration=registration)
         if alive:
             view.seen_on = self.run_id
         old_roles = view.roles

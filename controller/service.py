@@ -37,7 +37,7 @@ from acdaemon.notify import Notifier
 from acdaemon.signals import handle_signals
 from controller import events, scripts
 from controller.builtins import Builtins
-from controller.collector import Collector
+from controller.collector import Collector, Registered
 from controller.config import ControllerConfig
 from controller.handlers import EventHandlers
 from controller.intake import Intake, lane_ids
@@ -74,7 +74,7 @@ class Controller:
         self.registry = Registry()
         self.builtins = Builtins(config, bus, self.registry)
         self.intake = Intake(config, bus, self.registry, controller_id, self.builtins)
-        self.collector = Collector(config, bus, self.registry, self.on_registration)
+        self.collector = Collector(config, bus, self.registry, self.on_registrations)
         self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
         self.scheduler = Scheduler(bus)
         self.rollouts = Rollouts(config, bus, self.registry)
@@ -170,14 +170,17 @@ class Controller:
         if self.serving:
             self.notifier.ready(self.serving)
 
-    async def on_registration(self, gid: int, nid: int, registration: Registration, new: bool) -> None:
-        """An agent (re)registered through our drain: tell every controller, run the handler."""
-        self.registry.register(gid, nid, registration)
-        log.info("agent %d:%d %s with roles %s", gid, nid, "registered" if new else "registered again",
-                 list(registration.roles))
-        self.handlers.fire("agent_registered" if new else "agent_returned", gid, nid)
-        await events.publish(self.bus, events.AGENT_REGISTERED, agent=keys.agent_name(gid, nid),
-                             registration=registration.to_wire(), new=new)
+    async def on_registrations(self, registered: list[Registered]) -> None:
+        """Agents (re)registered through our drains: tell every controller (one round trip), run the handlers."""
+        for gid, nid, registration, new in registered:
+            self.registry.register(gid, nid, registration)
+            log.info("agent %d:%d %s with roles %s", gid, nid, "registered" if new else "registered again",
+                     list(registration.roles))
+            self.handlers.fire("agent_registered" if new else "agent_returned", gid, nid)
+        await events.publish_all(self.bus, events.AGENT_REGISTERED, [
+            {"agent": keys.agent_name(gid, nid), "registration": registration.to_wire(), "new": new,
+             "controller": self.id}
+            for gid, nid, registration, new in registered])
 
     async def _follow_events(self, connection: Connection) -> None:
         """Registrations drained by peers reach our registry through the events channel."""
@@ -186,7 +189,7 @@ class Controller:
             _, raw = await connection.next_message()
             try:
                 event = decode_event(raw)
-                if event["event"] == events.AGENT_REGISTERED:
+                if event["event"] == events.AGENT_REGISTERED and event.get("controller") != self.id:
                     gid, nid = keys.parse_agent_name(event["agent"])
                     self.registry.register(gid, nid, Registration.from_wire(gid, nid, event["registration"]))
                 elif event["event"] == events.AGENT_FORGOTTEN:

@@ -4,7 +4,7 @@
 
 ``controller_started``  ``controller`` (its id), ``metrics`` (its metrics address or "")
 ``agent_registered``    ``agent`` ("<gid>:<nid>"), ``registration`` (as ``protocol.presence.Registration``),
-                        ``new`` (the bus had never seen that agent)
+                        ``new`` (the bus had never seen that agent), ``controller`` (the one that took it)
 ``agent_lost``          ``agent``
 ``agent_forgotten``     ``agent``: its registration was dropped (``forget_after``, or ``forget_agent``)
 ``bus_data_lost``       ``controller``: the one that found the bus had lost its data

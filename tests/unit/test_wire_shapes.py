@@ -1,5 +1,6 @@
 """Job JSON and outbox envelopes keep their exact wire shape."""
 
+import dataclasses
 import json
 
 import pytest
@@ -73,6 +74,7 @@ def test_register_envelope_and_a_registration_read_tolerantly():
     assert json.loads(body) == {"gid": 1, "nid": 2, "roles": ["a"], "hostname": "host", "version": "1.0", "pid": 42,
                                 "started": 1700000000, "max_jobs": 10, "heartbeat_interval": 2.0, "metrics": None}
     assert Registration.from_wire(1, 2, json.loads(body)) == registration
+    assert set(registration.to_wire()) == {field.name for field in dataclasses.fields(Registration)}, "every field"
     older = Registration.from_wire(1, 2, {"roles": ["a", 3], "pid": True, "heartbeat_interval": "2"})
     assert older == Registration(1, 2, ("a",)) and older.heartbeat_ttl == 6.0, "an older agent is still served"
 
