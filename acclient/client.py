@@ -17,7 +17,7 @@ from acclient.errors import JobError
 from acclient.job import Job
 from acclient.runargs import RunArgs
 from protocol import keys
-from protocol.command import CONTROLLER_CMD, Command, check_target
+from protocol.command import CONTROLLER_CMD, Command, check_result_ttl, check_target
 from protocol.errors import ProtocolError
 from protocol.states import State
 from protocol.targets import Rollout, check_hosts, check_ttl, parse_agents
@@ -95,7 +95,7 @@ class Client:
             roles: Sequence[str] | None = None, targets: Sequence[str | tuple[int, int]] | None = None,
             exclude: Sequence[str | tuple[int, int]] | None = None, hosts: str | None = None,
             rollout: Rollout | dict[str, Any] | None = None, ttl: float | None = None,
-            tags: str | None = None) -> Cmd:
+            tags: str | None = None, result_ttl: int | None = None) -> Cmd:
         """Send a command; return its ``Cmd``.
 
         :param gid: grid id (can be None)
@@ -120,6 +120,8 @@ class Client:
             "max_errors": 1 or "5%"}``; targets never started end ``SKIPPED``
         :param ttl: seconds the command may wait to be routed (at most the controller's ``route_ttl``)
         :param tags: a string copied into every job of the command
+        :param result_ttl: seconds its results are kept after their last update (at most the controller's
+            ``result_ttl``, 24 h by default): less memory for commands whose results are read at once
         """
         if args is None:
             args = RunArgs()
@@ -134,7 +136,8 @@ class Client:
             tags, targets=_agents(targets, "targets"), exclude=_agents(exclude, "exclude"),
             hosts=None if hosts is None else check_hosts(hosts),
             rollout=rollout if isinstance(rollout, Rollout | None) else Rollout.from_wire(rollout),
-            ttl=None if ttl is None else check_ttl(ttl))
+            ttl=None if ttl is None else check_ttl(ttl),
+            result_ttl=None if result_ttl is None else check_result_ttl(result_ttl))
         check_target(command)
         epoch, controller_alive = self._send(keys=[keys.CMDS_QUEUE, keys.BUS_EPOCH, keys.CONTROLLER_ALIVE],
                                              args=[command.to_json()[:-1]])

@@ -21,6 +21,8 @@ from protocol.states import Phase
 #: The op codes of ``route.lua``: each record of a batch starts with one (its header says what follows it).
 SEND, ANSWER, PLACEHOLDER, ROLLOUT, ROLLOUT_OVER = "Q", "A", "P", "R", "X"
 LOG, DEAD_LETTER, GRANT, SCHEDULE, UNSCHEDULE = "L", "D", "G", "S", "U"
+#: Values per command sent (``Batch.sends``): its id, its JSON, its placeholder job, its result ttl or "".
+SEND_WIDTH = 4
 
 #: Dead letters kept for inspection (the counter counts them all).
 DEAD_LETTERS_KEPT = 1000
@@ -41,19 +43,21 @@ class Batch:
     def send(self, command: Command, raw: bytes, agent: keys.AgentKeys) -> None:
         """Queue ``raw`` for ``agent``, with a placeholder job in ``jobresult:<id>`` (``RUNNING``, phase ``routed``)."""
         queued = Job.for_command(command, agent.gid, agent.nid, phase=Phase.ROUTED).to_json()
-        self.sends[agent] += [command.id, raw, queued]
+        self.sends[agent] += [command.id, raw, queued, command.result_ttl or ""]
         self.routed += 1
 
-    def answer(self, command_id: str, job: Job) -> None:
-        """Answer at once with a final job (an error, or a controller command's result)."""
-        self.records += [ANSWER, command_id, keys.agent_name(job.gid, job.nid), job.to_json()]
+    def answer(self, command: Command | str, job: Job) -> None:
+        """Answer ``command`` (or the command of that id, when it could not be read) at once with a final job
+        (an error, or a controller command's result)."""
+        command_id, keep = (command, "") if isinstance(command, str) else (command.id, command.result_ttl or "")
+        self.records += [ANSWER, command_id, keys.agent_name(job.gid, job.nid), job.to_json(), keep]
         self.answered[job.state] += 1
 
     def hold(self, command: Command, agent: keys.AgentKeys) -> None:
         """Show a rollout target that waits for its wave (``RUNNING``, phase ``pending``), so that every target
         of the command is in ``jobresult:<id>`` from the start."""
         pending = Job.for_command(command, agent.gid, agent.nid, phase=Phase.PENDING).to_json()
-        self.records += [PLACEHOLDER, command.id, agent.name, pending]
+        self.records += [PLACEHOLDER, command.id, agent.name, pending, command.result_ttl or ""]
 
     def rollout(self, command_id: str, record: dict[str, Any], started_ms: int | None = None) -> None:
         """Start (``started_ms``: when) or move on rollout ``command_id``: fields of its record
@@ -99,8 +103,8 @@ class Batch:
                            keys.RESULT_QUEUE_PREFIX, keys.DEAD_LETTERS, keys.DEAD_LETTER_COUNT, DEAD_LETTERS_KEPT,
                            keys.SCHEDULES, keys.SCHEDULES_DUE, keys.SCHEDULES_LAST, keys.JOB_CHANNEL_PREFIX,
                            keys.UPDATES_SUFFIX, keys.ROLLOUT_PREFIX, keys.ROLLOUTS]
-        for agent, triples in self.sends.items():
-            args += [SEND, agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid), len(triples) // 3,
-                     *triples]
+        for agent, sends in self.sends.items():
+            args += [SEND, agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid),
+                     len(sends) // SEND_WIDTH, *sends]
         args += self.records
         return bool(await scripts.ROUTE.run(connection, [guard_key, keys.JOBLOG], args))

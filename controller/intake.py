@@ -201,12 +201,12 @@ class Intake:
         if command.queued is not None and now_ms - command.queued > expiry * 1000:
             log.warning("command %s (%s) expired: queued %.1f s ago", command.id, command.cmd,
                         (now_ms - command.queued) / 1000)
-            batch.answer(command.id, _error(command, f"expired: not routed within {expiry:g} s"))
+            batch.answer(command, _error(command, f"expired: not routed within {expiry:g} s"))
             return
         if command.cmd == CONTROLLER_CMD:
             answer = await self.builtins(command, batch)
             log.debug("controller command %s (%s): %s", command.id, command.args.name, answer.state)
-            batch.answer(command.id, answer)
+            batch.answer(command, answer)
             return
         self._send(command, raw, batch, router, now_ms, unroutable)
 
@@ -226,7 +226,7 @@ class Intake:
                 unroutable.append((command, raw, None))
                 return
             log.debug("command %s (%s) refused: %s", command.id, command.cmd, exc)
-            batch.answer(command.id, _error(command, str(exc)))
+            batch.answer(command, _error(command, str(exc)))
             return
         if decision.dead and unroutable is not None:
             for view in decision.send:
@@ -236,7 +236,7 @@ class Intake:
             unroutable.append((command, raw, known))
             return
         for gid, nid in decision.dead:
-            batch.answer(command.id, _error(command, f"agent {gid}:{nid} is not alive", gid, nid))
+            batch.answer(command, _error(command, f"agent {gid}:{nid} is not alive", gid, nid))
         if command.rollout is not None:
             start_rollout(command, raw, decision, batch, now_ms)
             return

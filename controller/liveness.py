@@ -49,6 +49,15 @@ KEEP_ALIVE_CHUNK = 1000
 ADOPTION_WINDOW = 120.0
 
 
+def result_ttl_of(raw: bytes, default: int) -> int:
+    """An open job's result ttl as its agent's running-jobs hash holds it (0, or unusable: ``default``)."""
+    try:
+        keep = int(raw)
+    except ValueError:
+        return default
+    return keep if 1 <= keep <= default else default
+
+
 class Liveness:
     """Sweeps heartbeats: answers the jobs of lost agents, takes over the batches of dead controllers."""
 
@@ -223,9 +232,10 @@ class Liveness:
                 cursor, flat = await self.bus.execute("HSCAN", keys.running_jobs(view.gid, view.nid), cursor,
                                                       "COUNT", KEEP_ALIVE_CHUNK)
                 commands = []
-                for raw_id in flat[::2]:
-                    job_id = raw_id.decode()
-                    commands += [("EXPIRE", keys.job_results(job_id), ttl), ("EXPIRE", keys.result_queue(job_id), ttl)]
+                for raw_id, raw_keep in zip(flat[::2], flat[1::2], strict=True):
+                    job_id, keep = raw_id.decode(), result_ttl_of(raw_keep, ttl)
+                    commands += [("EXPIRE", keys.job_results(job_id), keep),
+                                 ("EXPIRE", keys.result_queue(job_id), keep)]
                 await self.bus.pipeline(commands)
                 if int(cursor) == 0:
                     break

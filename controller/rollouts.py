@@ -128,7 +128,7 @@ class Rollouts:
                 skipped = error_job(command.id, reason, gid=gid, nid=nid, cmd=command.cmd,
                                     args=command.args.to_wire(), tags=command.tags)
                 skipped.state = State.SKIPPED
-                batch.answer(command.id, skipped)
+                batch.answer(command, skipped)
             batch.end_rollout(command_id)
             if await batch.commit_wave(self.bus, self.config, command_id, wave):
                 self.skipped += len(pending)
@@ -160,7 +160,7 @@ class Rollouts:
                 self.registry.count_job(view)
                 sent.append(name)
             else:
-                batch.answer(command.id, error_job(command.id, f"agent {name} is not alive", gid=gid, nid=nid,
+                batch.answer(command, error_job(command.id, f"agent {name} is not alive", gid=gid, nid=nid,
                                                    cmd=command.cmd, args=command.args.to_wire(), tags=command.tags))
         return sent
 

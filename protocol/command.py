@@ -126,6 +126,7 @@ class Command:
     rollout: Rollout | None = None
     ttl: float | None = None
     queued: int | None = None
+    result_ttl: int | None = None  # seconds its results are kept after their last update (at most the controller's)
 
     @property
     def fans_out(self) -> bool:
@@ -156,7 +157,7 @@ class Command:
             wire["targets"] = [f"{gid}:{nid}" for gid, nid in self.targets]
         if self.exclude:
             wire["exclude"] = [f"{gid}:{nid}" for gid, nid in self.exclude]
-        for name in ("hosts", "ttl", "queued"):
+        for name in ("hosts", "ttl", "queued", "result_ttl"):
             if getattr(self, name) is not None:
                 wire[name] = getattr(self, name)
         if self.rollout is not None:
@@ -233,7 +234,16 @@ def _command_from_fields(fields: dict[str, Any], command_id: str, max_data_bytes
     selection = _selection(fields)
     _check_target(gid, nid, roles, fanout, selection, internal=cmd == CONTROLLER_CMD)
     args = RunArgs.from_wire(fields.get("args"))
-    return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags, **selection)
+    result_ttl = fields.get("result_ttl")
+    return Command(command_id, cmd, gid, nid, roles, fanout, args, data, tags, **selection,
+                   result_ttl=None if result_ttl is None else check_result_ttl(result_ttl))
+
+
+def check_result_ttl(value: object, field: str = "result_ttl") -> int:
+    """Seconds a command's results are kept after their last update: whole seconds > 0."""
+    if not is_integer(value) or value < 1:
+        raise ProtocolError(field, f"expected whole seconds > 0, got {shown(value)}")
+    return value
 
 
 def check_target(command: Command) -> None:

@@ -306,6 +306,8 @@ def _selection(options: argparse.Namespace) -> tuple[Any, Any, Any, bool, dict[s
         selection["exclude"] = _agents_list(options.exclude)
     if options.ttl is not None:
         selection["ttl"] = options.ttl
+    if options.result_ttl is not None:
+        selection["result_ttl"] = options.result_ttl
     if options.tags is not None:
         selection["tags"] = options.tags
     rollout = _rollout(options)

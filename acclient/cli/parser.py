@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the agent kills the process after S seconds (default: no limit)")
     what.add_argument("--ttl", type=float, metavar="S",
                       help="never run it if no controller routed it within S seconds")
+    what.add_argument("--result-ttl", type=int, metavar="S",
+                      help="keep its results S seconds after their last update (default: the controllers' "
+                           "result_ttl, 24 h)")
     what.add_argument("--tags", help="a string copied into every job of the command")
     what.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command and its arguments")
     _waiting(run)

@@ -5,7 +5,7 @@
 -- Only the small header line of a job envelope is decoded; job bodies are
 -- stored byte for byte as the agent wrote them.
 --
--- KEYS[1]  the agent's outbox     KEYS[2]  the agent's running-jobs hash
+-- KEYS[1]  the agent's outbox     KEYS[2]  the agent's running-jobs hash (job id -> its result ttl, 0: ARGV[2])
 -- KEYS[3]  the agents registry    KEYS[4]  the agent's log list    KEYS[5]  the agent's stats hash
 -- KEYS[6]  the roles granted to agents (hash "<gid>:<nid>" -> JSON list; no field: roles are not checked)
 -- KEYS[7]  the bus epoch token     KEYS[8]  the flag a controller sets while the bus recovers from a data loss
@@ -39,7 +39,7 @@
 -- 1 if that agent was new to the registry else 0, {state, count, ...} of the results pushed,
 -- {dropped job ids...}, log messages dropped, roles a refused registration claimed or '',
 -- envelopes discarded (too big, or cut from an outbox over its bound), jobs adopted, jobs not adopted}.
-local agent, ttl, queue_max = ARGV[1], ARGV[2], tonumber(ARGV[11])
+local agent, ttl, queue_max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[11])
 local budget_envelopes, budget_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local gid, nid, max_envelope = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local taken, bytes, registration, new_agent, refused = 0, 0, '', 0, ''
@@ -51,30 +51,37 @@ if excess > 0 then
   discarded = discarded + excess
 end
 
-local open_jobs = {}
-local function is_open(id)
-  local open = open_jobs[id]
-  if open == nil then
-    open = redis.call('HEXISTS', KEYS[2], id) == 1
-    open_jobs[id] = open
+local open_jobs = {}  -- job id -> seconds its results are kept while it is open on the agent, false if not open
+local function keep_of(id)
+  local keep = open_jobs[id]
+  if keep == nil then
+    local value = redis.call('HGET', KEYS[2], id)
+    keep = value and tonumber(value) or false
+    if value and not (keep and keep >= 1 and keep <= ttl) then
+      keep = ttl
+    end
+    open_jobs[id] = keep
   end
-  return open
+  return keep
+end
+local function is_open(id)
+  return keep_of(id) ~= false
 end
 
 local function take_job(header, body)
   local id = tostring(header.id)
   local results = ARGV[5] .. id
-  local open = is_open(id)
-  if not open and header.reopen and redis.call('HEXISTS', results, agent) == 1 then
+  local keep = keep_of(id)
+  if not keep and header.reopen and redis.call('HEXISTS', results, agent) == 1 then
     redis.call('HSET', KEYS[2], id, 0)  -- a long-running job the agent started again
-    open = true
+    keep = ttl
   end
-  if not open then
+  if not keep then
     table.insert(dropped, id)
     return
   end
   redis.call('HSET', results, agent, body)
-  redis.call('EXPIRE', results, ttl)
+  redis.call('EXPIRE', results, keep)
   redis.call('PUBLISH', ARGV[8] .. id .. ARGV[9], body)
   if header.push then
     local queue = ARGV[6] .. id
@@ -85,7 +92,7 @@ local function take_job(header, body)
         redis.call('LTRIM', queue, length - keep, -1)
       end
     end
-    redis.call('EXPIRE', queue, ttl)
+    redis.call('EXPIRE', queue, keep)
     if type(header.state) == 'string' then
       pushed[header.state] = (pushed[header.state] or 0) + 1
     end
@@ -154,7 +161,7 @@ local function take_adoption(body)
       redis.call('HSET', KEYS[2], id, 0)
       redis.call('HSET', ARGV[5] .. id, agent, line)
       redis.call('EXPIRE', ARGV[5] .. id, ttl)
-      open_jobs[id] = true
+      open_jobs[id] = ttl
       adopted = adopted + 1
     else
       not_adopted = not_adopted + 1
@@ -190,9 +197,14 @@ while taken < budget_envelopes and bytes < budget_bytes do
       elseif header.kind == 'adopt' then
         take_adoption(body)
       elseif header.kind == 'stats' then
-        if is_open(tostring(header.id)) then
-          redis.call('HSET', KEYS[5], tostring(header.id), body)
+        local id = tostring(header.id)
+        local keep = keep_of(id)
+        if keep then
+          redis.call('HSET', KEYS[5], id, body)
           redis.call('EXPIRE', KEYS[5], ttl)
+          -- a job that runs reports stats every stats_interval: its results live on
+          redis.call('EXPIRE', ARGV[5] .. id, keep)
+          redis.call('EXPIRE', ARGV[6] .. id, keep)
         end
       else
         table.insert(dropped, '(unknown envelope kind ' .. tostring(header.kind) .. ')')

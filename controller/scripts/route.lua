@@ -16,10 +16,12 @@
 -- ARGV[12] job updates channel prefix                ARGV[13] job updates channel suffix
 -- ARGV[14] rollout record key prefix                  ARGV[15] the set of rollouts in progress
 -- ARGV[16..] records, each led by an op code:
---   'Q' field queue running n, then n times: id command queued_job
+--   'Q' field queue running n, then n times: id command queued_job keep
 --                                     send n commands to one agent, each shown RUNNING (phase routed)
---   'A' id field job                  answer at once with a final job
---   'P' id field job                  a placeholder of a target not sent yet (a rollout's later waves)
+--   'A' id field job keep             answer at once with a final job
+--   'P' id field job keep             a placeholder of a target not sent yet (a rollout's later waves)
+-- keep: the command's result ttl (s), '' for ARGV[2]; never more than ARGV[2]. The running-jobs hash
+-- holds it for each open job (drain.lua and fail_jobs.lua keep the job's results as long).
 --   'R' id score n, then n times: field value
 --                                     start (or update) rollout id's record; score: when it started ('' to
 --                                     keep it)
@@ -41,7 +43,14 @@ elseif guard == 'W' then
 else
   return redis.error_reply('route.lua: unknown guard ' .. tostring(ARGV[1]))
 end
-local ttl, results_prefix, queue_prefix = ARGV[2], ARGV[4], ARGV[5]
+local ttl, results_prefix, queue_prefix = tonumber(ARGV[2]), ARGV[4], ARGV[5]
+local function keep_for(keep)
+  keep = tonumber(keep)
+  if keep == nil or keep < 1 or keep > ttl then
+    return ttl
+  end
+  return keep
+end
 local rollout_prefix, rollouts = ARGV[14], ARGV[15]
 local dead_letters, dead_count = ARGV[6], ARGV[7]
 local schedules, schedules_due, schedules_last = ARGV[9], ARGV[10], ARGV[11]
@@ -54,30 +63,30 @@ while i <= #ARGV do
     local commands, open = {}, {}
     i = i + 5
     for k = 1, n do
-      local id = ARGV[i]
+      local id, keep = ARGV[i], keep_for(ARGV[i + 3])
       local results = results_prefix .. id
       redis.call('HSET', results, field, ARGV[i + 2])
-      redis.call('EXPIRE', results, ttl)
+      redis.call('EXPIRE', results, keep)
       commands[k] = ARGV[i + 1]
       open[2 * k - 1] = id
-      open[2 * k] = 0
-      i = i + 3
+      open[2 * k] = keep
+      i = i + 4
     end
     redis.call('HSET', running, unpack(open))
     redis.call('RPUSH', queue, unpack(commands))
   elseif op == 'A' then
-    local results, queue = results_prefix .. ARGV[i + 1], queue_prefix .. ARGV[i + 1]
+    local results, queue, keep = results_prefix .. ARGV[i + 1], queue_prefix .. ARGV[i + 1], keep_for(ARGV[i + 4])
     redis.call('HSET', results, ARGV[i + 2], ARGV[i + 3])
-    redis.call('EXPIRE', results, ttl)
+    redis.call('EXPIRE', results, keep)
     redis.call('RPUSH', queue, ARGV[i + 3])
-    redis.call('EXPIRE', queue, ttl)
+    redis.call('EXPIRE', queue, keep)
     redis.call('PUBLISH', ARGV[12] .. ARGV[i + 1] .. ARGV[13], ARGV[i + 3])
-    i = i + 4
+    i = i + 5
   elseif op == 'P' then
     local results = results_prefix .. ARGV[i + 1]
     redis.call('HSET', results, ARGV[i + 2], ARGV[i + 3])
-    redis.call('EXPIRE', results, ttl)
-    i = i + 4
+    redis.call('EXPIRE', results, keep_for(ARGV[i + 4]))
+    i = i + 5
   elseif op == 'R' then
     local record, n = rollout_prefix .. ARGV[i + 1], tonumber(ARGV[i + 3])
     redis.call('HSET', record, unpack(ARGV, i + 4, i + 3 + 2 * n))

@@ -7,7 +7,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.batch import Batch
+from controller.batch import SEND_WIDTH, Batch
 from controller.config import load_config
 from controller.intake import Intake
 from controller.registry import Registry
@@ -51,7 +51,7 @@ def test_a_batch_groups_sends_per_agent_and_accounts_for_every_command(registry)
     batch = decide(raws, registry)
     assert (batch.routed, batch.answered.total(), batch.dead) == (8, 2, 1)
     assert batch.answered == {"ERROR": 2}, "answers are counted by state"
-    sent = {agent.name: triples[0::3] for agent, triples in batch.sends.items()}
+    sent = {agent.name: sends[0::SEND_WIDTH] for agent, sends in batch.sends.items()}
     assert sorted(sent["1:1"] + sent["1:2"]) == sorted([f"c{i}" for i in range(6)] + ["all", "all"])
     assert abs(len(sent["1:1"]) - len(sent["1:2"])) <= 1, "least busy spreads the load"
 
