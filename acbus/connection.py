@@ -4,6 +4,13 @@ Callers send whole pipelines under a lock and queue a ticket; one reader task
 feeds the bytes it receives to hiredis and hands each reply to the oldest
 ticket. So concurrent callers are pipelined on the wire without waiting for
 each other's round trips.
+
+For a bus watched by Sentinel, ``connect`` first asks the sentinels, one
+after the other, where the master is (``SENTINEL get-master-addr-by-name``),
+then checks that the node it reached says it is the master (``ROLE``): a
+failover may be under way. Such a connection breaks itself as soon as the
+node answers ``READONLY`` (it was turned into a replica), so that its user
+connects again, to the new master.
 """
 
 import collections
@@ -47,10 +54,12 @@ class _Ticket:
 
 
 class Connection:
-    """A live connection. Use ``connect()`` to get one."""
+    """A live connection. Use ``connect()`` to get one. ``master``: the ``(host, port)`` of the master the
+    sentinels named (``None`` for a plain address)."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, master: tuple[str, int] | None = None) -> None:
         self._stream = stream
+        self.master = master
         self._reader = hiredis.Reader(replyError=ReplyError)
         self._tickets: collections.deque[_Ticket] = collections.deque()
         self._send_lock = trio.Lock()
@@ -123,6 +132,10 @@ class Connection:
         assert self._broken is not None  # _break() sets it before it sets _closed
         return self._broken
 
+    def abort(self, reason: str) -> None:
+        """Break the connection now (its master moved): every caller waiting on it gets ``ConnectionLost``."""
+        self._break(ConnectionLost(reason))
+
     def _raise_if_broken(self) -> None:
         if self._broken is not None:
             raise self._broken
@@ -164,6 +177,9 @@ class Connection:
         if ticket.remaining == 0:
             self._tickets.popleft()
             ticket.done.set()
+        if self.master is not None and isinstance(reply, ReplyError) and str(reply).startswith("READONLY"):
+            host, port = self.master
+            raise ConnectionLost(f"the bus at {host}:{port} is a replica now (READONLY): finding the master again")
 
 
 @asynccontextmanager
@@ -173,13 +189,22 @@ async def connect(address: BusAddress, name: str = "") -> AsyncIterator[Connecti
     Raises ``ConnectionLost`` when the bus cannot be reached and
     ``ReplyError`` when it refuses the credentials.
     """
+    master = await find_master(address) if address.sentinels else None
+    node = address.node(*master) if master else address
+    async with _connected(node, master) as connection:
+        await _handshake(connection, node, name, check_role=master is not None)
+        yield connection
+
+
+@asynccontextmanager
+async def _connected(address: BusAddress, master: tuple[str, int] | None = None) -> AsyncIterator[Connection]:
+    """A connection to ``address`` with its reader running, not yet authenticated."""
     stream = await _open_stream(address)
     try:
         async with trio.open_nursery() as nursery:
-            connection = Connection(stream)
+            connection = Connection(stream, master)
             nursery.start_soon(connection._read_replies)
             try:
-                await _handshake(connection, address, name)
                 yield connection
             finally:
                 nursery.cancel_scope.cancel()
@@ -191,6 +216,33 @@ async def connect(address: BusAddress, name: str = "") -> AsyncIterator[Connecti
         raise
     finally:
         await trio.aclose_forcefully(stream)
+
+
+@asynccontextmanager
+async def connect_sentinel(address: BusAddress, host: str, port: int) -> AsyncIterator[Connection]:
+    """An authenticated connection to the sentinel at ``host:port`` (its own credentials, our TLS files)."""
+    async with _connected(address.sentinel(host, port)) as connection:
+        await _handshake(connection, address.sentinel(host, port), "")
+        yield connection
+
+
+async def find_master(address: BusAddress) -> tuple[str, int]:
+    """Where the sentinels of ``address`` say the master of its service is: the first sentinel that knows
+    answers. ``ConnectionLost`` says why none did (none reachable, credentials refused, service unknown)."""
+    problems, unknown = [], []
+    for host, port in address.sentinels:
+        try:
+            async with connect_sentinel(address, host, port) as sentinel:
+                reply = await sentinel.execute("SENTINEL", "get-master-addr-by-name", address.service)
+        except (ConnectionLost, ReplyError, OSError) as exc:
+            problems.append(f"{host}:{port}: {exc}")
+            continue
+        if reply is None:
+            unknown.append(f"{host}:{port}")
+            continue
+        return reply[0].decode(), int(reply[1])
+    said = [f"service {address.service!r} is unknown to the sentinels at {', '.join(unknown)}"] if unknown else []
+    raise ConnectionLost(f"no sentinel of {address.url} named a master: " + "; ".join(said + problems))
 
 
 async def _open_stream(address: BusAddress) -> trio.abc.Stream:
@@ -209,7 +261,9 @@ async def _open_stream(address: BusAddress) -> trio.abc.Stream:
         raise ConnectionLost(f"cannot reach the bus at {address.url}: {exc!r}") from None
 
 
-async def _handshake(connection: Connection, address: BusAddress, name: str) -> None:
+async def _handshake(connection: Connection, address: BusAddress, name: str, check_role: bool = False) -> None:
+    """Authenticate, select the database, name the connection; with ``check_role``, make sure the node is the
+    master (a user whose ACL does not allow ``ROLE`` is taken at its word)."""
     commands: list[tuple[Any, ...]] = []
     if address.password is not None:
         user = (address.username,) if address.username else ()
@@ -219,3 +273,12 @@ async def _handshake(connection: Connection, address: BusAddress, name: str) -> 
     if name:
         commands.append(("CLIENT", "SETNAME", name.replace(" ", "_")))
     await connection.pipeline(commands)
+    if check_role:
+        role = (await connection.pipeline([("ROLE",)], raise_errors=False))[0]
+        if isinstance(role, ReplyError) and str(role).startswith("NOPERM"):
+            return
+        if isinstance(role, ReplyError):
+            raise role
+        if role[0] != b"master":
+            raise ConnectionLost(f"the node the sentinels named, {address.host}:{address.port}, is a "
+                                 f"{role[0].decode()}, not the master (a failover is under way): asking again")

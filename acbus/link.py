@@ -6,9 +6,17 @@ error reply that says the bus cannot take the command now (out of memory,
 still loading its data, a read-only replica, a failed save, an ACL that does
 not allow it yet). ``Bus.keep_trying`` waits out both; ``Bus.refused``
 counts and logs a refusal met elsewhere.
+
+A bus watched by Sentinel is followed through a failover: every connection
+is made to the master the sentinels name (``acbus.connection``), a task
+listens to the sentinels' ``+switch-master`` and breaks the connections to
+the old master at once (cutting short any wait before connecting again),
+and ``Bus.on_switch`` runs on the first connection to a new master before
+anything else is sent there.
 """
 
 import collections
+import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -18,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import trio
 
 from acbus.address import BusAddress
-from acbus.connection import Connection, ConnectionLost, ReplyError, connect
+from acbus.connection import Connection, ConnectionLost, ReplyError, connect, connect_sentinel
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,9 @@ RECONNECT_CAP = 5.0
 REFUSAL_CAP = 30.0
 #: Seconds between two log lines about refusals of one kind.
 REFUSAL_LOG_INTERVAL = 10.0
+#: The sentinels' pub/sub channel that says a service has a new master: "<service> <old ip> <old port> <new ip>
+#: <new port>".
+SWITCH_MASTER = "+switch-master"
 
 #: First words of the error replies that mean "not now": the bus is out of memory, loading, a replica,
 #: failing to save, or its ACL does not allow this (yet). Anything else is a bug and is raised.
@@ -74,7 +85,10 @@ class Bus:
     ``ConnectionLost`` only for a command that was in flight when the
     connection broke: whether it ran is unknown, so retrying is the caller's
     decision. ``generation`` counts connections, so a task can tell that it
-    must re-subscribe or re-register.
+    must re-subscribe or re-register. With Sentinel, ``master`` is where the
+    shared connection is, ``switches`` counts the times it moved to another
+    master, and ``on_switch`` (if set) runs on the first connection to a new
+    master before the bus is used there.
     """
 
     def __init__(self, address: BusAddress, name: str) -> None:
@@ -82,6 +96,12 @@ class Bus:
         self.name = name
         self.generation = 0
         self.reconnects = 0
+        self.master: tuple[str, int] | None = None
+        self.switches = 0
+        self.on_switch: Callable[[Connection], Awaitable[None]] | None = None
+        self.unconfirmed = 0  # writes that fewer replicas than ``wait_replicas`` confirmed in time
+        self._open: set[Connection] = set()  # every connection of ours, for a switch to break them
+        self._switched = trio.Event()  # set (and replaced) when the sentinels announce a new master
         # By kind (the first word of the reply), every kind counted from 0 so that metrics show them all.
         self.refusals: collections.Counter[str] = collections.Counter(dict.fromkeys(sorted(REFUSALS), 0))
         self._refusal_logged: dict[str, float] = {}
@@ -158,6 +178,19 @@ class Bus:
                 raise reply
         return [reply is not None for reply in replies]
 
+    def confirmed(self, acknowledged: int, what: str) -> None:
+        """Note how many replicas confirmed a write (the reply of ``address.wait``); fewer than asked for means
+        the write may be lost in a failover: counted and logged, once in a while."""
+        if acknowledged >= self.address.wait_replicas:
+            return
+        self.unconfirmed += 1
+        now = trio.current_time()
+        if now - self._refusal_logged.get("WAIT", -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged["WAIT"] = now
+            log.warning("%s: %d of the %d replicas asked for confirmed %s within %g s: a failover now could lose "
+                        "it (%d such writes so far)", self.name, acknowledged, self.address.wait_replicas, what,
+                        self.address.wait_timeout, self.unconfirmed)
+
     async def wait_generation(self, seen: int) -> int:
         """Wait for a connection newer than generation ``seen``; return its generation."""
         while self.generation <= seen or not self.is_connected:
@@ -170,20 +203,36 @@ class Bus:
         retry = _Retry(self)
         while True:
             try:
-                async with connect(self.address, self.name) as connection:
+                async with self._connect() as connection:
                     retry.connected()
                     await handler(connection)
                     return
             except (ConnectionLost, ReplyError) as exc:
                 delay = retry.failed(exc)
-            await trio.sleep(delay)
+            await self._pause(delay)
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Connection]:
+        """A connection of ours (to the master the sentinels name, with Sentinel), known while it lives."""
+        async with connect(self.address, self.name) as connection:
+            self._open.add(connection)
+            try:
+                yield connection
+            finally:
+                self._open.discard(connection)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds before connecting again, or less: until the sentinels announce a new master."""
+        with trio.move_on_after(delay):
+            await self._switched.wait()
 
     async def _keep_connected(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         retry = _Retry(self)
         task_status.started()
         while True:
             try:
-                async with connect(self.address, self.name) as connection:
+                async with self._connect() as connection:
+                    await self._moved(connection)
                     retry.connected()
                     self._connection = connection
                     self.generation += 1
@@ -195,7 +244,46 @@ class Bus:
             except (ConnectionLost, ReplyError) as exc:
                 delay = retry.failed(exc)
             self._connection = None
+            await self._pause(delay)
+
+    async def _moved(self, connection: Connection) -> None:
+        """Follow the master: on the first connection to a new one, say so and run ``on_switch`` there."""
+        if connection.master is None or connection.master == self.master:
+            return
+        if self.master is not None:
+            log.warning("%s: the master of %r moved from %s:%d to %s:%d (a Sentinel failover)", self.name,
+                        self.address.service, *self.master, *connection.master)
+            if self.on_switch is not None:
+                await self.on_switch(connection)
+            self.switches += 1
+        self.master = connection.master
+
+    async def watch_sentinels(self) -> None:
+        """Listen to the sentinels' ``+switch-master`` (one sentinel at a time, the next when it fails): when
+        our service moves, break every connection to another master and connect again at once."""
+        retry = _Retry(self)
+        for host, port in itertools.cycle(self.address.sentinels):
+            try:
+                async with connect_sentinel(self.address, host, port) as sentinel:
+                    await sentinel.subscribe(SWITCH_MASTER)
+                    retry.connected()
+                    while True:
+                        _, data = await sentinel.next_message()
+                        self._switch_announced(data)
+            except (ConnectionLost, ReplyError) as exc:
+                delay = retry.failed(exc, f"the sentinel at {host}:{port}")
             await trio.sleep(delay)
+
+    def _switch_announced(self, data: bytes) -> None:
+        words = data.decode("utf-8", "replace").split()
+        if len(words) != 5 or words[0] != self.address.service or not words[4].isdigit():
+            return
+        master = (words[3], int(words[4]))
+        for connection in list(self._open):
+            if connection.master != master:
+                connection.abort(f"the sentinels moved the master of {words[0]!r} to {master[0]}:{master[1]}")
+        self._switched.set()
+        self._switched = trio.Event()
 
     def _announce(self) -> None:
         self._connected.set()
@@ -254,16 +342,17 @@ class _Retry:
         self.lost.reset()
         self._connected_at = trio.current_time()
 
-    def failed(self, error: BaseException) -> float:
+    def failed(self, error: BaseException, what: str = "") -> float:
         if isinstance(error, ReplyError):
             if trio.current_time() - self._connected_at >= REFUSAL_CAP:
                 self.refused.reset()
             if refusal_kind(error) is None:
-                log.error("%s: the bus at %s refused us: %s", self.bus.name, self.bus.address.url, error)
+                log.error("%s: %s refused us: %s", self.bus.name, what or f"the bus at {self.bus.address.url}",
+                          error)
             else:
                 self.bus.refused(error, "a connection of ours")
             return self.refused.next()
-        log.warning("%s: %s; connecting again", self.bus.name, error)
+        log.warning("%s: %s%s; connecting again", self.bus.name, f"{what}: " if what else "", error)
         return self.lost.next()
 
 
@@ -272,6 +361,8 @@ async def open_bus(address: BusAddress, name: str) -> AsyncIterator[Bus]:
     """A ``Bus`` kept connected for as long as the block runs."""
     async with trio.open_nursery() as nursery:
         bus = Bus(address, name)
+        if address.sentinels:
+            nursery.start_soon(bus.watch_sentinels)
         await nursery.start(bus._keep_connected)
         try:
             yield bus

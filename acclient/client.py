@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -42,16 +43,35 @@ SOCKET_TIMEOUT = WAIT_SLICE + 4.0
 #: does not answer in time is not asked again (the waits ask again themselves, up to their deadline).
 CONNECT_RETRIES = 2
 
+#: With Sentinel, times a command is sent again while the sentinels find a new master: a failover takes the
+#: sentinels' down-after time plus a second or two; with waits of up to 0.5 s this rides out about 30 s.
+FAILOVER_RETRIES = 60
+
 #: Security keywords of ``Client.from_url``; every other keyword is a redis-py option.
-SECURITY_OPTIONS = ("username", "password", "ca_file", "cert_file", "key_file")
+SECURITY_OPTIONS = ("username", "password", "ca_file", "cert_file", "key_file", "sentinel_username",
+                    "sentinel_password")
 
 
-def connection_defaults() -> dict[str, Any]:
+def connection_defaults(retries: int = CONNECT_RETRIES) -> dict[str, Any]:
     """The redis-py options every client gets unless it is given its own: the same, whatever redis-py's version
     (its defaults changed from 5.x to 8.x), so every wait ends at its deadline with our ``TimeoutError``."""
     return {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": SOCKET_TIMEOUT,
-            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), CONNECT_RETRIES,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries,
                            supported_errors=(redis.ConnectionError,))}
+
+
+def redis_for(address: BusAddress, **options: Any) -> redis.Redis:
+    """A redis-py client of the bus at ``address``, ``options`` over ``connection_defaults()``. For a Sentinel
+    address, one that asks the sentinels where the master is, and asks again after a failover: redis-py's
+    ``Sentinel`` (a connection that meets ``READONLY`` or cannot reach the master gives way to a new one, and
+    commands are sent again up to ``FAILOVER_RETRIES`` times)."""
+    if not address.sentinels:
+        return redis.Redis(**{**connection_defaults(), **address.redis_kwargs(), **options})
+    defaults = connection_defaults(FAILOVER_RETRIES)
+    timeouts = {key: value for key, value in {**defaults, **options}.items() if key.startswith("socket_")}
+    sentinels = redis.sentinel.Sentinel(list(address.sentinels), sentinel_kwargs={**address.sentinel_kwargs(),
+                                                                                   **timeouts})
+    return sentinels.master_for(address.service, **{**defaults, **address.redis_kwargs(), **options})
 
 
 class Client:
@@ -67,8 +87,7 @@ class Client:
 
     def __init__(self, address: str = "localhost", port: int = 6379, password: str | None = None, db: int = 0,
                  **redis_options: Any) -> None:
-        self._start(redis.Redis(host=address, port=port, password=password, db=db,
-                                **{**connection_defaults(), **redis_options}))
+        self._start(redis_for(BusAddress(host=address, port=port, password=password, db=db), **redis_options))
 
     def _start(self, connection: redis.Redis) -> None:
         self._redis = connection
@@ -77,15 +96,17 @@ class Client:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "Client":
-        """A client of the bus at ``url`` (``redis://``, ``rediss://``, ``unix://``).
+        """A client of the bus at ``url`` (``redis://``, ``rediss://``, ``unix://``, or the sentinels of a bus:
+        ``redis+sentinel://h1:26379,h2:26379/<service>/<db>``, ``rediss+sentinel://``, which follows a
+        failover).
 
-        ``options``: ``username``, ``password``, ``ca_file``, ``cert_file``, ``key_file``; any other is a
-        redis-py option (``socket_connect_timeout``, ...), over ``connection_defaults()``.
+        ``options``: ``username``, ``password``, ``ca_file``, ``cert_file``, ``key_file`` (of the data nodes),
+        ``sentinel_username``, ``sentinel_password`` (of the sentinels); any other is a redis-py option
+        (``socket_connect_timeout``, ...), over ``connection_defaults()``.
         """
         security = {key: options.pop(key) for key in SECURITY_OPTIONS if key in options}
         client = cls.__new__(cls)
-        client._start(redis.Redis(**{**connection_defaults(), **BusAddress.from_url(url, **security).redis_kwargs(),
-                                     **options}))
+        client._start(redis_for(BusAddress.from_url(url, **security), **options))
         return client
 
     # -- sending --------------------------------------------------------------------

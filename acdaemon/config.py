@@ -99,6 +99,15 @@ SECURITY_SCHEMA = {
     "certificate_authority": Option(str, None),
     "username": Option(str, None),
     "password": Option(str, None),
+    "sentinel_username": Option(str, None),
+    "sentinel_password": Option(str, None),
+}
+
+#: How a daemon confirms the writes that matter (``BusAddress.wait_replicas``): keys of the controller's
+#: ``[bus]`` and of the agent's ``[controllers.<key>]``.
+WAIT_SCHEMA = {
+    "wait_replicas": Option(int, 0, lambda value: None if value >= 0 else "must be 0 (do not wait) or more"),
+    "wait_timeout": Option((int, float), 1.0, positive),
 }
 
 
@@ -117,8 +126,8 @@ def listen_address(value: str) -> str | None:
 METRICS_SCHEMA = {"listen": Option(str, "", listen_address)}
 
 
-def bus_address(url: str, security: dict[str, Any]) -> BusAddress:
-    """A ``BusAddress`` from a URL and a checked ``security`` table."""
+def bus_address(url: str, security: dict[str, Any], wait: dict[str, Any] | None = None) -> BusAddress:
+    """A ``BusAddress`` from a URL, a checked ``security`` table and the ``WAIT_SCHEMA`` keys."""
     return BusAddress.from_url(
         url,
         username=security["username"],
@@ -126,6 +135,9 @@ def bus_address(url: str, security: dict[str, Any]) -> BusAddress:
         ca_file=security["certificate_authority"],
         cert_file=security["client_certificate"],
         key_file=security["client_certificate_key"],
+        sentinel_username=security["sentinel_username"],
+        sentinel_password=security["sentinel_password"],
+        **(wait or {}),
     )
 
 

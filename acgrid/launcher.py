@@ -25,8 +25,10 @@ import tomli_w
 
 import acclient
 from acbus.address import BusAddress
+from acclient.client import redis_for
 from acgrid.processes import READY_TIMEOUT, GridError, spawn, stop_process
 from acgrid.redis_server import RedisServer
+from acgrid.sentinel import SentinelTopology
 from acgrid.tls import TlsFiles, make_tls_files
 from controller import acl as controller_acl
 from protocol import keys
@@ -59,12 +61,17 @@ class AgentSpec:
 class Grid:
     """A private bus, ``controllers`` controllers and the given agents.
 
+    With ``sentinel`` the bus is a ``SentinelTopology`` (a master, a replica, three sentinels; ``topology``),
+    and every part is given its Sentinel address; ``sentinel_auth`` makes the data nodes and the sentinels
+    require passwords, ``sentinel_options`` go to the topology (``down_after``, ``node_args``).
     Use as a context manager, or call ``start()`` and ``stop()``.
     """
 
     def __init__(self, agents: list[AgentSpec] | None = None, *, controllers: int = 1, bus_url: str | None = None,
                  heartbeat_interval: float = 0.5, controller_config: dict[str, Any] | None = None,
-                 log_level: str = "INFO", keep_files: bool = False, tls: bool = False, acl: bool = False) -> None:
+                 log_level: str = "INFO", keep_files: bool = False, tls: bool = False, acl: bool = False,
+                 sentinel: bool = False, sentinel_auth: bool = False,
+                 sentinel_options: dict[str, Any] | None = None) -> None:
         self.agent_specs = {spec.name: spec for spec in (agents or [AgentSpec(1, 1)])}
         self.controller_count = controllers
         self.external_bus = bus_url
@@ -75,6 +82,10 @@ class Grid:
         self.tls = tls
         self.tls_files: TlsFiles | None = None
         self.acl = acl
+        self.sentinel = sentinel
+        self.sentinel_auth = sentinel_auth
+        self.sentinel_options = sentinel_options or {}
+        self.topology: SentinelTopology | None = None
         self.credentials: dict[str, str] = {}  # the admin user, with acl: every part but agents and clients use it
         self._client_password: str | None = None
         self.workdir: Path | None = None
@@ -99,7 +110,9 @@ class Grid:
         try:
             if self.tls:
                 self.tls_files = make_tls_files(self.workdir / "tls")
-            if not self.external_bus:
+            if self.sentinel and not self.external_bus:
+                self._start_topology()
+            elif not self.external_bus:
                 self.redis_server = RedisServer(self.workdir / "redis", tls=self.tls_files)
                 self.redis_server.workdir.mkdir()
                 self.bus_url = self.redis_server.start()
@@ -124,15 +137,33 @@ class Grid:
         if self.redis_server is not None:
             self.redis_server.stop()
             self.redis_server = None
+        if self.topology is not None:
+            self.topology.stop()
+            self.topology = None
         if self.workdir is not None and not self.keep_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- access ---------------------------------------------------------------------
 
+    def _start_topology(self) -> None:
+        if self.acl:
+            raise GridError("acl with sentinel: Redis keeps ACL users per node (they are not replicated), so each "
+                            "node would need the same aclfile; run a Sentinel grid without acl")
+        assert self.workdir is not None  # start() makes it first
+        self.topology = SentinelTopology(self.workdir / "redis", tls=self.tls_files, auth=self.sentinel_auth,
+                                         **self.sentinel_options)
+        self.bus_url = self.topology.start()
+        if self.topology.node_password:
+            self.credentials = {"password": self.topology.node_password}
+
     @property
     def address(self) -> BusAddress:
         """The bus, with the grid's admin credentials (those of the controllers)."""
-        return BusAddress.from_url(self.bus_url, **self._tls(), **self.credentials)
+        return BusAddress.from_url(self.bus_url, **self._tls(), **self.credentials, **self._sentinel_secret())
+
+    def _sentinel_secret(self) -> dict[str, str]:
+        password = self.topology.sentinel_password if self.topology else None
+        return {"sentinel_password": password} if password else {}
 
     def security_table(self, username: str | None = None, password: str | None = None) -> dict[str, str | None]:
         """The ``security`` table of a daemon's config: TLS files and the given (or the admin) user."""
@@ -142,7 +173,7 @@ class Grid:
                      "client_certificate": str(self.tls_files.client_cert),
                      "client_certificate_key": str(self.tls_files.client_key)}
         user: Mapping[str, str | None] = {"username": username, "password": password} if username else self.credentials
-        return {**table, **user}
+        return {**table, **user, **self._sentinel_secret()}
 
     def _tls(self) -> dict[str, str]:
         return self.tls_files.security() if self.tls_files else {}
@@ -160,13 +191,14 @@ class Grid:
     def redis(self) -> redis.Redis:
         """A plain redis-py client of the grid's bus."""
         if self._redis is None:
-            self._redis = redis.Redis(**self.address.redis_kwargs())
+            self._redis = redis_for(self.address, socket_timeout=None) if self.topology else \
+                redis.Redis(**self.address.redis_kwargs())
         return self._redis
 
     def client(self) -> acclient.Client:
         """A client of the grid's bus; with acl, as client user ``client-grid``."""
         if not self.acl:
-            return acclient.Client.from_url(self.bus_url, **self._tls())
+            return acclient.Client.from_url(self.bus_url, **self._tls(), **self.credentials, **self._sentinel_secret())
         user, password = self.client_user()
         return acclient.Client.from_url(self.bus_url, **self._tls(), username=user, password=password)
 
@@ -262,7 +294,7 @@ class Grid:
         if self.acl:
             password = controller_acl.add_agent(self.redis, spec.gid, spec.nid, roles=spec.roles)
             config["controllers"]["main"]["security"] = self.security_table(agent_user(spec.gid, spec.nid), password)
-        elif self.tls_files:
+        elif self.security_table():
             config["controllers"]["main"]["security"] = self.security_table()
         path = folder / "agent2.toml"
         path.write_text(tomli_w.dumps(_merge(config, spec.config)))

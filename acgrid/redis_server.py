@@ -25,12 +25,15 @@ class RedisServer:
     """
 
     def __init__(self, workdir: Path | None = None, extra_args: tuple[str, ...] = (),
-                 tls: TlsFiles | None = None, persistence: bool = True) -> None:
+                 tls: TlsFiles | None = None, persistence: bool = True, password: str | None = None,
+                 replica_of: int | None = None) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ac-redis-"))
         self.extra_args = extra_args
         self.tls = tls
         self.persistence = persistence
+        self.password = password  # the default user's (and the replication link's)
+        self.replica_of = replica_of  # the port of the master on 127.0.0.1 this one starts as a replica of
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -46,13 +49,18 @@ class RedisServer:
         binary = redis_server_binary()
         for _ in range(5):  # a free port can be taken by someone else before redis binds it
             self.port = _free_port()
-            notify_path = self.workdir / "redis.notify"
-            with _notify_socket(notify_path) as notify:
-                self.process = spawn(self._argv(binary), self.log_path, {"NOTIFY_SOCKET": str(notify_path)})
-                if _await_ready(notify, self.process):
-                    return self.url
+            if self._spawn(binary):
+                return self.url
+            assert self.process is not None  # _spawn() started it
             stop_process(self.process)
         raise GridError(f"redis-server did not start; its log:\n{self.log_path.read_text(errors='replace')}")
+
+    def _spawn(self, binary: str) -> bool:
+        """Start the process on ``self.port``; whether it said it is ready (systemd's notify protocol)."""
+        notify_path = self.workdir / "redis.notify"
+        with _notify_socket(notify_path) as notify:
+            self.process = spawn(self._argv(binary), self.log_path, {"NOTIFY_SOCKET": str(notify_path)})
+            return _await_ready(notify, self.process)
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.process is not None:
@@ -66,12 +74,8 @@ class RedisServer:
         if empty:
             shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
             (self.workdir / "dump.rdb").unlink(missing_ok=True)
-        binary = redis_server_binary()
-        notify_path = self.workdir / "redis.notify"
-        with _notify_socket(notify_path) as notify:
-            self.process = spawn(self._argv(binary), self.log_path, {"NOTIFY_SOCKET": str(notify_path)})
-            if not _await_ready(notify, self.process):
-                raise GridError(f"redis-server did not restart on port {self.port}")
+        if not self._spawn(redis_server_binary()):
+            raise GridError(f"redis-server did not restart on port {self.port}")
 
     def _argv(self, binary: str) -> list[str]:
         listen = ["--port", str(self.port)]
@@ -81,6 +85,12 @@ class RedisServer:
                       "--tls-auth-clients", "yes"]
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistence else ["--appendonly",
                                                                                                      "no"]
+        if self.tls:
+            listen += ["--tls-replication", "yes"]
+        if self.password:
+            listen += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of:
+            listen += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         return [binary, *listen, "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "", *persistence,
                 "--maxmemory-policy", "noeviction", "--supervised", "systemd", *self.extra_args]
 
@@ -107,9 +117,19 @@ def redis_server_version() -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free now (someone may still take one before it is bound)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from acbus.address import BusAddress
 from acdaemon.config import (
     METRICS_SCHEMA,
     SECURITY_SCHEMA,
+    WAIT_SCHEMA,
     ConfigError,
     Option,
     bus_address,
@@ -43,7 +44,7 @@ MAIN_SCHEMA = {
     "heartbeat_interval": Option((int, float), 2.0, positive),
     "kill_grace": Option((int, float), 5.0, positive),
 }
-CONTROLLER_SCHEMA = {"url": Option(str, check=bus_url), "security": Option(dict, None)}
+CONTROLLER_SCHEMA = {"url": Option(str, check=bus_url), "security": Option(dict, None), **WAIT_SCHEMA}
 CHANNEL_SCHEMA = {"cmds": Option(list, [], list_of_strings)}
 EXTENSION_SCHEMA = {
     "binary": Option(str, check=non_empty),
@@ -180,7 +181,8 @@ def _controllers(value: object, path: Path) -> dict[str, BusAddress]:
         where = f"{path} [controllers.{name}]"
         checked = take_section(table, CONTROLLER_SCHEMA, where)
         security = take_section(checked["security"], SECURITY_SCHEMA, f"{path} [controllers.{name}.security]")
-        controllers[name] = bus_address(checked["url"], _resolve_files(security, path))
+        controllers[name] = bus_address(checked["url"], _resolve_files(security, path),
+                                        {key: checked[key] for key in WAIT_SCHEMA})
     return controllers
 
 
