@@ -178,16 +178,17 @@ class Bus:
                 raise reply
         return [reply is not None for reply in replies]
 
-    def confirmed(self, acknowledged: int, what: str) -> None:
-        """Note how many replicas confirmed a write (the reply of ``address.wait``); fewer than asked for means
-        the write may be lost in a failover: counted and logged, once in a while."""
-        if acknowledged >= self.address.wait_replicas:
+    def confirmed(self, acknowledged: int | ReplyError, what: str) -> None:
+        """Note how many replicas confirmed a write (the reply of ``address.wait``, which may be an error: an ACL
+        that does not allow ``WAIT``); fewer than asked for means the write may be lost in a failover: counted
+        and logged, once in a while."""
+        if isinstance(acknowledged, int) and acknowledged >= self.address.wait_replicas:
             return
         self.unconfirmed += 1
         now = trio.current_time()
         if now - self._refusal_logged.get("WAIT", -REFUSAL_LOG_INTERVAL) >= REFUSAL_LOG_INTERVAL:
             self._refusal_logged["WAIT"] = now
-            log.warning("%s: %d of the %d replicas asked for confirmed %s within %g s: a failover now could lose "
+            log.warning("%s: %s of the %d replicas asked for confirmed %s within %g s: a failover now could lose "
                         "it (%d such writes so far)", self.name, acknowledged, self.address.wait_replicas, what,
                         self.address.wait_timeout, self.unconfirmed)
 

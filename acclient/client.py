@@ -2,8 +2,9 @@
 
 import contextlib
 import json
+import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,8 @@ from protocol.command import CONTROLLER_CMD, Command, check_result_ttl, check_ta
 from protocol.errors import ProtocolError
 from protocol.states import State
 from protocol.targets import Rollout, check_hosts, check_ttl, parse_agents
+
+log = logging.getLogger(__name__)
 
 #: Seconds the shortcut methods (``get_os_info``, ``get_msgs``, ...) wait for their answer.
 DEFAULT_TIMEOUT = 60.0
@@ -47,9 +50,9 @@ CONNECT_RETRIES = 2
 #: sentinels' down-after time plus a second or two; with waits of up to 0.5 s this rides out about 30 s.
 FAILOVER_RETRIES = 60
 
-#: Security keywords of ``Client.from_url``; every other keyword is a redis-py option.
+#: Keywords of ``Client.from_url`` about the bus (``BusAddress``); every other keyword is a redis-py option.
 SECURITY_OPTIONS = ("username", "password", "ca_file", "cert_file", "key_file", "sentinel_username",
-                    "sentinel_password")
+                    "sentinel_password", "wait_replicas", "wait_timeout")
 
 
 def connection_defaults(retries: int = CONNECT_RETRIES) -> dict[str, Any]:
@@ -89,9 +92,10 @@ class Client:
                  **redis_options: Any) -> None:
         self._start(redis_for(BusAddress(host=address, port=port, password=password, db=db), **redis_options))
 
-    def _start(self, connection: redis.Redis) -> None:
+    def _start(self, connection: redis.Redis, wait: tuple[str, int, int] | None = None) -> None:
         self._redis = connection
-        self._send = connection.register_script(SEND_SCRIPT)
+        script = connection.register_script(SEND_SCRIPT)
+        self._send = _confirmed(connection, script, wait) if wait else script
         self._epochs_gone: dict[bytes | None, float] = {}  # bus epochs seen replaced, and since when
 
     @classmethod
@@ -101,12 +105,13 @@ class Client:
         failover).
 
         ``options``: ``username``, ``password``, ``ca_file``, ``cert_file``, ``key_file`` (of the data nodes),
-        ``sentinel_username``, ``sentinel_password`` (of the sentinels); any other is a redis-py option
-        (``socket_connect_timeout``, ...), over ``connection_defaults()``.
+        ``sentinel_username``, ``sentinel_password`` (of the sentinels), ``wait_replicas``, ``wait_timeout``
+        (each command sent is confirmed by that many replicas, Redis ``WAIT``, so that a failover cannot lose
+        it); any other is a redis-py option (``socket_connect_timeout``, ...), over ``connection_defaults()``.
         """
-        security = {key: options.pop(key) for key in SECURITY_OPTIONS if key in options}
+        address = BusAddress.from_url(url, **{key: options.pop(key) for key in SECURITY_OPTIONS if key in options})
         client = cls.__new__(cls)
-        client._start(redis_for(BusAddress.from_url(url, **security), **options))
+        client._start(redis_for(address, **options), address.wait)
         return client
 
     # -- sending --------------------------------------------------------------------
@@ -289,6 +294,22 @@ class Client:
             yield pubsub
         finally:
             pubsub.close()
+
+
+def _confirmed(connection: redis.Redis, script: Any, wait: tuple[str, int, int]) -> Callable[..., Any]:
+    """``script``, each call confirmed by ``wait`` (``WAIT n ms``) in the same round trip: a command is then on
+    ``n`` replicas before the client goes on, so a failover cannot lose it. Fewer replicas in time is logged."""
+    def send(keys: list[str], args: list[Any]) -> Any:
+        pipe = connection.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.execute_command(*wait)
+        reply, acknowledged = pipe.execute()
+        if acknowledged < wait[1]:
+            log.warning("%d of the %d replicas asked for confirmed a command within %d ms: a failover now could "
+                        "lose it", acknowledged, wait[1], wait[2])
+        return reply
+
+    return send
 
 
 def _agents(value: Sequence[str | tuple[int, int]] | None, field: str) -> tuple[tuple[int, int], ...]:

@@ -221,7 +221,7 @@ class Cmd(BaseCmd):
             return
         since = gone.setdefault(self._epoch, time.monotonic())  # when this client first saw that epoch gone
         if time.monotonic() - since >= LOSS_GRACE:
-            raise CommandLost(self._id)
+            raise CommandLost(self._id, failover=(epoch or b"").startswith(keys.FAILOVER_EPOCH_PREFIX.encode()))
 
     def _check_controller(self) -> None:
         """Raise ``NoControllerError`` when no controller is alive on the bus (none renewed its key lately)."""

@@ -16,13 +16,17 @@ class JobError(RuntimeError):
 
 class CommandLost(RuntimeError):
     """The bus lost the command before it was answered: Redis restarted without persistence (or was flushed)
-    while the command waited to be routed or to be taken by its agent. It may not have run; send it again
-    if that is safe."""
+    while the command waited to be routed or to be taken by its agent, or (``failover``) a Sentinel failover
+    promoted a replica that had not received it yet. It may not have run; send it again if that is safe."""
 
-    def __init__(self, command_id: str) -> None:
-        super().__init__(f"command {command_id} was lost: the bus lost its data (Redis restarted without "
-                         "persistence, or was flushed) before the command was answered; it may not have run")
+    def __init__(self, command_id: str, failover: bool = False) -> None:
+        why = ("a failover of the bus promoted a replica that had not received it (Redis replicates "
+               "asynchronously: wait_replicas closes that gap)") if failover else \
+            "the bus lost its data (Redis restarted without persistence, or was flushed)"
+        super().__init__(f"command {command_id} was lost: {why} before the command was answered; it may not "
+                         "have run")
         self.command_id = command_id
+        self.failover = failover
 
 
 class NoControllerError(RuntimeError):

@@ -103,8 +103,8 @@ SECURITY_SCHEMA = {
     "sentinel_password": Option(str, None),
 }
 
-#: How a daemon confirms the writes that matter (``BusAddress.wait_replicas``): keys of the controller's
-#: ``[bus]`` and of the agent's ``[controllers.<key>]``.
+#: How the agent confirms the writes that matter, its results (``BusAddress.wait_replicas``): keys of its
+#: ``[controllers.<key>]``.
 WAIT_SCHEMA = {
     "wait_replicas": Option(int, 0, lambda value: None if value >= 0 else "must be 0 (do not wait) or more"),
     "wait_timeout": Option((int, float), 1.0, positive),

@@ -25,11 +25,17 @@ One order is kept across lanes: an update of a job waits for the bulk
 envelopes that carry that job's messages and were put before it, so a
 client that sees a job end has been sent all of its messages.
 
-On each new connection the agent reads ``outseq``. Gone, after the agent had
-written to it, it says that the bus lost its data (Redis restarted without
-persistence): ``on_data_lost`` is called before anything more is written,
-so that what it puts first (``put_first``: the jobs the agent still holds,
-and its inflight list restored) reaches the bus ahead of their results.
+On each new connection the agent reads ``outseq``. Behind what the bus had
+confirmed (gone: Redis restarted without persistence; lower: a Sentinel
+failover promoted a replica that had not received our last writes), it says
+that the bus lost writes of ours: ``on_data_lost`` is called before anything
+more is written, so that what it puts first (``put_first``: the jobs the
+agent still holds) reaches the bus ahead of their results. ``lock`` is held
+while the outbox reads ``outseq`` and writes, so that the uplink can put its
+inflight list right (``Uplink.reconcile``) between two writes.
+
+With ``wait_replicas`` (Sentinel), each write is confirmed by ``WAIT``: a
+result is then on the replicas before the agent forgets it.
 """
 
 import collections
@@ -68,7 +74,6 @@ class _Entry:
     jobs: frozenset[str] = frozenset()  # bulk: the jobs whose messages it carries
     after: int = 0  # urgent: the number of the last bulk entry it must follow (0: none)
     number: int = 0  # bulk: its number among the bulk entries, in the order they were put
-    restore: tuple[bytes, ...] = ()  # commands to put back into the inflight list (after the bus lost it)
     seq: int = 0  # set when first sent: its place in outseq's numbering
     done: bool = False
     size: int = field(init=False)
@@ -79,10 +84,10 @@ class _Entry:
 
 class Outbox:
     """``on_delivered(raw)`` is called for each finished command once it left the inflight list;
-    ``on_data_lost()`` when the bus turns out to have lost its data."""
+    ``on_data_lost(everything)`` when the bus turns out to have lost writes of ours (``everything``: its data)."""
 
     def __init__(self, bus: Bus, agent_keys: AgentKeys, on_delivered: Callable[[bytes], None],
-                 on_data_lost: Callable[[], None] = lambda: None) -> None:
+                 on_data_lost: Callable[[bool], None] = lambda everything: None) -> None:
         self.bus = bus
         self.keys = agent_keys
         self.on_delivered = on_delivered
@@ -103,6 +108,7 @@ class Outbox:
         self._bulk_bytes = 0
         self._delivered = trio.Event()
         self.dropped = 0
+        self.lock = trio.Lock()
 
     def __len__(self) -> int:
         return sum(not entry.done for entry in itertools.chain(self._urgent, self._bulk))
@@ -131,11 +137,15 @@ class Outbox:
         self._bulk_bytes += entry.size
         return self._add(entry)
 
-    def put_first(self, envelope: str | None, restore: Iterable[bytes] = ()) -> None:
-        """Queue an urgent envelope ahead of every other, with commands to put back into the inflight list."""
-        entry = _Entry(envelope, None, restore=tuple(restore))
-        self._urgent.appendleft(entry)
+    def put_first(self, envelope: str) -> None:
+        """Queue an urgent envelope ahead of every other."""
+        self._urgent.appendleft(_Entry(envelope, None))
         self._wakeup.set()
+
+    def unconfirmed_removals(self) -> list[bytes]:
+        """The commands a write now on its way (or cut short) takes off the inflight list: whether the bus
+        applied it is not known yet."""
+        return [entry.finished_command for entry in self._sending if entry.finished_command is not None]
 
     def put_removal(self, finished_command: bytes) -> None:
         """Take a command off the inflight list without telling the controller anything."""
@@ -174,13 +184,15 @@ class Outbox:
         while True:
             try:
                 connection = await self.bus.connection()  # the one this turn uses: checked, then written to
-                if self._check_delivered or self._checked_on != self.bus.generation:
-                    await self._forget_delivered(connection)
-                batch = self._sending or self._next_batch()
+                async with self.lock:
+                    if self._check_delivered or self._checked_on != self.bus.generation:
+                        await self._forget_delivered(connection)
+                    batch = self._sending or self._next_batch()
+                    if batch:
+                        await self._write(connection, batch)
                 if not batch:
                     await self._wait_for_work()
                     continue
-                await self._write(connection, batch)
                 refused.reset()
             except ConnectionLost as exc:
                 log.warning("outbox write interrupted: %s", exc)
@@ -233,15 +245,18 @@ class Outbox:
                 entry.seq = self._last_seq
         envelopes = [entry.envelope for entry in batch if entry.envelope is not None]
         finished = [entry.finished_command for entry in batch if entry.finished_command is not None]
-        restore = [raw for entry in batch for raw in entry.restore]
         commands: list[tuple] = [("MULTI",), ("SET", self.keys.outbox_seq, batch[-1].seq)]
-        if restore:
-            commands.append(("RPUSH", self.keys.inflight, *restore))
         commands += [("LREM", self.keys.inflight, 1, raw) for raw in finished]
         if envelopes:
             commands += [("RPUSH", self.keys.outbox, *envelopes), ("PUBLISH", self.keys.bell, "")]
         commands.append(("EXEC",))
-        replies = await connection.pipeline(commands)
+        wait = self.bus.address.wait
+        replies = await connection.pipeline([*commands, wait] if wait else commands, raise_errors=False)
+        if wait:
+            self.bus.confirmed(replies.pop(), "an outbox write")
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise reply
         self._delivered_seq = batch[-1].seq
         if envelopes:
             self._backlog = replies[-1][-2]  # what RPUSH answered: the outbox's length
@@ -249,17 +264,16 @@ class Outbox:
 
     async def _forget_delivered(self, connection: Connection) -> None:
         """On a new connection: whether the transaction in flight arrived, per ``outseq``; whether the bus
-        lost its data (``outseq`` gone after we wrote it)."""
+        lost writes of ours (``outseq`` gone, or behind what it had confirmed)."""
         generation = self.bus.generation
         seq = await connection.execute("GET", self.keys.outbox_seq)
-        if seq is None and self._delivered_seq > 0:  # the bus had a write of ours, and now has nothing
+        delivered = int(seq or 0)
+        if delivered < self._delivered_seq:  # the bus had confirmed writes of ours that it no longer has
             self.data_losses += 1
-            self._delivered_seq = 0
-            for entry in self._sending:  # whatever it was, it is gone: send it again, after what comes first
+            for entry in self._sending:  # it is gone too: send it again, after what comes first
                 entry.seq = 0
             self._sending = []
-            self.on_data_lost()
-        delivered = int(seq or 0)
+            self.on_data_lost(seq is None)
         if self._sending and self._sending[-1].seq <= delivered:
             self._finish(self._sending)
         self._delivered_seq = delivered

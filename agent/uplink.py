@@ -5,6 +5,14 @@ Every uplink has an outbox. An uplink the agent takes commands from (see
 runs the intake: commands move from the agent's queue to its inflight list
 (``BLMOVE``), so a command the agent holds is never lost, and leave that list
 only with their final result (see ``agent/outbox.py``).
+
+A bus that lost writes (its data, or the last moments before a Sentinel
+failover) may have lost what the agent did: the commands it took may be back
+in its queue, or gone from its inflight list. So each time the intake
+connects, it first puts the inflight list right (``reconcile``): every
+command the agent holds is in it, and not in its queue. A command whose
+routing was lost too may be routed to the agent again: that copy is taken
+off the inflight list, unanswered, while the first one still runs.
 """
 
 import collections
@@ -47,6 +55,7 @@ class Uplink:
         self.describe = describe
         self.outbox = Outbox(bus, keys, on_delivered=self._forget, on_data_lost=self._reannounce)
         self._held: collections.Counter[bytes] = collections.Counter()  # raw commands in our inflight list
+        self._resent: set[bytes] = set()  # held commands the bus had forgotten: a controller may route them again
         self._intake = trio.CancelScope()
         self.results: collections.Counter[str] = collections.Counter()  # results reported, by state
         self.registered = trio.Event()  # a registration of ours reached the bus
@@ -77,25 +86,45 @@ class Uplink:
         """Take an unanswerable command off the inflight list."""
         self.outbox.put_removal(raw)
 
-    def _reannounce(self) -> None:
-        """The bus lost its data (our own keys are gone): put the commands we hold back into our inflight
-        list, and tell the controllers which jobs we still run, ahead of any of their results."""
-        held = list(self._held.elements())
+    def _reannounce(self, everything: bool) -> None:
+        """The bus lost writes of ours (``everything``: its data): tell the controllers which jobs we still run,
+        ahead of any of their results (the intake puts the inflight list right when it connects again)."""
         jobs = []
-        for raw in dict.fromkeys(held):
+        for raw in self._held:
             try:
                 command = decode_command(raw)
             except MalformedCommand:
                 continue
             jobs.append(self.describe(command))
-        self.outbox.put_first(envelope.adopt_envelope(jobs) if jobs else None, restore=held)
-        log.error("the bus at %s lost its data (Redis restarted without persistence?): announcing the %d jobs we "
-                  "still hold, so that their results are taken", self.bus.address.url, len(jobs))
+        if jobs:
+            self.outbox.put_first(envelope.adopt_envelope(jobs))
+        what = "its data (Redis restarted without persistence?)" if everything else \
+            "our last writes (a failover to a replica that had not received them?)"
+        log.error("the bus at %s lost %s: announcing the %d jobs we still hold, so that their results are taken",
+                  self.bus.address.url, what, len(jobs))
+
+    async def reconcile(self, connection: Connection) -> list[bytes]:
+        """Make our inflight list hold every command we hold (a bus that lost writes may have put one back in
+        our queue, or lost it altogether); return the list as it is then. Runs between two outbox writes."""
+        async with self.outbox.lock:
+            inflight = await connection.execute("LRANGE", self.keys.inflight, 0, -1)
+            missing = list((self._held - collections.Counter(self.outbox.unconfirmed_removals())
+                            - collections.Counter(inflight)).elements())
+            if not missing:
+                return inflight
+            replies = await connection.pipeline([("MULTI",), *(("LREM", self.keys.commands, 1, raw) for raw in missing),
+                                                 ("RPUSH", self.keys.inflight, *missing), ("EXEC",)])
+        removed = replies[-1][:-1]
+        self._resent.update(raw for raw, taken in zip(missing, removed, strict=True) if not taken)
+        log.warning("the bus at %s had lost %d commands we hold from our inflight list (%d of them were back in our "
+                    "queue): put back", self.bus.address.url, len(missing), sum(removed))
+        return [*inflight, *missing]
 
     def _forget(self, raw: bytes) -> None:
         self._held[raw] -= 1
         if self._held[raw] <= 0:
             del self._held[raw]
+            self._resent.discard(raw)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -128,7 +157,7 @@ class Uplink:
                 self._intake_live = trio.Event()
 
     async def _take_on(self, connection: Connection) -> None:
-        for raw in await connection.execute("LRANGE", self.keys.inflight, 0, -1):
+        for raw in await self.reconcile(connection):
             if not self.is_held(raw):
                 self.dispatch(self, raw)  # taken just before a lost connection: the reply never came
         self._intake_live.set()
@@ -142,9 +171,19 @@ class Uplink:
         while True:
             taken = [raw for raw in await connection.pipeline(wanted) if raw is not None]
             for raw in taken:
-                self.dispatch(self, raw)
+                self._take(raw)
             kept_giving = len(taken) == len(wanted)
             wanted = [take] * min(2 * len(wanted), TAKE_BATCH) if kept_giving else [wait, take]
+
+    def _take(self, raw: bytes) -> None:
+        if raw in self._resent and self.is_held(raw):  # routed again after a failover lost its first routing
+            self._resent.discard(raw)
+            self.hold(raw)
+            self.drop(raw)
+            log.info("took a command we already run a second time (a controller routed it again after the bus "
+                     "lost its first routing): the copy is dropped")
+            return
+        self.dispatch(self, raw)
 
     async def _heartbeat(self) -> None:
         """Beat every ``heartbeat_interval`` while the intake can take commands (liveness means that: an agent

@@ -9,7 +9,6 @@ from acbus.address import DEFAULT_URL, BusAddress
 from acdaemon.config import (
     METRICS_SCHEMA,
     SECURITY_SCHEMA,
-    WAIT_SCHEMA,
     ConfigError,
     Option,
     bus_address,
@@ -38,7 +37,7 @@ def event_argv(command_line: str, gid: int, nid: int) -> list[str]:
     """The argv of an event handler: split like a shell would (no shell runs it), placeholders filled."""
     return [part.format(gid=gid, nid=nid) for part in shlex.split(command_line)]
 
-BUS_SCHEMA = {"url": Option(str, DEFAULT_URL, bus_url), "security": Option(dict, None), **WAIT_SCHEMA}
+BUS_SCHEMA = {"url": Option(str, DEFAULT_URL, bus_url), "security": Option(dict, None)}
 RESULTS_SCHEMA = {
     "result_ttl": Option(int, 24 * 3600, positive),
     "joblog_max": Option(int, 100_000, positive),
@@ -108,7 +107,7 @@ def load_config(path: str | Path | None, bus_override: str | None = None) -> Con
         raise ConfigError(f"{where} [routing] takeover_after: must be at least twice [agents] sweep_interval "
                           f"({agents['sweep_interval']}), got {routing['takeover_after']!r}")
     return ControllerConfig(
-        bus=bus_address(bus_override or bus["url"], security, {key: bus[key] for key in WAIT_SCHEMA}),
+        bus=bus_address(bus_override or bus["url"], security),
         **results,
         **routing,
         **agents,

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from acbus.connection import Connection
 from acbus.link import Bus
 from protocol import keys
 from protocol.events import (
@@ -9,15 +10,16 @@ from protocol.events import (
     AGENT_LOST,
     AGENT_REGISTERED,
     BUS_DATA_LOST,
+    BUS_FAILOVER,
     CONTROLLER_STARTED,
     encode_event,
 )
 
-__all__ = ["AGENT_FORGOTTEN", "AGENT_LOST", "AGENT_REGISTERED", "BUS_DATA_LOST", "CONTROLLER_STARTED", "publish",
-           "publish_all"]
+__all__ = ["AGENT_FORGOTTEN", "AGENT_LOST", "AGENT_REGISTERED", "BUS_DATA_LOST", "BUS_FAILOVER", "CONTROLLER_STARTED",
+           "publish", "publish_all"]
 
 
-async def publish(bus: Bus, event: str, **details: Any) -> None:
+async def publish(bus: Bus | Connection, event: str, **details: Any) -> None:
     await bus.execute("PUBLISH", keys.EVENTS, encode_event(event, **details))
 
 

@@ -21,6 +21,9 @@ Each sweep also looks at the bus epoch (``keys.BUS_EPOCH``), a token that
 vanishes only with the bus's data. Found missing (Redis restarted without
 persistence, or was flushed), it is set again, and for ``ADOPTION_WINDOW``
 seconds the agents' ``adopt`` envelopes reopen the jobs they still run.
+A Sentinel failover is a partial loss of the same kind (the new master may
+lack the last writes): ``on_switch`` sets a new epoch and opens the same
+window, on the new master, before this controller does anything else there.
 """
 
 import logging
@@ -28,7 +31,7 @@ import uuid
 
 import trio
 
-from acbus.connection import ConnectionLost, ReplyError
+from acbus.connection import Connection, ConnectionLost, ReplyError
 from acbus.link import RECONNECT_CAP, Bus
 from controller import events, scripts
 from controller.config import ControllerConfig
@@ -74,6 +77,7 @@ class Liveness:
         self.agents_lost = 0
         self.jobs_failed = 0  # unfinished jobs of lost agents answered ERROR
         self.data_losses = 0  # times this controller found that the bus had lost its data
+        self.failovers = 0  # times the bus's master moved (Sentinel) and this controller checked its books again
         self._epoch: bytes | None = None
 
     async def run(self) -> None:
@@ -152,6 +156,21 @@ class Liveness:
                       "(appendonly yes) to lose nothing (docs/operations.md)")
             await events.publish(self.bus, events.BUS_DATA_LOST, controller=self.lanes[0])
         self._epoch = epoch
+
+    async def on_switch(self, connection: Connection) -> None:
+        """The bus has a new master (``Bus.on_switch``): it may lack the last writes made on the old one. A new
+        epoch makes waiting clients check that the bus still knows their commands, the adoption window lets
+        agents reopen the jobs they hold, and the next sweep reads every registration and load again."""
+        fresh = (keys.FAILOVER_EPOCH_PREFIX + uuid.uuid4().hex).encode()
+        self._epoch = await scripts.ROTATE_EPOCH.run(connection, [keys.BUS_EPOCH, keys.ADOPTING],
+                                                     [self._epoch or b"", fresh, int(ADOPTION_WINDOW * 1000)])
+        self.failovers += 1
+        self._slow_at = -SLOW_EVERY
+        host, port = connection.master or ("?", 0)
+        master = f"{host}:{port}"
+        log.warning("the bus failed over to %s: the last writes to the old master may be lost; clients waiting on "
+                    "commands it lost are told so, agents reopen the jobs they still hold", master)
+        await events.publish(connection, events.BUS_FAILOVER, controller=self.lanes[0], master=master)
 
     async def _forget_the_long_dead(self) -> None:
         """Drop the registrations of agents dead longer than ``forget_after`` (their death noted when seen)."""

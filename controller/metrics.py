@@ -37,6 +37,8 @@ def controller_metrics(controller: "Controller") -> list[Metric | Histogram]:
         counter("ac_controller_agents_lost_total", "Agents this controller saw stop beating", liveness.agents_lost),
         counter("ac_controller_bus_data_losses_total", "Times this controller found that the bus had lost its data "
                 "(Redis restarted without persistence, or flushed)", liveness.data_losses),
+        counter("ac_controller_bus_failovers_total", "Times the bus's master moved (a Sentinel failover) and this "
+                "controller looked at its books again on the new one", liveness.failovers),
         counter("ac_controller_jobs_adopted_total", "Jobs agents still ran after the bus lost its data, open again",
                 controller.collector.jobs_adopted),
         gauge("ac_controller_jobs_running", "Jobs routed to agents and not finished yet (by any controller)",

@@ -67,5 +67,7 @@ TUNNEL_OPEN = Script("tunnel_open")
 TUNNEL_RELAY = Script("tunnel_relay")
 TUNNEL_RESET = Script("tunnel_reset")
 TUNNEL_ADOPT = Script("tunnel_adopt")
-ALL = (ROUTE, DRAIN, FAIL_JOBS, RECOVER, CLAIM, TICK, TUNNEL_OPEN, TUNNEL_RELAY, TUNNEL_RESET, TUNNEL_ADOPT)
+ROTATE_EPOCH = Script("rotate_epoch")
+ALL = (ROUTE, DRAIN, FAIL_JOBS, RECOVER, CLAIM, TICK, TUNNEL_OPEN, TUNNEL_RELAY, TUNNEL_RESET, TUNNEL_ADOPT,
+       ROTATE_EPOCH)
 _BY_SHA = {script.sha: script for script in ALL}

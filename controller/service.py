@@ -76,6 +76,7 @@ class Controller:
         self.intake = Intake(config, bus, self.registry, controller_id, self.builtins)
         self.collector = Collector(config, bus, self.registry, self.on_registrations)
         self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
+        bus.on_switch = self.liveness.on_switch  # a failover: look at the books again on the new master first
         self.scheduler = Scheduler(bus)
         self.rollouts = Rollouts(config, bus, self.registry)
         self.handlers = EventHandlers(config)

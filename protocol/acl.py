@@ -20,6 +20,7 @@ from protocol.keys import (
 #: Every Redis command an agent sends (the connection handshake included).
 AGENT_COMMANDS = (
     "auth", "hello", "select", "client|setname", "ping",       # connecting
+    "role", "wait",                                           # Sentinel: is it the master; writes confirmed
     "blmove", "lmove", "lrange", "lrem",                      # taking commands (queue -> inflight)
     "multi", "exec", "discard", "rpush", "set", "get",        # the outbox transaction, outseq, heartbeat
     "publish",                                                # the bell
@@ -53,6 +54,7 @@ def agent_rules(gid: int, nid: int) -> list[str]:
 #: Every Redis command the client library and ``ac`` send.
 CLIENT_COMMANDS = (
     "auth", "hello", "select", "client|setname", "ping",
+    "role", "wait",                            # Sentinel: is it the master; a command's acceptance confirmed
     "rpush",                                   # cmds_queue
     "evalsha", "eval", "script|load", "time",  # sending through acclient/send.lua (stamped with the bus's clock)
     "get", "exists",                           # the bus epoch, whether a controller is alive

@@ -8,6 +8,8 @@
 ``agent_lost``          ``agent``
 ``agent_forgotten``     ``agent``: its registration was dropped (``forget_after``, or ``forget_agent``)
 ``bus_data_lost``       ``controller``: the one that found the bus had lost its data
+``bus_failover``        ``controller`` (the one that says it), ``master`` ("host:port"): the bus's master moved
+                        (Sentinel), and that controller looked at its books again on the new one
 
 Peers follow ``agent_registered`` to keep their registries current; tools and
 tests may follow any of them.
@@ -23,6 +25,7 @@ AGENT_REGISTERED = "agent_registered"
 AGENT_LOST = "agent_lost"
 AGENT_FORGOTTEN = "agent_forgotten"
 BUS_DATA_LOST = "bus_data_lost"
+BUS_FAILOVER = "bus_failover"
 
 
 def encode_event(event: str, **details: Any) -> str:

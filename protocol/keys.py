@@ -173,8 +173,12 @@ AGENTS = CONTROLLER_PREFIX + "agents"
 #: without persistence, or flushed): a controller that finds it gone or changed knows the bus lost what it
 #: held, and so does a client waiting for a result (readable with the client's credentials).
 BUS_EPOCH = "ac:bus:epoch"
+#: Start of a ``BUS_EPOCH`` set after a Sentinel failover (the new master may lack the last writes of the old
+#: one): a client whose command the bus no longer knows then says it was lost in a failover.
+FAILOVER_EPOCH_PREFIX = "failover-"
 
-#: String with a TTL, set by a controller that found the bus lost its data: while it exists (or while
+#: String with a TTL, set by a controller that found the bus lost its data (or moved to a new master, which
+#: may have missed the last writes): while it exists (or while
 #: ``BUS_EPOCH`` is missing), agents' ``adopt`` envelopes reopen the jobs the bus forgot.
 ADOPTING = CONTROLLER_PREFIX + "adopting"
 

@@ -24,7 +24,8 @@ from protocol.errors import ProtocolError
 
 #: The options that may also come from the environment: option -> variable.
 FROM_ENVIRONMENT = {"bus": "AC_BUS", "username": "AC_USERNAME", "password": "AC_PASSWORD", "ca_file": "AC_CA_FILE",
-                    "cert_file": "AC_CERT_FILE", "key_file": "AC_KEY_FILE"}
+                    "cert_file": "AC_CERT_FILE", "key_file": "AC_KEY_FILE", "sentinel_username": "AC_SENTINEL_USERNAME",
+                    "sentinel_password": "AC_SENTINEL_PASSWORD"}
 #: Commands that need a controller alive on the bus to do anything.
 NEED_CONTROLLER = {"agents", "agents-forget", "exec", "info", "logs", "kill"}
 
@@ -65,7 +66,7 @@ class Context:
     def hint(self) -> str:
         """``ac`` and the options a suggested command needs to reach the same bus (never the password)."""
         words = ["ac"]
-        for option in ("bus", "username", "ca_file", "cert_file", "key_file"):
+        for option in ("bus", "username", "ca_file", "cert_file", "key_file", "sentinel_username"):
             value = getattr(self.options, f"given_{option}", None)
             if value:
                 words += [f"--{option.replace('_', '-')}", value]
@@ -128,7 +129,8 @@ def _address(options: argparse.Namespace) -> BusAddress:
     try:
         address = BusAddress.from_url(options.bus or DEFAULT_BUS, username=options.username,
                                       password=options.password, ca_file=options.ca_file, cert_file=options.cert_file,
-                                      key_file=options.key_file)
+                                      key_file=options.key_file, sentinel_username=options.sentinel_username,
+                                      sentinel_password=options.sentinel_password)
     except ValueError as exc:
         raise Failure(f"{exc} (from {'--bus' if options.given_bus else '$AC_BUS'})", Exit.USAGE) from None
     options.where = address.url
@@ -139,6 +141,8 @@ def connect(options: argparse.Namespace, address: BusAddress) -> Client:
     """A client of the bus, checked to answer (and to take our credentials) within ``--connect-timeout``."""
     client = Client.from_url(options.bus or DEFAULT_BUS, username=address.username, password=address.password,
                              ca_file=address.ca_file, cert_file=address.cert_file, key_file=address.key_file,
+                             sentinel_username=address.sentinel_username,
+                             sentinel_password=address.sentinel_password,
                              socket_connect_timeout=options.connect_timeout)
     client._redis.ping()
     return client
@@ -182,7 +186,7 @@ def explain(exc: BaseException, options: argparse.Namespace) -> Failure | None:
 
 def _connection_problem(text: str, where: str, options: argparse.Namespace) -> str:
     reason = text.split(". ", 1)[1].rstrip(".") if text.startswith("Error ") and ". " in text else text
-    tls = where.startswith("rediss://")
+    tls = where.startswith(("rediss://", "rediss+sentinel://"))
     if "SSL" in text or "certificate" in text.lower() or (tls and "EOF" in text):
         if "CERTIFICATE_VERIFY_FAILED" in text:
             advice = "the bus's certificate is not signed by the CA given (--ca-file, $AC_CA_FILE)"

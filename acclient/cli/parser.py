@@ -29,7 +29,7 @@ class Exit(enum.IntEnum):
     NO_MATCH = 5  # no agent matched the targets: nothing ran
     UNREACHABLE = 6  # the bus cannot be reached, refused the credentials, or TLS failed
     NO_CONTROLLER = 7  # no controller is alive on the bus: nothing would be routed
-    LOST = 8  # the bus lost the command (Redis restarted without its data)
+    LOST = 8  # the bus lost the command (Redis restarted without its data, or a failover lost it)
     INTERRUPTED = 130  # Ctrl-C: ac stopped, the job goes on
     PIPE_CLOSED = 141  # the reader of the output went away (ac logs ID | head -1): ac stops quietly
 
@@ -44,7 +44,7 @@ EXIT_HELP = {
     Exit.NO_MATCH: "no agent matched the targets: nothing ran",
     Exit.UNREACHABLE: "the bus cannot be reached, refused the credentials, or TLS failed",
     Exit.NO_CONTROLLER: "no controller is alive on the bus",
-    Exit.LOST: "the bus lost the command (Redis restarted without its data)",
+    Exit.LOST: "the bus lost the command (Redis restarted without its data, or a failover lost it)",
     Exit.INTERRUPTED: "interrupted (Ctrl-C): ac stopped waiting, the job goes on",
     Exit.PIPE_CLOSED: "the output's reader went away (ac logs ID | head -1)",
 }
@@ -65,7 +65,8 @@ def exit_codes_text() -> str:
 DESCRIPTION = """\
 Operate the agent controller: run commands on agents and read what they did.
 
-The bus is --bus URL, else $AC_BUS, else redis://127.0.0.1:6379/0 (rediss:// for TLS, unix:///path).
+The bus is --bus URL, else $AC_BUS, else redis://127.0.0.1:6379/0 (rediss:// for TLS, unix:///path;
+redis+sentinel://h1:26379,h2:26379/<service>/<db> finds the master through Sentinel and follows a failover).
 Credentials: --username/--password ($AC_USERNAME, $AC_PASSWORD); TLS: --ca-file, --cert-file, --key-file
 ($AC_CA_FILE, $AC_CERT_FILE, $AC_KEY_FILE). These and --json, --jsonl, --utc, --debug go anywhere on the line.
 Job ids may be shortened to any unambiguous prefix of a recent command's id."""
@@ -211,6 +212,10 @@ def _common(top: bool) -> argparse.ArgumentParser:
                      help=f"bus URL (default: $AC_BUS, else {DEFAULT_BUS})")
     bus.add_argument("--username", default=default(None), help="Redis user (default: $AC_USERNAME)")
     bus.add_argument("--password", default=default(None), help="Redis password (default: $AC_PASSWORD)")
+    bus.add_argument("--sentinel-username", default=default(None),
+                     help="user of the sentinels, with a redis+sentinel:// bus (default: $AC_SENTINEL_USERNAME)")
+    bus.add_argument("--sentinel-password", default=default(None),
+                     help="password of the sentinels (default: $AC_SENTINEL_PASSWORD)")
     for name, what in (("ca-file", "CA certificate of a rediss:// bus"), ("cert-file", "client certificate"),
                        ("key-file", "key of the client certificate")):
         env = "AC_" + name.upper().replace("-", "_")

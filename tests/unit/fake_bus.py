@@ -19,6 +19,7 @@ import fakeredis
 import redis
 import trio
 
+from acbus.address import BusAddress
 from acbus.connection import ConnectionLost, ReplyError
 
 Commands = Sequence[Sequence[Any]]
@@ -86,6 +87,7 @@ class FakeBus:
         self.server = fakeredis.FakeServer()
         self.redis = fakeredis.FakeRedis(server=self.server, protocol=2)
         self.redis.response_callbacks.clear()  # replies as Redis sends them, as acbus gives them
+        self.address = BusAddress()
         self.generation = 1
         self.sent: list[list[tuple[Any, ...]]] = []  # every pipeline sent, in order
         self.refusals: list[tuple[str, str]] = []

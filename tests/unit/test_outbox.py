@@ -171,14 +171,14 @@ def test_bulk_envelopes_wait_while_the_outbox_in_redis_holds_the_backlog():
 @pytest.mark.parametrize("in_flight", [False, True], ids=["between-writes", "during-a-write"])
 def test_a_bus_that_lost_its_data_gets_what_put_first_queued_first(in_flight):
     bus = FakeBus()
-    held = [b"cmd-1", b"cmd-2"]
-    bus.redis.rpush(KEYS.inflight, *held)
+    bus.redis.rpush(KEYS.inflight, b"cmd-1", b"cmd-2")
     delivered: list[bytes] = []
     lost: list[int] = []
 
-    def reannounce() -> None:
+    def reannounce(everything: bool) -> None:
+        assert everything
         lost.append(bus.generation)
-        outbox.put_first("adopt cmd-1 cmd-2", restore=held)
+        outbox.put_first("adopt cmd-1 cmd-2")
 
     outbox = Outbox(bus, KEYS, on_delivered=delivered.append, on_data_lost=reannounce)
 
@@ -199,6 +199,35 @@ def test_a_bus_that_lost_its_data_gets_what_put_first_queued_first(in_flight):
     assert lost == [2], "noticed once, on the first connection to the emptied bus"
     assert outbox.data_losses == 1
     assert in_redis(bus) == ["adopt cmd-1 cmd-2", "result-1", "later"]
-    assert inflight(bus) == [b"cmd-2"], "the inflight list restored, and the finished command taken off it"
+    assert inflight(bus) == [], "putting the inflight list back is the uplink's (Uplink.reconcile)"
     assert delivered == [b"cmd-1"]
     assert int(bus.redis.get(KEYS.outbox_seq)) >= 5, "numbered on from before (never again from 1)"
+
+
+def test_a_failover_that_lost_our_last_write_is_noticed_and_what_follows_goes_after_put_first():
+    """The replica a failover promoted had our writes up to the first one only: outseq is behind what the old
+    master confirmed, so the outbox says writes were lost (not all data), and the next write follows the adopt
+    envelope, numbered on from before."""
+    bus = FakeBus()
+    lost: list[bool] = []
+
+    def reannounce(everything: bool) -> None:
+        lost.append(everything)
+        outbox.put_first("adopt")
+
+    outbox = Outbox(bus, KEYS, on_delivered=lambda raw: None, on_data_lost=reannounce)
+
+    async def test() -> None:
+        async with serving(outbox):
+            await outbox.delivered(outbox.put("register"))
+            await outbox.delivered(outbox.put("running-1", job="1"))
+            bus.redis.set(KEYS.outbox_seq, 1)  # the new master as the replica had it: the second write missing
+            bus.redis.rpop(KEYS.outbox)
+            bus.reconnect()
+            await outbox.delivered(outbox.put("result-1", job="1"))
+            await trio.sleep(SETTLE)
+
+    run(test)
+    assert lost == [False] and outbox.data_losses == 1
+    assert in_redis(bus) == ["register", "adopt", "result-1"]
+    assert int(bus.redis.get(KEYS.outbox_seq)) > 2
