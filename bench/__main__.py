@@ -1,12 +1,12 @@
 """Every benchmark in one run, one table: each figure beside its limit, measured in the same run.
 
-    python -m bench [--quick] [--only latency,throughput,fanout,agent,routing,flood]
+    python -m bench [--quick] [--only latency,throughput,fanout,agent,routing,flood,scale]
 
 Each part starts the grid it needs (a private redis-server, controllers,
 agents) and stops it before the next, so no part loads the machine while
 another measures. The parts, and their own command lines for details:
 ``python -m bench.latency``, ``bench.throughput``, ``bench.fanout``,
-``bench.agent``, ``bench.routing``, ``bench.flood``. ``--quick`` uses smaller counts (a smoke
+``bench.agent``, ``bench.routing``, ``bench.flood``, ``bench.scale``. ``--quick`` uses smaller counts (a smoke
 run, figures less steady).
 """
 
@@ -21,7 +21,7 @@ import psutil
 import redis
 
 from acgrid.redis_server import redis_server_version
-from bench import agent, fanout, flood, latency, routing, throughput
+from bench import agent, fanout, flood, latency, routing, scale, throughput
 from bench.table import Row, print_table
 
 PARTS: dict[str, tuple[Callable[..., list[Row]], dict, dict]] = {
@@ -32,6 +32,7 @@ PARTS: dict[str, tuple[Callable[..., list[Row]], dict, dict]] = {
     "agent": (agent.measure, {}, {"jobs": 500, "messages": 200_000, "rounds": 1, "idle": 3.0}),
     "routing": (routing.measure, {}, {"count": 50_000}),
     "flood": (flood.measure, {"messages": 1_000_000}, {"messages": 200_000}),
+    "scale": (scale.measure, {}, {"sizes": (1000,), "idle": 10.0, "pings": 100}),
 }
 
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from bench import fanout
+from bench import fanout, scale
 from bench.table import print_table
 
 
@@ -13,6 +13,17 @@ def test_a_small_fanout_benchmark_hears_every_swarm_agent(capsys):
     assert all(row.result > 0 and row.limit > 0 for row in rows)
     print_table(rows)
     assert "fanout ping to 7 agents" in capsys.readouterr().out
+
+
+def test_the_scale_benchmark_measures_each_figure_beside_its_limit():
+    rows = scale.measure(sizes=(40,), per_process=20, idle=2.0, pings=10)
+    figures = {row.figure.split(" at N=")[0].split(" (")[0]: row for row in rows}
+    assert figures["connections of one ac-agent"].result == 2
+    assert figures["connections per swarm identity"].result == (40 + 2) / 40, "an intake each, one shared per process"
+    assert figures["role ping p50"].result > 0 and figures["role ping p50"].limit > 0
+    idle = next(row for name, row in figures.items() if name.startswith("idle Redis ops"))
+    assert idle.result >= idle.limit > 0, "every heartbeat is a Redis call"
+    assert figures["registering 40 agents at once, until the controller announced each"].result > 0
 
 
 def test_the_runner_refuses_an_unknown_part():
