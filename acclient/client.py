@@ -74,7 +74,25 @@ def redis_for(address: BusAddress, **options: Any) -> redis.Redis:
     timeouts = {key: value for key, value in {**defaults, **options}.items() if key.startswith("socket_")}
     sentinels = redis.sentinel.Sentinel(list(address.sentinels), sentinel_kwargs={**address.sentinel_kwargs(),
                                                                                    **timeouts})
-    return sentinels.master_for(address.service, **{**defaults, **address.redis_kwargs(), **options})
+    connection_class = _MasterSSLConnection if address.tls else _MasterConnection
+    return sentinels.master_for(address.service, connection_class=connection_class,
+                                **{**defaults, **address.redis_kwargs(), **options})
+
+
+class _MasterConnection(redis.sentinel.SentinelManagedConnection):
+    """A connection to the master the sentinels name, asked again each time it connects: redis-py 8 connects a
+    broken connection again to the address it had (``send_packed_command``), which after a failover is the old
+    master, until its retries run out."""
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if retry_socket_connect:
+            self.connect()  # asks the sentinels, then comes back here through connect_to(), without retrying
+        else:
+            super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+
+class _MasterSSLConnection(_MasterConnection, redis.SSLConnection):
+    """``_MasterConnection`` over TLS."""
 
 
 class Client:
@@ -299,14 +317,26 @@ class Client:
 def _confirmed(connection: redis.Redis, script: Any, wait: tuple[str, int, int]) -> Callable[..., Any]:
     """``script``, each call confirmed by ``wait`` (``WAIT n ms``) in the same round trip: a command is then on
     ``n`` replicas before the client goes on, so a failover cannot lose it. Fewer replicas in time is logged."""
-    def send(keys: list[str], args: list[Any]) -> Any:
+    unconfirmed = 0
+
+    def sent(keys: list[str], args: list[Any]) -> list[Any]:
         pipe = connection.pipeline(transaction=False)
         script(keys=keys, args=args, client=pipe)
         pipe.execute_command(*wait)
-        reply, acknowledged = pipe.execute()
+        return pipe.execute()
+
+    def send(keys: list[str], args: list[Any]) -> Any:
+        nonlocal unconfirmed
+        try:
+            reply, acknowledged = sent(keys, args)
+        except redis.exceptions.NoScriptError:  # a new master (a failover) that has not seen the script yet
+            connection.script_load(SEND_SCRIPT)
+            reply, acknowledged = sent(keys, args)
         if acknowledged < wait[1]:
-            log.warning("%d of the %d replicas asked for confirmed a command within %d ms: a failover now could "
-                        "lose it", acknowledged, wait[1], wait[2])
+            unconfirmed += 1
+            if unconfirmed in (1, 10) or unconfirmed % 100 == 0:
+                log.warning("%d of the %d replicas asked for confirmed a command within %d ms: a failover now "
+                            "could lose it (%d such commands so far)", acknowledged, wait[1], wait[2], unconfirmed)
         return reply
 
     return send

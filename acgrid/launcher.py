@@ -195,12 +195,14 @@ class Grid:
                 redis.Redis(**self.address.redis_kwargs())
         return self._redis
 
-    def client(self) -> acclient.Client:
-        """A client of the grid's bus; with acl, as client user ``client-grid``."""
+    def client(self, **options: Any) -> acclient.Client:
+        """A client of the grid's bus (``options`` for ``Client.from_url``); with acl, as client user
+        ``client-grid``."""
         if not self.acl:
-            return acclient.Client.from_url(self.bus_url, **self._tls(), **self.credentials, **self._sentinel_secret())
+            return acclient.Client.from_url(self.bus_url, **self._tls(), **self.credentials, **self._sentinel_secret(),
+                                            **options)
         user, password = self.client_user()
-        return acclient.Client.from_url(self.bus_url, **self._tls(), username=user, password=password)
+        return acclient.Client.from_url(self.bus_url, **self._tls(), username=user, password=password, **options)
 
     def client_user(self) -> tuple[str, str]:
         """With acl: the client user's name and password (created on first use)."""

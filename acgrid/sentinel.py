@@ -175,6 +175,13 @@ class SentinelTopology:
             events.close()
             sentinel.close()
 
+    def rejoin(self, node: RedisServer) -> None:
+        """Start a killed node again, as a replica of the master now (a node run from a config file would have
+        that written there by the sentinels; ours take arguments); return once it follows it."""
+        node.replica_of = self.master().port
+        node.restart()
+        self._await_replica_synced(node)
+
     def ask_sentinel(self, *command: str) -> list:
         """A command to the first sentinel that answers."""
         problems = []
