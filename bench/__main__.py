@@ -1,13 +1,13 @@
 """Every benchmark in one run, one table: each figure beside its limit, measured in the same run.
 
-    python -m bench [--quick] [--only latency,throughput,fanout,agent,routing,flood,scale]
+    python -m bench [--quick] [--only latency,throughput,fanout,rollout,agent,routing,flood,scale]
 
 Each part starts the grid it needs (a private redis-server, controllers,
 agents) and stops it before the next, so no part loads the machine while
 another measures. The parts, and their own command lines for details:
 ``python -m bench.latency``, ``bench.throughput``, ``bench.fanout``,
-``bench.agent``, ``bench.routing``, ``bench.flood``, ``bench.scale``. ``--quick`` uses smaller counts (a smoke
-run, figures less steady).
+``bench.rollout``, ``bench.agent``, ``bench.routing``, ``bench.flood``, ``bench.scale``. ``--quick``
+uses smaller counts (a smoke run, figures less steady).
 """
 
 import argparse
@@ -21,7 +21,7 @@ import psutil
 import redis
 
 from acgrid.redis_server import redis_server_version
-from bench import agent, fanout, flood, latency, routing, scale, throughput
+from bench import agent, fanout, flood, latency, rollout, routing, scale, throughput
 from bench.table import Row, print_table
 
 PARTS: dict[str, tuple[Callable[..., list[Row]], dict, dict]] = {
@@ -29,6 +29,7 @@ PARTS: dict[str, tuple[Callable[..., list[Row]], dict, dict]] = {
     "latency": (latency.measure, {"count": 2000}, {"count": 2000}),
     "throughput": (throughput.measure, {"count": 20_000, "agents": 4}, {"count": 5000, "agents": 4}),
     "fanout": (fanout.measure, {"rounds": 5}, {"rounds": 2}),
+    "rollout": (rollout.measure, {}, {"agents": 200, "batch": 20, "rounds": 1}),
     "agent": (agent.measure, {}, {"jobs": 500, "messages": 200_000, "rounds": 1, "idle": 3.0}),
     "routing": (routing.measure, {}, {"count": 50_000}),
     "flood": (flood.measure, {"messages": 1_000_000}, {"messages": 200_000}),

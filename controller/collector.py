@@ -39,11 +39,12 @@ class Collector:
     """Drains agents' outboxes when they ring (and on every connection, to make up for missed bells)."""
 
     def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry,
-                 on_registrations: RegistrationHandler) -> None:
+                 on_registrations: RegistrationHandler, on_results: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.bus = bus
         self.registry = registry
         self.on_registrations = on_registrations
+        self.on_results = on_results  # called after a round of drains that took results (a rollout's wave may end)
         self._outboxes: Pending[tuple[int, int]] = Pending()  # agents whose outboxes want draining
         self.dropped = 0  # results for jobs not open on their agent
         self.messages_dropped = 0  # log messages for jobs not open on their agent
@@ -124,6 +125,8 @@ class Collector:
                     log.warning("agent %d:%d sent a registration that is not a JSON object", gid, nid)
                     continue
                 registered.append((gid, nid, Registration.from_wire(gid, nid, details), bool(new_agent)))
+        if any(reply[5] for reply in replies if not isinstance(reply, Exception)):
+            self.on_results()
         if registered:
             await self.on_registrations(registered)
 

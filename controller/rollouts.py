@@ -76,6 +76,14 @@ class Rollouts:
         self.registry = registry
         self.waves_started = 0
         self.skipped = 0
+        self._in_progress = False  # whether the last look found rollouts in progress
+        self._results_came = trio.Event()
+
+    def poke(self) -> None:
+        """Results came in: a wave may be over. Heeded while rollouts are in progress (a new one is found
+        within a sweep), so that a controller without rollouts pays nothing per result."""
+        if self._in_progress:
+            self._results_came.set()
 
     async def run(self) -> None:
         while True:
@@ -85,10 +93,13 @@ class Rollouts:
                 log.warning("moving rollouts on interrupted: %s", exc)
             except ReplyError as exc:
                 self.bus.refused(exc, "moving rollouts on")
-            await trio.sleep(self.config.sweep_interval)
+            with trio.move_on_after(self.config.sweep_interval):
+                await self._results_came.wait()
+            self._results_came = trio.Event()
 
     async def advance_all(self) -> None:
         ids = await self.bus.execute("ZRANGE", keys.ROLLOUTS, 0, -1)
+        self._in_progress = bool(ids)
         if not ids:
             return
         time = await self.bus.execute("TIME")

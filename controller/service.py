@@ -74,11 +74,11 @@ class Controller:
         self.registry = Registry()
         self.builtins = Builtins(config, bus, self.registry)
         self.intake = Intake(config, bus, self.registry, controller_id, self.builtins)
-        self.collector = Collector(config, bus, self.registry, self.on_registrations)
+        self.rollouts = Rollouts(config, bus, self.registry)
+        self.collector = Collector(config, bus, self.registry, self.on_registrations, on_results=self.rollouts.poke)
         self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
         bus.on_switch = self.liveness.on_switch  # a failover: look at the books again on the new master first
         self.scheduler = Scheduler(bus)
-        self.rollouts = Rollouts(config, bus, self.registry)
         self.handlers = EventHandlers(config)
         self.tunnels = TunnelRelay(config, bus, self.registry, controller_id)
         self.serving = ""  # once ready: what systemd's status line says
