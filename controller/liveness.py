@@ -95,6 +95,8 @@ class Liveness:
     async def sweep(self) -> None:
         """Beat, then look at the heartbeats that are due (``Registry.read_heartbeats``) and act on deaths."""
         await self.beat()
+        if self.bus.address.sentinels and self.bus.generation != self._generation:
+            await self.check_master(self.bus)  # a failover, maybe while we were not connected
         await self._check_epoch()
         now = trio.current_time()
         slow = now - self._slow_at >= SLOW_EVERY
@@ -158,19 +160,33 @@ class Liveness:
         self._epoch = epoch
 
     async def on_switch(self, connection: Connection) -> None:
-        """The bus has a new master (``Bus.on_switch``): it may lack the last writes made on the old one. A new
-        epoch makes waiting clients check that the bus still knows their commands, the adoption window lets
-        agents reopen the jobs they hold, and the next sweep reads every registration and load again."""
+        """The bus has a new master (``Bus.on_switch``): before anything else is done there, our heartbeats (the
+        failover may have outlasted them: a client sending now must not hear that no controller is alive), then
+        a look at whether the books were written on another master (``check_master``)."""
+        ttl_ms = int(self.config.takeover_after * 1000)
+        await connection.pipeline([("SET", key, value, "PX", ttl_ms) for key, value in self._beats()])
+        await self.check_master(connection)
+
+    async def check_master(self, target: Bus | Connection) -> None:
+        """With Sentinel: whether this master is the one the books were written on (``rotate_epoch.lua``). One
+        promoted since may lack the last writes made on the old one: a new epoch makes waiting clients check
+        that the bus still knows their commands, the adoption window lets agents reopen the jobs they hold, and
+        the next sweep reads every registration and load again."""
+        info = (await target.execute("INFO", "replication")).decode()
+        replid = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                       if line.startswith("master_replid:")), "")
         fresh = (keys.FAILOVER_EPOCH_PREFIX + uuid.uuid4().hex).encode()
-        self._epoch = await scripts.ROTATE_EPOCH.run(connection, [keys.BUS_EPOCH, keys.ADOPTING],
-                                                     [self._epoch or b"", fresh, int(ADOPTION_WINDOW * 1000)])
+        epoch, moved = await scripts.ROTATE_EPOCH.run(target, [keys.BUS_EPOCH, keys.ADOPTING, keys.MASTER_REPLID],
+                                                      [replid, fresh, int(ADOPTION_WINDOW * 1000)])
+        if epoch is not None:
+            self._epoch = epoch  # a peer's new epoch, if it looked first (a lost epoch is _check_epoch's)
+        if not moved:
+            return
         self.failovers += 1
         self._slow_at = -SLOW_EVERY
-        host, port = connection.master or ("?", 0)
-        master = f"{host}:{port}"
-        log.warning("the bus failed over to %s: the last writes to the old master may be lost; clients waiting on "
-                    "commands it lost are told so, agents reopen the jobs they still hold", master)
-        await events.publish(connection, events.BUS_FAILOVER, controller=self.lanes[0], master=master)
+        log.warning("the bus has a new master (a failover): the last writes to the old one may be lost; clients "
+                    "waiting on commands it lost are told so, agents reopen the jobs they still hold")
+        await events.publish(target, events.BUS_FAILOVER, controller=self.lanes[0])
 
     async def _forget_the_long_dead(self) -> None:
         """Drop the registrations of agents dead longer than ``forget_after`` (their death noted when seen)."""
@@ -194,10 +210,11 @@ class Liveness:
 
     async def beat(self) -> None:
         """Renew the heartbeat of each of our lanes (and their entries among the controllers)."""
-        ttl_ms = int(self.config.takeover_after * 1000)
-        await self.bus.set_alive([(keys.controller_alive(lane), "1") for lane in self.lanes]
-                                 + [(keys.CONTROLLER_ALIVE, self.lanes[0])], ttl_ms)
+        await self.bus.set_alive(self._beats(), int(self.config.takeover_after * 1000))
         await self.bus.execute("SADD", keys.CONTROLLERS, *self.lanes)
+
+    def _beats(self) -> list[tuple[str, str]]:
+        return [(keys.controller_alive(lane), "1") for lane in self.lanes] + [(keys.CONTROLLER_ALIVE, self.lanes[0])]
 
     async def release(self) -> None:
         """On a clean stop: hand back the batches we hold and stop beating, so no peer waits for us."""

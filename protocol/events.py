@@ -8,8 +8,7 @@
 ``agent_lost``          ``agent``
 ``agent_forgotten``     ``agent``: its registration was dropped (``forget_after``, or ``forget_agent``)
 ``bus_data_lost``       ``controller``: the one that found the bus had lost its data
-``bus_failover``        ``controller`` (the one that says it), ``master`` ("host:port"): the bus's master moved
-                        (Sentinel), and that controller looked at its books again on the new one
+``bus_failover``        ``controller``: the one that found the bus on a new master (Sentinel) and set a new epoch
 
 Peers follow ``agent_registered`` to keep their registries current; tools and
 tests may follow any of them.

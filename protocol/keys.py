@@ -182,6 +182,10 @@ FAILOVER_EPOCH_PREFIX = "failover-"
 #: ``BUS_EPOCH`` is missing), agents' ``adopt`` envelopes reopen the jobs the bus forgot.
 ADOPTING = CONTROLLER_PREFIX + "adopting"
 
+#: String: the replication id (``INFO replication`` ``master_replid``) of the master the controllers' books were
+#: written on, with Sentinel: a controller that finds another one knows a replica was promoted (a failover).
+MASTER_REPLID = CONTROLLER_PREFIX + "master-replid"
+
 #: Hash ``"<gid>:<nid>"`` -> JSON list of the roles the operator granted that agent (``acl add-agent
 #: --roles``). An agent with an entry may register with those roles only; one without claims its own.
 GRANTED_ROLES = CONTROLLER_PREFIX + "granted-roles"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import redis
+import redis.sentinel
 
 from acbus.address import BusAddress
 from acclient.cli.parser import DEFAULT_BUS, Exit, build_parser
@@ -144,6 +145,8 @@ def connect(options: argparse.Namespace, address: BusAddress) -> Client:
                              sentinel_username=address.sentinel_username,
                              sentinel_password=address.sentinel_password,
                              socket_connect_timeout=options.connect_timeout)
+    if address.sentinels:  # each sentinel asked once: an error at once, not after riding out a failover
+        client._redis.connection_pool.get_master_address()  # type: ignore[attr-defined]  # a SentinelConnectionPool
     client._redis.ping()
     return client
 
@@ -175,6 +178,10 @@ def explain(exc: BaseException, options: argparse.Namespace) -> Failure | None:
     if isinstance(exc, redis.TimeoutError):
         return Failure(f"the bus at {where} did not answer in time ({text}): is it overloaded or stopped? "
                        f"(--connect-timeout {options.connect_timeout:g} s to reach it)", Exit.UNREACHABLE)
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+        return Failure(f"no sentinel of {where} named a master: {text}; check the sentinels and the service in "
+                       "--bus ($AC_BUS), and --sentinel-username/--sentinel-password ($AC_SENTINEL_USERNAME, "
+                       "$AC_SENTINEL_PASSWORD)", Exit.UNREACHABLE)
     if isinstance(exc, redis.ConnectionError):
         return Failure(_connection_problem(text, where, options), Exit.UNREACHABLE)
     if isinstance(exc, ProtocolError | ValueError):

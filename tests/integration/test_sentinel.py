@@ -1,0 +1,171 @@
+"""A bus made highly available by Redis Sentinel (ac-grid's topology: a master, a replica, three sentinels on
+loopback ports). Every part follows a failover by itself; what a failover to a replica that missed the last
+writes takes is answered with its reason, never left waiting; TLS and passwords work through it; a Sentinel
+address that cannot work says why."""
+
+import dataclasses
+import json
+import os
+import signal
+import time
+
+import pytest
+import trio
+from cli_support import Running, ac, environment
+from support import TIMEOUT, wait_state, wait_until
+
+import acclient
+from acbus.connection import ConnectionLost, find_master
+from acgrid.launcher import AgentSpec, Grid
+from protocol import keys
+
+FAST = {"agents": {"sweep_interval": 0.1}, "routing": {"takeover_after": 1.0}}
+
+
+def alive(client: acclient.Client, gid: int, nid: int) -> bool:
+    return any(agent["alive"] for agent in client.list_agents(TIMEOUT)
+               if (agent["gid"], agent["nid"]) == (gid, nid))
+
+
+def ac_env(grid: Grid) -> dict[str, str]:
+    """What ``ac-grid --sentinel`` tells an operator to paste."""
+    extra = {"AC_SENTINEL_PASSWORD": grid.topology.sentinel_password} if grid.topology.sentinel_password else {}
+    if grid.topology.node_password:
+        extra["AC_PASSWORD"] = grid.topology.node_password
+    if grid.tls_files:
+        extra.update(AC_CA_FILE=str(grid.tls_files.ca), AC_CERT_FILE=str(grid.tls_files.client_cert),
+                     AC_KEY_FILE=str(grid.tls_files.client_key))
+    return environment(grid.bus_url, **extra)
+
+
+def fail_over(grid: Grid) -> tuple[float, float]:
+    """SIGKILL the master; return (seconds until the sentinels named the new one, until a ping was answered)."""
+    assert grid.topology is not None
+    client = grid.client()
+    killed_at = time.monotonic()
+    old = grid.topology.kill_master()
+    grid.topology.await_failover(old)
+    promoted = time.monotonic() - killed_at
+    assert client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+    return promoted, time.monotonic() - killed_at
+
+
+def test_every_part_follows_a_failover_an_agent_cut_off_during_it_too(make_grid):
+    grid = make_grid([AgentSpec(1, 1), AgentSpec(1, 2)], sentinel=True, controller_config=FAST)
+    client = grid.client()
+    job = client.execute(1, 1, "bash", ["-c", "sleep 3; echo 20::survived"])  # runs across the failover
+    wait_state(client, job.id, "RUNNING")
+    waiting_ac = Running(grid.bus_url, "exec", "-g", "1", "-n", "1", "--shell", "sleep 3; echo through")
+    assert waiting_ac.next_line("err").startswith("job ")
+    cut_off = grid.agents["1:2"]
+    os.kill(cut_off.pid, signal.SIGSTOP)  # the agent is away while the bus fails over
+    try:
+        promoted, routed = fail_over(grid)
+    finally:
+        os.kill(cut_off.pid, signal.SIGCONT)
+    print(f"failover: the sentinels named the new master {promoted:.2f} s after the kill, a ping was answered "
+          f"{routed:.2f} s after it")
+    assert routed < 15
+
+    result = job.get_next_result(TIMEOUT)
+    assert (result.state, result.data) == ("SUCCESS", "survived"), "the job's result came through the new master"
+    assert grid.redis.llen(keys.result_queue(job.id)) == 0, "once"
+    lines = waiting_ac.rest()
+    assert waiting_ac.wait() == 0 and lines[0].startswith("== 1:1 SUCCESS") and "through" in lines, lines
+    wait_until(lambda: alive(client, 1, 2), what="the agent cut off during the failover finding the new master")
+    assert client.cmd(1, 2, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+    listed = ac(None, "agents", "--json", env=ac_env(grid))
+    assert listed.code == 0 and [(agent["nid"], agent["alive"]) for agent in json.loads(listed.out)] == \
+        [(1, True), (2, True)], listed.err
+    assert "the bus has a new master (a failover)" in grid.log_path("controller-0").read_text()
+    assert "the master of 'ac' moved from" in grid.log_path("agent-1-2").read_text()
+    assert grid.redis.get(keys.BUS_EPOCH).startswith(keys.FAILOVER_EPOCH_PREFIX.encode())
+
+
+def test_a_failover_to_a_replica_that_missed_the_last_writes_answers_every_command(make_grid, tmp_path):
+    """The replica is stopped (SIGSTOP) and its link to the master cut while the master takes writes it will
+    never see, then the master is killed and the stale replica promoted: a partial loss of the bus's data.
+    Each command ends with one answer that says what happened: a command the bus forgot is CommandLost; one
+    the agent had taken again (its take undone) runs once; one whose result vanished with the old master is
+    run again by its agent (its command was still in the agent's inflight list) and answered once; one the
+    agent ran while the bus forgot it altogether is adopted, and its result reaches the client."""
+    grid = make_grid([AgentSpec(1, 1), AgentSpec(1, 2)], sentinel=True, controller_config=FAST)
+    client, topology = grid.client(), grid.topology
+    replica = next(node for node in topology.nodes if node.port != topology.master().port)
+    replica_bus = topology.node_client(replica)
+    runs = tmp_path / "runs"
+
+    def job(name: str, seconds: float) -> list[str]:
+        return ["-c", f"echo {name} >> {runs}; sleep {seconds}; echo 20::{name}-done"]
+
+    rerun = client.execute(1, 1, "bash", job("rerun", 2), id="rerun")  # ends while the replica is away
+    wait_state(client, "rerun", "RUNNING")
+    agent_2 = grid.agents["1:2"]
+    os.kill(agent_2.pid, signal.SIGSTOP)
+    master_bus = topology.node_client(topology.master())
+    for connection in master_bus.client_list():  # so that the next command waits in its queue (no BLMOVE waits)
+        if connection["name"] == "ac-agent-1:2":
+            master_bus.client_kill(connection["addr"])
+    retaken = client.execute(1, 2, "bash", job("retaken", 4), id="retaken")  # waits in 1:2's queue
+    wait_until(lambda: replica_bus.llen(keys.AgentKeys(1, 2).commands) == 1, what="the replica having it queued")
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    master_bus.client_kill_filter(_type="replica")  # from here on, nothing the master takes reaches the replica
+    try:
+        os.kill(agent_2.pid, signal.SIGCONT)  # takes it (on the master only) and runs it
+        wait_state(client, "retaken", "RUNNING", agent=(1, 2))
+        adopted = client.execute(1, 2, "bash", job("adopted", 3), id="adopted")  # known to the master only
+        wait_state(client, "adopted", "RUNNING", agent=(1, 2))
+        wait_state(client, "rerun", "SUCCESS")  # its result on the master only
+        grid.stop_controller(0)
+        lost = client.cmd(1, 1, "ping", None, id="lost")  # waits in cmds_queue, on the master only
+        old = topology.kill_master()
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    topology.await_failover(old)
+    grid.start_controller(0)  # it was away during the failover: it notices the new master itself
+
+    answers = {}
+    for cmd in (rerun, retaken, adopted, lost):
+        try:
+            result = cmd.get_next_result(TIMEOUT)
+            answers[cmd.id] = (result.state, result.data)
+        except acclient.CommandLost as exc:
+            answers[cmd.id] = ("CommandLost", "failover" if exc.failover else "data lost")
+    ran = runs.read_text().split()
+    leftovers = {cmd.id: grid.redis.llen(keys.result_queue(cmd.id)) for cmd in (rerun, retaken, adopted, lost)}
+    print(f"answers: {answers}; runs: {sorted(ran)}; results left over: {leftovers}")
+    assert answers == {"rerun": ("SUCCESS", "rerun-done"), "retaken": ("SUCCESS", "retaken-done"),
+                       "adopted": ("SUCCESS", "adopted-done"), "lost": ("CommandLost", "failover")}
+    assert sorted(ran) == ["adopted", "rerun", "rerun", "retaken"], "only the job whose result vanished ran twice"
+    assert set(leftovers.values()) == {0}, "no result twice"
+
+
+def test_a_failover_with_tls_and_sentinels_that_require_a_password(make_grid):
+    """TLS everywhere (clients, replication, the sentinels) and passwords of their own for the data nodes and
+    the sentinels: the daemons, the client and ac follow the failover; wrong credentials, an unknown service
+    and sentinels nobody can reach each say so in one line."""
+    grid = make_grid([AgentSpec(1, 1)], sentinel=True, tls=True, sentinel_auth=True, controller_config=FAST)
+    assert grid.bus_url.startswith("rediss+sentinel://")
+    promoted, routed = fail_over(grid)
+    print(f"failover with TLS and passwords: new master named after {promoted:.2f} s, a ping answered after "
+          f"{routed:.2f} s")
+    exec_ran = ac(None, "exec", "-g", "1", "-n", "1", "--", "echo", "through", env=ac_env(grid))
+    assert exec_ran.code == 0 and "through" in exec_ran.out, exec_ran.err
+
+    wrong = ac(None, "agents", env={**ac_env(grid), "AC_SENTINEL_PASSWORD": "wrong"})
+    assert wrong.code == 6 and wrong.err.startswith("ac: no sentinel of rediss+sentinel://"), wrong.err
+    assert "--sentinel-password" in wrong.err and wrong.seconds < 10
+
+    address = grid.address
+
+    def problem(**changes: object) -> str:
+        async def ask() -> None:
+            await find_master(dataclasses.replace(address, **changes))
+
+        with pytest.raises(ConnectionLost) as caught:
+            trio.run(ask)
+        return str(caught.value)
+
+    assert "service 'nosuch' is unknown to the sentinels at 127.0.0.1:" in problem(service="nosuch")
+    assert "WRONGPASS" in problem(sentinel_password="wrong") or "invalid" in problem(sentinel_password="wrong")
+    assert "cannot reach the bus at rediss://127.0.0.1:1/0" in problem(sentinels=(("127.0.0.1", 1),))
