@@ -4,8 +4,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from importlib import resources
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -14,10 +13,11 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from acbus.address import BusAddress
-from acclient.cmd import WAIT_SLICE, BaseCmd, Cmd
+from acclient.cmd import WAIT_SLICE, BaseCmd, Cmd, collect
 from acclient.errors import JobError
 from acclient.job import Job
 from acclient.runargs import RunArgs
+from acclient.sender import Sender
 from protocol import keys
 from protocol.command import CONTROLLER_CMD, Command, check_result_ttl, check_target
 from protocol.errors import ProtocolError
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 #: Seconds the shortcut methods (``get_os_info``, ``get_msgs``, ...) wait for their answer.
 DEFAULT_TIMEOUT = 60.0
 
-#: Queues a command stamped with the bus's clock (``acclient/send.lua``).
-SEND_SCRIPT = (resources.files("acclient") / "send.lua").read_text()
+#: The run arguments of a command given none (a ``RunArgs`` never changes: ``update`` makes a new one).
+NO_ARGS = RunArgs()
 
 #: The command the ``execute_js_py`` extension runs jumpscripts with.
 JUMPSCRIPT_COMMAND = "execute_js_py"
@@ -72,8 +72,9 @@ def redis_for(address: BusAddress, **options: Any) -> redis.Redis:
         return redis.Redis(**{**connection_defaults(), **address.redis_kwargs(), **options})
     defaults = connection_defaults(FAILOVER_RETRIES)
     timeouts = {key: value for key, value in {**defaults, **options}.items() if key.startswith("socket_")}
-    sentinels = redis.sentinel.Sentinel(list(address.sentinels), sentinel_kwargs={**address.sentinel_kwargs(),
-                                                                                   **timeouts})
+    # Each sentinel is asked briefly (redis-py's own default retries for seconds): the next one may know.
+    sentinels = redis.sentinel.Sentinel(list(address.sentinels), sentinel_kwargs={
+        **address.sentinel_kwargs(), **timeouts, "retry": connection_defaults()["retry"]})
     connection_class = _MasterSSLConnection if address.tls else _MasterConnection
     return sentinels.master_for(address.service, connection_class=connection_class,
                                 **{**defaults, **address.redis_kwargs(), **options})
@@ -112,8 +113,7 @@ class Client:
 
     def _start(self, connection: redis.Redis, wait: tuple[str, int, int] | None = None) -> None:
         self._redis = connection
-        script = connection.register_script(SEND_SCRIPT)
-        self._send = _confirmed(connection, script, wait) if wait else script
+        self._sender = Sender(connection, wait)
         self._epochs_gone: dict[bytes | None, float] = {}  # bus epochs seen replaced, and since when
 
     @classmethod
@@ -167,8 +167,34 @@ class Client:
         :param result_ttl: seconds its results are kept after their last update (at most the controller's
             ``result_ttl``, 24 h by default): less memory for commands whose results are read at once
         """
+        return self._sent([self._prepare(gid, nid, cmd, args, data, id, role, fanout, roles=roles, targets=targets,
+                                         exclude=exclude, hosts=hosts, rollout=rollout, ttl=ttl, tags=tags,
+                                         result_ttl=result_ttl)])[0]
+
+    def submit(self, commands: Iterable[Mapping[str, Any]]) -> list[Cmd]:
+        """Send many commands in one round trip; return their ``Cmd`` objects, in order.
+
+        Each command is a mapping of ``cmd``'s arguments by name: ``{"gid": 1, "nid": 1, "cmd": "ping"}``
+        (``args`` and ``data`` may be left out). Every command is checked before any is sent, so a bad one
+        raises and none goes. With ``iter_results`` across them, a program fanning its own commands out to
+        a thousand agents costs what the controller's batching does."""
+        return self._sent([self._prepare(**{"args": None, **command}) for command in commands])
+
+    def iter_results(self, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job]:
+        """Yield the results of all of ``cmds`` as they arrive, whichever command each is of, until every
+        command has had its last result (as ``Cmd.iter_results`` decides for one) or ``timeout`` seconds
+        passed (0: no limit). Afterwards each ``Cmd.report()`` says how its agents did."""
+        yield from collect(self._redis, cmds, timeout)
+
+    def _prepare(self, gid: int | None, nid: int | None, cmd: str, args: RunArgs | None, data: Any = None,
+                 id: str | None = None, role: str | None = None, fanout: bool = False, *,
+                 roles: Sequence[str] | None = None, targets: Sequence[str | tuple[int, int]] | None = None,
+                 exclude: Sequence[str | tuple[int, int]] | None = None, hosts: str | None = None,
+                 rollout: Rollout | dict[str, Any] | None = None, ttl: float | None = None,
+                 tags: str | None = None, result_ttl: int | None = None) -> Cmd:
+        """A checked command, not sent yet (``_sent`` sends it)."""
         if args is None:
-            args = RunArgs()
+            args = NO_ARGS
         elif not isinstance(args, RunArgs):
             raise ValueError(f"args must be a RunArgs, got {type(args).__name__}")
         if role is not None and roles is not None:
@@ -183,9 +209,15 @@ class Client:
             ttl=None if ttl is None else check_ttl(ttl),
             result_ttl=None if result_ttl is None else check_result_ttl(result_ttl))
         check_target(command)
-        epoch, controller_alive = self._send(keys=[keys.CMDS_QUEUE, keys.BUS_EPOCH, keys.CONTROLLER_ALIVE],
-                                             args=[command.to_json()[:-1]])
-        return Cmd(self, command.id, gid, nid, cmd, args, data, role, fanout, epoch, command, bool(controller_alive))
+        return Cmd(self, command.id, gid, nid, cmd, args, data, role, fanout, command=command)
+
+    def _sent(self, cmds: list[Cmd]) -> list[Cmd]:
+        """Send ``cmds`` (``_prepare``) in one round trip; what the bus said comes with each."""
+        if cmds:
+            epoch, controller_alive = self._sender.send([cmd.wire_body() for cmd in cmds])
+            for cmd in cmds:
+                cmd.sent(epoch, controller_alive)
+        return cmds
 
     def execute(self, gid: int | None, nid: int | None, executable: str, cmdargs: list[str] | None = None,
                 args: RunArgs | None = None, data: Any = None, id: str | None = None, role: str | None = None,
@@ -312,34 +344,6 @@ class Client:
             yield pubsub
         finally:
             pubsub.close()
-
-
-def _confirmed(connection: redis.Redis, script: Any, wait: tuple[str, int, int]) -> Callable[..., Any]:
-    """``script``, each call confirmed by ``wait`` (``WAIT n ms``) in the same round trip: a command is then on
-    ``n`` replicas before the client goes on, so a failover cannot lose it. Fewer replicas in time is logged."""
-    unconfirmed = 0
-
-    def sent(keys: list[str], args: list[Any]) -> list[Any]:
-        pipe = connection.pipeline(transaction=False)
-        script(keys=keys, args=args, client=pipe)
-        pipe.execute_command(*wait)
-        return pipe.execute()
-
-    def send(keys: list[str], args: list[Any]) -> Any:
-        nonlocal unconfirmed
-        try:
-            reply, acknowledged = sent(keys, args)
-        except redis.exceptions.NoScriptError:  # a new master (a failover) that has not seen the script yet
-            connection.script_load(SEND_SCRIPT)
-            reply, acknowledged = sent(keys, args)
-        if acknowledged < wait[1]:
-            unconfirmed += 1
-            if unconfirmed in (1, 10) or unconfirmed % 100 == 0:
-                log.warning("%d of the %d replicas asked for confirmed a command within %d ms: a failover now "
-                            "could lose it (%d such commands so far)", acknowledged, wait[1], wait[2], unconfirmed)
-        return reply
-
-    return send
 
 
 def _agents(value: Sequence[str | tuple[int, int]] | None, field: str) -> tuple[tuple[int, int], ...]:

@@ -1,11 +1,12 @@
 """``BaseCmd`` and ``Cmd``: handles on a command sent through the controller."""
 
 import collections
+import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from redis.exceptions import TimeoutError as BusTimeout
@@ -25,6 +26,8 @@ WAIT_SLICE = 1.0
 LOSS_GRACE = 10.0
 #: Results ``iter_results`` takes per round trip once one has arrived.
 RESULTS_PER_READ = 1000
+#: The oldest open commands whose results ``Client.iter_results`` looks for first, and waits on.
+WINDOW = 200
 #: What ``follow_msgs`` pings its subscription with, to know it has heard everything.
 FOLLOW_END = "ac-follow-end"
 
@@ -94,6 +97,15 @@ class Cmd(BaseCmd):
     role = property(lambda self: self._role, doc="Command role")
     fanout = property(lambda self: self._fanout, doc="Whether the command fans out to every agent of the role")
 
+    def wire_body(self) -> str:
+        """The command's JSON as ``send.lua`` takes it: without its closing brace."""
+        assert self._command is not None, "a handle on a command sent elsewhere"
+        return self._command.to_json()[:-1]
+
+    def sent(self, epoch: bytes | None, controller_alive: bool) -> None:
+        """What the bus said as it took the command: its epoch, whether a controller was alive."""
+        self._epoch, self._controller_alive = epoch, controller_alive
+
     def dump(self) -> dict[str, Any]:
         """The command as a dict."""
         return {"id": self._id, "gid": self._gid, "nid": self._nid, "cmd": self._cmd,
@@ -128,14 +140,11 @@ class Cmd(BaseCmd):
         did not reply; agents that did not reply are also logged.
         """
         deadline = time.monotonic() + timeout if timeout else None
-        last: dict[tuple[int, int], Job] = {}
-        targets: set[tuple[int, int]] = set()  # fixed once routed: the controller writes them all at once
-        pending: set[tuple[int, int]] = set()  # targets whose last result has not come yet
+        results = _Results(self)
         while True:
-            if not targets:
-                targets = self._targets_or_none() or set()
-                pending = {target for target in targets if target not in last or last[target].get("more")}
-            if targets and not pending:
+            if not results.targets:
+                results.know(self._targets_or_none())
+            if results.done:
                 break
             wait = 0.0
             if deadline is not None:
@@ -146,19 +155,9 @@ class Cmd(BaseCmd):
             if raw is None:
                 break
             job = Job(self._client, raw)
-            target = (job.gid or 0, job.nid or 0)
-            last[target] = job
-            if job.get("more"):
-                pending.add(target)
-            else:
-                pending.discard(target)
+            results.take(job)
             yield job
-        if not targets and not (self._bus_silent and deadline is not None and time.monotonic() >= deadline):
-            targets = self._targets_or_none() or set()  # (not once more from a silent bus past the deadline)
-        self._report = {target: _verdict(last.get(target)) for target in targets | set(last)}
-        silent = sorted(f"{gid}:{nid}" for (gid, nid), verdict in self._report.items() if verdict == NO_REPLY)
-        if silent:
-            log.warning("command %s: no reply from %s", self._id, ", ".join(silent))
+        results.finish(deadline)
 
     def _pop(self, timeout: float, batch: int = 1) -> bytes | None:
         """The next result (``None`` after ``timeout``; 0: no limit); with ``batch`` > 1, those already
@@ -368,6 +367,108 @@ class Cmd(BaseCmd):
                 f"command {self._id} went to role {self._role!r}{' (fanout)' if self._fanout else ''}, not to one "
                 f"agent: take a result's gid and nid and use client.get_by_id(job.gid, job.nid, job.id)")
         return super()._agent()
+
+
+class _Results:
+    """What one command's results said so far: which agents it went to (fixed once routed: the controller
+    writes them all at once), which of them still owe their last result."""
+
+    def __init__(self, cmd: Cmd) -> None:
+        self.cmd = cmd
+        self.last: dict[tuple[int, int], Job] = {}
+        self.targets: set[tuple[int, int]] = set()
+        self.pending: set[tuple[int, int]] = set()
+        # one target, known by its first result, unless it goes to many (or we do not know how it was sent)
+        self.fans_out = cmd._command is None or cmd._command.fans_out
+
+    @property
+    def done(self) -> bool:
+        return bool(self.targets) and not self.pending
+
+    def know(self, targets: set[tuple[int, int]] | None) -> None:
+        """The targets as just read (None: the bus did not say)."""
+        self.targets = targets or set()
+        self.pending = {target for target in self.targets if target not in self.last or self.last[target].get("more")}
+
+    def take(self, job: Job) -> None:
+        target = (job.gid or 0, job.nid or 0)
+        if not self.targets and not self.fans_out:
+            self.targets, self.pending = {target}, {target}
+        self.last[target] = job
+        if job.get("more"):
+            self.pending.add(target)
+        else:
+            self.pending.discard(target)
+
+    def finish(self, deadline: float | None) -> None:
+        """Write the command's ``report()``; name the agents that did not reply."""
+        cmd = self.cmd
+        if not self.targets and not (cmd._bus_silent and deadline is not None and time.monotonic() >= deadline):
+            self.targets = cmd._targets_or_none() or set()  # (not once more from a silent bus past the deadline)
+        cmd._report = {target: _verdict(self.last.get(target)) for target in self.targets | set(self.last)}
+        silent = sorted(f"{gid}:{nid}" for (gid, nid), verdict in cmd._report.items() if verdict == NO_REPLY)
+        if silent:
+            log.warning("command %s: no reply from %s", cmd.id, ", ".join(silent))
+
+
+def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job]:
+    """The results of several commands as they arrive (``Client.iter_results``).
+
+    Commands mostly end in the order they were sent (the controller routes, and agents run, first come first
+    served), so the queues of the ``WINDOW`` oldest open commands are popped in one round trip, and when they
+    are all empty this waits on them (``BLPOP``) rather than polling. Should they stay quiet for a while (long
+    jobs first), every other open command is looked at too, once per ``WAIT_SLICE``."""
+    deadline = time.monotonic() + timeout if timeout else None
+    open_: dict[str, _Results] = {cmd.id: _Results(cmd) for cmd in cmds}
+    while open_:
+        window = list(itertools.islice(open_, WINDOW))
+        if (yield from _take_waiting(redis, open_, window)):
+            continue
+        wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        popped = redis.blpop([keys.result_queue(command_id) for command_id in window], timeout=wait)
+        if popped is not None:
+            command_id = popped[0].decode()[len(keys.RESULT_QUEUE_PREFIX):]
+            yield from _take(open_, command_id, [popped[1]])
+            continue
+        open_[window[0]].cmd._check_not_lost()
+        beyond = list(open_)[len(window):]
+        for start in range(0, len(beyond), RESULTS_PER_READ):
+            yield from _take_waiting(redis, open_, beyond[start:start + RESULTS_PER_READ])
+    for results in open_.values():
+        results.finish(deadline)
+
+
+def _take_waiting(redis: Any, open_: dict[str, "_Results"], ids: list[str]) -> Generator[Job, None, int]:
+    """Pop what waits for the commands ``ids`` (and the targets of fanouts not known yet) in one round trip;
+    yield each result; return how many came."""
+    with redis.pipeline(transaction=False) as pipe:
+        for command_id in ids:
+            pipe.lpop(keys.result_queue(command_id), RESULTS_PER_READ)
+            if not open_[command_id].targets and open_[command_id].fans_out:
+                pipe.hkeys(keys.job_results(command_id))
+        replies = iter(pipe.execute())
+    came = 0
+    for command_id in ids:
+        results = open_[command_id]
+        popped = next(replies) or []
+        if not results.targets and results.fans_out:
+            results.know({keys.parse_agent_name(field.decode()) for field in next(replies)})
+        came += len(popped)
+        yield from _take(open_, command_id, popped)
+    return came
+
+
+def _take(open_: dict[str, "_Results"], command_id: str, popped: list[bytes]) -> Iterator[Job]:
+    results = open_[command_id]
+    for raw in popped:
+        job = Job(results.cmd._client, raw)
+        results.take(job)
+        yield job
+    if results.done:
+        results.finish(None)
+        del open_[command_id]
 
 
 def _verdict(job: Job | None) -> str:

@@ -1,11 +1,11 @@
 """Every benchmark in one run, one table: each figure beside its limit, measured in the same run.
 
-    python -m bench [--quick] [--only latency,throughput,fanout,rollout,agent,routing,flood,scale]
+    python -m bench [--quick] [--only latency,client,throughput,fanout,rollout,agent,routing,flood,scale]
 
 Each part starts the grid it needs (a private redis-server, controllers,
 agents) and stops it before the next, so no part loads the machine while
 another measures. The parts, and their own command lines for details:
-``python -m bench.latency``, ``bench.throughput``, ``bench.fanout``,
+``python -m bench.latency``, ``bench.client``, ``bench.throughput``, ``bench.fanout``,
 ``bench.rollout``, ``bench.agent``, ``bench.routing``, ``bench.flood``, ``bench.scale``. ``--quick``
 uses smaller counts (a smoke run, figures less steady).
 """
@@ -21,12 +21,13 @@ import psutil
 import redis
 
 from acgrid.redis_server import redis_server_version
-from bench import agent, fanout, flood, latency, rollout, routing, scale, throughput
+from bench import agent, client, fanout, flood, latency, rollout, routing, scale, throughput
 from bench.table import Row, print_table
 
 PARTS: dict[str, tuple[Callable[..., list[Row]], dict, dict]] = {
     # name: (measure, full options, quick options)
     "latency": (latency.measure, {"count": 2000}, {"count": 2000}),
+    "client": (client.measure, {}, {"count": 4000}),
     "throughput": (throughput.measure, {"count": 20_000, "agents": 4}, {"count": 5000, "agents": 4}),
     "fanout": (fanout.measure, {"rounds": 5}, {"rounds": 2}),
     "rollout": (rollout.measure, {}, {"agents": 200, "batch": 20, "rounds": 1}),
