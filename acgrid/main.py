@@ -4,6 +4,7 @@
     ac-grid --demo                          # start, run the demo, stop
     ac-grid --config grid.toml              # agents from a file
     ac-grid --agents 1000 --swarm           # 1 000 agents hosted by one process
+    ac-grid --sentinel                      # a bus that survives losing its master: Redis Sentinel
 """
 
 import argparse
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls", action="store_true", help="a TLS-only private redis-server, certificates generated")
     parser.add_argument("--acl", action="store_true",
                         help="least privilege: default user off, an admin user, one user per agent, a client user")
+    parser.add_argument("--sentinel", action="store_true",
+                        help="a highly available bus: a master, a replica and three sentinels on loopback ports; "
+                             "every part follows a failover (try: kill -9 the master's pid, printed)")
     parser.add_argument("--demo", action="store_true", help="run the demo through the client, then stop")
     parser.add_argument("--log-level", default="WARNING", help="log level of the daemons (default WARNING)")
     options = parser.parse_args(argv)
@@ -54,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
             members = [name for spec in grid.agent_specs.values() for name in spec.members]
             shown = ", ".join(members[:10]) + (f" and {len(members) - 10} more" if len(members) > 10 else "")
             print(f"grid up: bus {grid.bus_url}, agents {shown}; files in {grid.workdir}")
+            if grid.topology is not None:
+                master = grid.topology.master()
+                nodes = ", ".join(f"{'master' if node is master else 'replica'} 127.0.0.1:{node.port} (pid "
+                                  f"{node.process.pid if node.process else '-'})" for node in grid.topology.nodes)
+                print(f"sentinel: service {grid.topology.address.service!r}, {nodes}")
             if options.demo:
                 run_demo(grid.client(), sorted(grid.agent_specs.values(), key=lambda spec: (spec.gid, spec.nid)))
                 return
@@ -106,4 +115,4 @@ def _grid_from(options: argparse.Namespace) -> Grid:
             specs = [AgentSpec(options.gid, nid, roles) for nid in range(1, options.agents + 1)]
     return Grid(specs, controllers=options.controllers or controllers, bus_url=options.bus,
                 heartbeat_interval=heartbeat, log_level=options.log_level, tls=options.tls,
-                acl=options.acl)
+                acl=options.acl, sentinel=options.sentinel)

@@ -26,6 +26,10 @@ from acgrid.tls import TlsFiles
 SERVICE = "ac"
 #: Sentinels that must agree that the master is down before one of them fails it over.
 QUORUM = 2
+#: Seconds without an answer after which the sentinels judge a node down. Sentinel pings every second: at 1 s,
+#: one late answer (a loaded machine, or the first ping to a master just promoted) fails over a master that
+#: lives, and then the replica that had not caught up yet is promoted. 2 s leaves one ping of slack.
+DOWN_AFTER = 2.0
 #: Seconds between two looks while the topology forms (nothing announces that a sentinel found its peers).
 FORMING_POLL = 0.05
 
@@ -77,7 +81,7 @@ class SentinelTopology:
     """A master, a replica and three sentinels, all on 127.0.0.1; ``url`` is the bus's Sentinel address."""
 
     def __init__(self, workdir: Path | None = None, *, tls: TlsFiles | None = None, auth: bool = False,
-                 down_after: float = 1.0, node_args: tuple[str, ...] = ()) -> None:
+                 down_after: float = DOWN_AFTER, node_args: tuple[str, ...] = ()) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="ac-sentinel-"))
         self.tls = tls

@@ -1,6 +1,6 @@
 """What a failover of the bus costs: SIGKILL the master while commands flow, and count what each command got.
 
-    python -m bench.failover [--commands 5000] [--clients 4] [--window 50] [--down-after 1.0]
+    python -m bench.failover [--commands 5000] [--clients 4] [--window 50] [--down-after 2.0]
 
 A Sentinel grid (``ac-grid --sentinel``: a master, a replica, three sentinels on loopback ports), one
 controller and two agents holding role ``load``. ``--clients`` threads, each with its own ``acclient.Client``
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import acclient
 from acgrid.launcher import AgentSpec, Grid
+from acgrid.sentinel import DOWN_AFTER
 from protocol import keys
 from protocol.states import State
 
@@ -110,7 +111,7 @@ class _Flow:
 
 
 def run(commands: int = 5000, clients: int = 4, window: int = 50, wait_replicas: int = 0,
-        down_after: float = 1.0) -> Outcome:
+        down_after: float = DOWN_AFTER) -> Outcome:
     """One run: a Sentinel grid, commands flowing, the master SIGKILLed; what every command got."""
     agent_config = {"controllers": {"main": {"wait_replicas": wait_replicas}}} if wait_replicas else {}
     specs = [AgentSpec(1, nid, ("load",), agent_config) for nid in (1, 2)]
@@ -163,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commands", type=int, default=5000, help="commands per run (default 5000)")
     parser.add_argument("--clients", type=int, default=4, help="client threads (default 4)")
     parser.add_argument("--window", type=int, default=50, help="commands each client has outstanding (default 50)")
-    parser.add_argument("--down-after", type=float, default=1.0,
-                        help="seconds the sentinels wait before they judge the master down (default 1)")
+    parser.add_argument("--down-after", type=float, default=DOWN_AFTER,
+                        help=f"seconds the sentinels wait before they judge the master down (default {DOWN_AFTER:g})")
     options = parser.parse_args(argv)
     for wait_replicas in (0, 1):
         outcome = run(options.commands, options.clients, options.window, wait_replicas, options.down_after)

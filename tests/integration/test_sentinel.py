@@ -6,8 +6,12 @@ address that cannot work says why."""
 import dataclasses
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import trio
@@ -169,3 +173,29 @@ def test_a_failover_with_tls_and_sentinels_that_require_a_password(make_grid):
     assert "service 'nosuch' is unknown to the sentinels at 127.0.0.1:" in problem(service="nosuch")
     assert "WRONGPASS" in problem(sentinel_password="wrong") or "invalid" in problem(sentinel_password="wrong")
     assert "cannot reach the bus at rediss://127.0.0.1:1/0" in problem(sentinels=(("127.0.0.1", 1),))
+
+
+def test_ac_grid_sentinel_starts_the_topology_and_survives_killing_the_master_it_names():
+    """What a user tries with one command: ``ac-grid --sentinel``, the AC_BUS it prints pasted, the master's pid
+    killed as printed; ``ac`` rides out the failover."""
+    grid = subprocess.Popen([str(Path(sys.executable).parent / "ac-grid"), "--sentinel", "--agents", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        lines = []
+        for line in grid.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("press Ctrl-C"):
+                break
+        exports = dict(re.fullmatch(r"  export (AC_\w+)=(.*)", line).groups() for line in lines
+                       if line.startswith("  export "))
+        assert exports["AC_BUS"].startswith("redis+sentinel://127.0.0.1:"), lines
+        master_pid = int(re.search(r"master 127\.0\.0\.1:\d+ \(pid (\d+)\)", "\n".join(lines)).group(1))
+        env = environment(exports["AC_BUS"])
+        assert ac(None, "agents", env=env).lines[-1] == "1 agent: 1 alive, 0 dead"
+        os.kill(master_pid, signal.SIGKILL)
+        ran = ac(None, "exec", "-g", "1", "-n", "1", "--", "echo", "after the failover", env=env)
+        assert ran.code == 0 and "after the failover" in ran.out, ran.err
+        print(f"ac exec sent as the master was killed: answered in {ran.seconds:.2f} s")
+    finally:
+        grid.send_signal(signal.SIGTERM)
+        grid.wait(timeout=TIMEOUT)

@@ -50,7 +50,8 @@ def test_every_controller_key_is_in_the_example():
 
 def test_example_grid_config_loads_and_names_every_key():
     grid = grid_main._grid_from(grid_main.argparse.Namespace(config=str(CONFIGS / "grid.toml"), controllers=None,
-                                                             bus=None, log_level="INFO", tls=False, acl=False))
+                                                             bus=None, log_level="INFO", tls=False, acl=False,
+                                                             sentinel=False))
     assert [(spec.name, spec.roles, spec.swarm) for spec in grid.agent_specs.values()] == [
         ("1:1", ("web", "db"), 1), ("1:2", ("web",), 1), ("2:1", ("swarm",), 100)]
     assert grid.agent_specs["1:2"].config == {"main": {"max_jobs": 10}}
