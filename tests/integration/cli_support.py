@@ -1,13 +1,17 @@
 """Running the real ``ac`` (a child process: ``python -m acclient.cli``) the way an operator does."""
 
+import contextlib
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from support import TIMEOUT
@@ -56,6 +60,26 @@ def ac(bus: str | None, *argv: str, input: str | None = None, timeout: float = 2
     done = subprocess.run([*AC, *argv], input=input, capture_output=True, text=True, timeout=timeout,
                           env=env or environment(bus), stdin=None if input is not None else subprocess.DEVNULL)
     return Ran(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def ac_grid(*argv: str) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """``ac-grid argv`` running (stopped on exit): the lines it printed until it was up, and the settings it says
+    to paste (``export NAME=value``, as printed)."""
+    grid = subprocess.Popen([str(Path(sys.executable).parent / "ac-grid"), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        lines = []
+        assert grid.stdout is not None  # a pipe
+        for line in grid.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("press Ctrl-C"):
+                break
+        match = (re.fullmatch(r"  export (AC_\w+)=(.*)", line) for line in lines)
+        yield lines, dict(found.groups() for found in match if found)
+    finally:
+        grid.send_signal(signal.SIGTERM)
+        grid.wait(timeout=TIMEOUT)
 
 
 class Running:

@@ -1,35 +1,20 @@
 """``ac-grid`` prints what to paste to use it with ``ac``: the bus, and with --acl/--tls the client user and the
 certificate files; pasted as printed, ``ac agents`` works."""
 
-import re
 import shlex
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from cli_support import ac, environment
-from support import TIMEOUT
+from cli_support import ac, ac_grid, environment
 
-GRID = [str(Path(sys.executable).parent / "ac-grid"), "--agents", "1", "--acl", "--tls"]
+GRID = ["--agents", "1", "--acl", "--tls"]
 
 
 def test_ac_grid_prints_the_settings_to_paste():
-    grid = subprocess.Popen(GRID, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-    try:
-        lines = []
-        for line in grid.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("press Ctrl-C"):
-                break
-        exports = dict(re.fullmatch(r"  export (AC_\w+)=(.*)", line).groups() for line in lines
-                       if line.startswith("  export "))
+    with ac_grid(*GRID) as (lines, exports):
         assert set(exports) == {"AC_BUS", "AC_USERNAME", "AC_PASSWORD", "AC_CA_FILE", "AC_CERT_FILE", "AC_KEY_FILE"}
         assert exports["AC_BUS"].startswith("rediss://")
         assert any(line.strip().startswith(str(Path(sys.executable).parent / "ac") + " agents") for line in lines)
         pasted = {name: shlex.split(value)[0] for name, value in exports.items()}
         ran = ac(None, "agents", env=environment(None, **pasted))
         assert ran.code == 0 and ran.lines[-1] == "1 agent: 1 alive, 0 dead", ran.err
-    finally:
-        grid.send_signal(signal.SIGTERM)
-        grid.wait(timeout=TIMEOUT)

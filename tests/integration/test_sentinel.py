@@ -8,14 +8,11 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import trio
-from cli_support import Running, ac, environment
+from cli_support import Running, ac, ac_grid, environment
 from support import TIMEOUT, wait_state, wait_until
 
 import acclient
@@ -178,16 +175,7 @@ def test_a_failover_with_tls_and_sentinels_that_require_a_password(make_grid):
 def test_ac_grid_sentinel_starts_the_topology_and_survives_killing_the_master_it_names():
     """What a user tries with one command: ``ac-grid --sentinel``, the AC_BUS it prints pasted, the master's pid
     killed as printed; ``ac`` rides out the failover."""
-    grid = subprocess.Popen([str(Path(sys.executable).parent / "ac-grid"), "--sentinel", "--agents", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-    try:
-        lines = []
-        for line in grid.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("press Ctrl-C"):
-                break
-        exports = dict(re.fullmatch(r"  export (AC_\w+)=(.*)", line).groups() for line in lines
-                       if line.startswith("  export "))
+    with ac_grid("--sentinel", "--agents", "1") as (lines, exports):
         assert exports["AC_BUS"].startswith("redis+sentinel://127.0.0.1:"), lines
         master_pid = int(re.search(r"master 127\.0\.0\.1:\d+ \(pid (\d+)\)", "\n".join(lines)).group(1))
         env = environment(exports["AC_BUS"])
@@ -196,6 +184,3 @@ def test_ac_grid_sentinel_starts_the_topology_and_survives_killing_the_master_it
         ran = ac(None, "exec", "-g", "1", "-n", "1", "--", "echo", "after the failover", env=env)
         assert ran.code == 0 and "after the failover" in ran.out, ran.err
         print(f"ac exec sent as the master was killed: answered in {ran.seconds:.2f} s")
-    finally:
-        grid.send_signal(signal.SIGTERM)
-        grid.wait(timeout=TIMEOUT)
