@@ -13,10 +13,11 @@ import time
 import pytest
 import trio
 from cli_support import Running, ac, ac_grid, environment
+from legacy_client import LEGACY_CLIENT, bounded, load
 from support import TIMEOUT, wait_state, wait_until
 
 import acclient
-from acbus.connection import ConnectionLost, find_master
+from acbus.connection import ConnectionLost, ReplyError, connect, find_master
 from acgrid.launcher import AgentSpec, Grid
 from protocol import keys
 
@@ -184,3 +185,53 @@ def test_ac_grid_sentinel_starts_the_topology_and_survives_killing_the_master_it
         ran = ac(None, "exec", "-g", "1", "-n", "1", "--", "echo", "after the failover", env=env)
         assert ran.code == 0 and "after the failover" in ran.out, ran.err
         print(f"ac exec sent as the master was killed: answered in {ran.seconds:.2f} s")
+
+
+@pytest.mark.skipif(not LEGACY_CLIENT.is_file(), reason=f"the 2015 client is not there ({LEGACY_CLIENT})")
+def test_a_switch_while_the_old_master_lives_on_as_a_replica_is_followed_and_the_2015_client_keeps_its_address(
+        make_grid):
+    """SENTINEL FAILOVER: the old master goes on answering (the sentinels make it a replica at their next look,
+    up to 10 s later). The daemons do not wait for that: they follow +switch-master at once; the client
+    follows; the 2015 client, given the master's address, talks to that one, and after the switch to the new
+    master's."""
+    grid = make_grid([AgentSpec(1, 1)], sentinel=True, controller_config=FAST)
+    topology, client = grid.topology, grid.client()
+    legacy = load()
+    old = topology.master()
+    before = legacy.Client("127.0.0.1", old.port)
+    assert bounded(before.cmd(1, 1, "ping", legacy.RunArgs()).get_next_result, 10).state == "SUCCESS"
+    started = time.monotonic()
+    topology.ask_sentinel("SENTINEL", "FAILOVER", "ac")
+    new = topology.await_failover(old)
+    switched = time.monotonic() - started
+    assert client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+    print(f"SENTINEL FAILOVER: new master after {switched:.2f} s, a ping answered after "
+          f"{time.monotonic() - started:.2f} s")
+    after = legacy.Client("127.0.0.1", new.port)
+    assert bounded(after.cmd(1, 1, "ping", legacy.RunArgs()).get_next_result, 10).state == "SUCCESS"
+    assert topology.node_client(old).ping(), "it lives on (the sentinels make it a replica at their next look)"
+    for name in ("controller-0", "agent-1-1"):
+        assert f"moved from 127.0.0.1:{old.port} to 127.0.0.1:{new.port}" in grid.log_path(name).read_text()
+
+
+def test_a_connection_left_on_a_master_made_a_replica_breaks_at_its_first_write(make_grid):
+    """A connection to the node the sentinels named, left there while that node is made a replica (no
+    +switch-master reached its user): its first write meets READONLY, and it breaks itself, so that its user
+    connects again, to the master the sentinels name now."""
+    grid = make_grid([AgentSpec(1, 1)], sentinel=True, controller_config=FAST)
+    topology = grid.topology
+    old = topology.master()
+
+    async def left_behind() -> None:
+        async with connect(grid.address, "left-behind") as connection:
+            topology.ask_sentinel("SENTINEL", "FAILOVER", "ac")
+            new = topology.await_failover(old)
+            topology.node_client(old).execute_command("REPLICAOF", "127.0.0.1", new.port)  # as the sentinels will
+            assert connection.is_open
+            with pytest.raises(ReplyError, match="READONLY"):
+                await connection.execute("SET", "ac:test:written", "1")
+            assert not connection.is_open
+        async with connect(grid.address, "again") as connection:
+            assert connection.master == ("127.0.0.1", new.port)
+
+    trio.run(left_behind)
