@@ -37,6 +37,11 @@ def agent_metrics(agent: "Agent") -> list[Metric]:
                  "controller", "controller", [(name, uplink.outbox.dropped) for name, uplink in uplinks.items()]),
         by_label("ac_agent_bus_reconnects_total", "counter", "Times the connection to a controller's bus was made "
                  "again", "controller", [(name, uplink.bus.reconnects) for name, uplink in uplinks.items()]),
+        by_label("ac_agent_bus_failovers_total", "counter", "Times a controller's bus moved to a new master (Sentinel)",
+                 "controller", [(name, uplink.bus.switches) for name, uplink in uplinks.items()]),
+        by_label("ac_agent_writes_unconfirmed_total", "counter", "Outbox writes fewer replicas than wait_replicas "
+                 "confirmed in time (a failover could lose them), per controller", "controller",
+                 [(name, uplink.bus.unconfirmed) for name, uplink in uplinks.items()]),
         Metric("ac_agent_bus_refusals_total", "counter", "Commands a controller's bus refused (OOM, LOADING, "
                "READONLY, NOPERM, ...): waited out and tried again", [((name, kind), count)
                for name, uplink in uplinks.items() for kind, count in sorted(uplink.bus.refusals.items())],
