@@ -234,7 +234,7 @@ async def find_master(address: BusAddress) -> tuple[str, int]:
         try:
             async with connect_sentinel(address, host, port) as sentinel:
                 reply = await sentinel.execute("SENTINEL", "get-master-addr-by-name", address.service)
-        except (ConnectionLost, ReplyError, OSError) as exc:
+        except (ConnectionLost, ReplyError) as exc:
             problems.append(f"{host}:{port}: {exc}")
             continue
         if reply is None:
@@ -272,9 +272,12 @@ async def _handshake(connection: Connection, address: BusAddress, name: str, che
         commands.append(("SELECT", address.db))
     if name:
         commands.append(("CLIENT", "SETNAME", name.replace(" ", "_")))
-    await connection.pipeline(commands)
-    if check_role:
-        role = (await connection.pipeline([("ROLE",)], raise_errors=False))[0]
+    replies = await connection.pipeline([*commands, ("ROLE",)] if check_role else commands, raise_errors=False)
+    role = replies.pop() if check_role else None
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise reply
+    if role is not None:
         if isinstance(role, ReplyError) and str(role).startswith("NOPERM"):
             return
         if isinstance(role, ReplyError):
