@@ -42,8 +42,7 @@ from protocol.states import State
 
 log = logging.getLogger(__name__)
 
-#: Seconds between the slower checks: the registry hash read again (registrations come as events; this
-#: makes up for any missed), and the registrations of the long dead forgotten.
+#: Seconds between two readings of the whole registry hash, when its size did not change meanwhile.
 SLOW_EVERY = 30.0
 #: Running jobs whose result expiry is renewed per round trip.
 KEEP_ALIVE_CHUNK = 1000
@@ -99,9 +98,9 @@ class Liveness:
             await self.check_master(self.bus)  # a failover, maybe while we were not connected
         await self._check_epoch()
         now = trio.current_time()
-        slow = now - self._slow_at >= SLOW_EVERY
-        if slow:
-            self._slow_at = now
+        registered = await self.bus.execute("HLEN", keys.AGENTS)
+        if now - self._slow_at >= SLOW_EVERY or registered != self.registry.hash_fields:
+            self._slow_at = now  # (registrations come as events: this makes up for any missed)
             await self.registry.load_registrations(self.bus)
         if self.bus.generation != self._generation:
             await self._reconnected()
@@ -114,8 +113,7 @@ class Liveness:
             self.agents_lost += 1
             log.warning("agent %s lost: no heartbeat", view.name)
         await events.publish_all(self.bus, events.AGENT_LOST, [{"agent": view.name} for view in died])
-        if slow:
-            await self._forget_the_long_dead()
+        await self._forget_the_long_dead()
         bus_up = trio.current_time() - self._bus_started_at
         for view in self.registry.agents.values():
             if not view.alive and view.load and (view.seen_on == self._run_id

@@ -113,6 +113,7 @@ class Registry:
         self.agents: dict[tuple[int, int], AgentView] = {}
         self.run_id = ""  # the Redis run the liveness sweep last saw (``AgentView.seen_on``)
         self.indexes: dict[tuple[int, str], LoadIndex] = {}
+        self.hash_fields = 0  # fields of the registry hash, as far as we know: its HLEN tells when to read it again
 
     def least_busy(self, gid: int, role: str) -> AgentView | None:
         """The least busy live agent of grid ``gid`` (0: any) holding ``role`` (``"*"``: any)."""
@@ -156,7 +157,10 @@ class Registry:
     def register(self, gid: int, nid: int, registration: Registration, alive: bool = True) -> AgentView:
         """Record a (re)registration: its roles are current from now on. A fresh one (``alive``), just
         drained from the agent's outbox, proves that the agent runs against this Redis."""
-        view = self.agents.get((gid, nid)) or AgentView(gid, nid, registration=registration)
+        view = self.agents.get((gid, nid))
+        if view is None:
+            view = AgentView(gid, nid, registration=registration)
+            self.hash_fields += 1
         if alive:
             view.seen_on = self.run_id
         old_roles = view.roles
@@ -177,7 +181,8 @@ class Registry:
 
     def drop(self, view: AgentView) -> None:
         self.set_alive(view, False)
-        self.agents.pop((view.gid, view.nid), None)
+        if self.agents.pop((view.gid, view.nid), None) is not None:
+            self.hash_fields -= 1
 
     def live(self) -> list[AgentView]:
         return [view for view in self.agents.values() if view.alive]
@@ -203,6 +208,7 @@ class Registry:
                 view = self.register(gid, nid, Registration.from_wire(gid, nid, registration), alive=False)
                 if isinstance(allowed, list):
                     self.narrow_roles(view, frozenset(allowed))
+        self.hash_fields = len(flat) // 2
 
     async def forget(self, bus: Any, view: AgentView) -> None:
         """Drop agent ``view``'s registration, here and on the bus, and tell the peers (``agent_forgotten``)."""
