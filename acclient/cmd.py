@@ -24,6 +24,9 @@ RETURNED, FAILED, NO_REPLY = "returned", "error", "no reply"
 WAIT_SLICE = 1.0
 #: Seconds a command the bus seems to have lost (its epoch changed) is given to show up again.
 LOSS_GRACE = 10.0
+#: Seconds a controller's key may be missing before the client says that none is alive: after a failover the
+#: controllers write it on the new master a moment after a client may have found that master.
+CONTROLLER_GRACE = 3.0
 #: Results ``iter_results`` takes per round trip once one has arrived.
 RESULTS_PER_READ = 1000
 #: The oldest open commands whose results ``Client.iter_results`` looks for first, and waits on.
@@ -223,10 +226,13 @@ class Cmd(BaseCmd):
             raise CommandLost(self._id, failover=(epoch or b"").startswith(keys.FAILOVER_EPOCH_PREFIX.encode()))
 
     def _check_controller(self) -> None:
-        """Raise ``NoControllerError`` when no controller is alive on the bus (none renewed its key lately)."""
-        alive = bool(self._client._redis.exists(keys.CONTROLLER_ALIVE))
-        if not alive:
-            raise NoControllerError(self._id)
+        """Raise ``NoControllerError`` when no controller is alive on the bus (none renewed its key lately, nor
+        within ``CONTROLLER_GRACE``)."""
+        redis, give_up = self._client._redis, time.monotonic() + CONTROLLER_GRACE
+        while not redis.exists(keys.CONTROLLER_ALIVE):
+            if time.monotonic() >= give_up:
+                raise NoControllerError(self._id)
+            time.sleep(0.05)  # polling: the key's arrival has no event to wait on
         self._controller_alive = True
 
     def progress(self) -> dict[str, int]:
