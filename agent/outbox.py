@@ -35,7 +35,11 @@ while the outbox reads ``outseq`` and writes, so that the uplink can put its
 inflight list right (``Uplink.reconcile``) between two writes.
 
 With ``wait_replicas`` (Sentinel), each write is confirmed by ``WAIT``: a
-result is then on the replicas before the agent forgets it.
+result is then on the replicas before the agent forgets it. Without it, the
+last urgent envelopes delivered are kept (``REPLAYABLE``): when ``outseq``
+says the bus lost some of them, those are written again. The controller
+takes a job update only while the job is open, so one the bus did have after
+all is dropped, never taken twice.
 """
 
 import collections
@@ -63,6 +67,8 @@ MAX_SPOOL_BYTES = 64 * 1024 * 1024
 BULK_BACKLOG = 4
 #: Seconds between looks at the outbox's length while bulk envelopes wait for it to drain.
 BACKLOG_POLL = 0.005
+#: Urgent envelopes kept after delivery, to write again if a failover turns out to have lost them.
+REPLAYABLE = 4096
 
 
 @dataclass(slots=True, eq=False)
@@ -76,6 +82,7 @@ class _Entry:
     number: int = 0  # bulk: its number among the bulk entries, in the order they were put
     seq: int = 0  # set when first sent: its place in outseq's numbering
     done: bool = False
+    replay: bool = False  # written again after the bus lost it: its command was forgotten already
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +105,7 @@ class Outbox:
         self._bulk_written = 0  # the number of the newest bulk entry written: all before it are written too
         self._newest_bulk_of: dict[str, int] = {}  # job -> the number of the newest bulk entry carrying it
         self._sending: list[_Entry] = []  # the transaction in flight (sent again as it is after a lost connection)
+        self._replayable: collections.deque[_Entry] = collections.deque(maxlen=REPLAYABLE)  # urgent, delivered
         self._wakeup = trio.Event()
         self._last_seq = 0  # the last sequence number given to an entry
         self._delivered_seq = 0  # the last one the bus confirmed it has (0: none yet)
@@ -273,6 +281,8 @@ class Outbox:
             for entry in self._sending:  # it is gone too: send it again, after what comes first
                 entry.seq = 0
             self._sending = []
+            if seq is not None:  # some writes lost (a failover); with all data gone, no job they update is open
+                self._replay_after(delivered)
             self.on_data_lost(seq is None)
         if self._sending and self._sending[-1].seq <= delivered:
             self._finish(self._sending)
@@ -281,6 +291,15 @@ class Outbox:
         self._check_delivered = False
         self._checked_on = generation
 
+    def _replay_after(self, delivered: int) -> None:
+        """Put the delivered urgent envelopes the bus lost (numbered past ``delivered``) ahead of the others."""
+        lost = [entry for entry in self._replayable if entry.seq > delivered]
+        self._replayable.clear()
+        for entry in reversed(lost):
+            self._urgent.appendleft(_Entry(entry.envelope, entry.finished_command, job=entry.job, replay=True))
+        if lost:
+            log.warning("the bus lost %d updates of ours that it had confirmed: writing them again", len(lost))
+
     def _finish(self, batch: list[_Entry]) -> None:
         """``batch`` is on the bus."""
         self._sending = []
@@ -288,6 +307,8 @@ class Outbox:
             if not entry.done:
                 entry.done = True
                 self._forget(entry)
+                if not entry.bulk and entry.envelope is not None:
+                    self._replayable.append(entry)
         for lane in (self._urgent, self._bulk):
             while lane and lane[0].done:
                 lane.popleft()
@@ -302,5 +323,5 @@ class Outbox:
             for job in entry.jobs:
                 if self._newest_bulk_of.get(job) == entry.number:
                     del self._newest_bulk_of[job]
-        if entry.finished_command is not None:
+        if entry.finished_command is not None and not entry.replay:
             self.on_delivered(entry.finished_command)

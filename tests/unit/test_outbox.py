@@ -204,30 +204,32 @@ def test_a_bus_that_lost_its_data_gets_what_put_first_queued_first(in_flight):
     assert int(bus.redis.get(KEYS.outbox_seq)) >= 5, "numbered on from before (never again from 1)"
 
 
-def test_a_failover_that_lost_our_last_write_is_noticed_and_what_follows_goes_after_put_first():
+def test_a_failover_that_lost_our_last_write_is_noticed_and_the_lost_write_goes_again_after_put_first():
     """The replica a failover promoted had our writes up to the first one only: outseq is behind what the old
-    master confirmed, so the outbox says writes were lost (not all data), and the next write follows the adopt
-    envelope, numbered on from before."""
+    master confirmed, so the outbox says writes were lost (not all data), writes the lost one again right after
+    the adopt envelope (its command forgotten once only), and numbers on from before."""
     bus = FakeBus()
     lost: list[bool] = []
+    delivered: list[bytes] = []
 
     def reannounce(everything: bool) -> None:
         lost.append(everything)
         outbox.put_first("adopt")
 
-    outbox = Outbox(bus, KEYS, on_delivered=lambda raw: None, on_data_lost=reannounce)
+    outbox = Outbox(bus, KEYS, on_delivered=delivered.append, on_data_lost=reannounce)
 
     async def test() -> None:
         async with serving(outbox):
             await outbox.delivered(outbox.put("register"))
-            await outbox.delivered(outbox.put("running-1", job="1"))
+            await outbox.delivered(outbox.put("result-1", finished_command=b"cmd-1", job="1"))
             bus.redis.set(KEYS.outbox_seq, 1)  # the new master as the replica had it: the second write missing
             bus.redis.rpop(KEYS.outbox)
             bus.reconnect()
-            await outbox.delivered(outbox.put("result-1", job="1"))
+            await outbox.delivered(outbox.put("result-2", job="2"))
             await trio.sleep(SETTLE)
 
     run(test)
     assert lost == [False] and outbox.data_losses == 1
-    assert in_redis(bus) == ["register", "adopt", "result-1"]
+    assert in_redis(bus) == ["register", "adopt", "result-1", "result-2"]
+    assert delivered == [b"cmd-1"], "the command was forgotten when first delivered, not again"
     assert int(bus.redis.get(KEYS.outbox_seq)) > 2
