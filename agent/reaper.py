@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 _PR_SET_CHILD_SUBREAPER = 36
 #: How often to look whether stopped processes are gone (only while stopping some).
 _POLL = 0.05
+#: Looks at an adopted process whose environment reads empty (as it does for a moment while it execs).
+_LOOKS = 5
 
 
 def carries(environment: dict[bytes, bytes], identity: "Identity", job_id: str | None = None) -> bool:
@@ -94,7 +96,14 @@ class Reaper:
     async def stop_strays(self, identity: "Identity", job_id: str, grace: float) -> int:
         """Stop what job ``job_id`` of ``identity`` left running outside its group (its main process has
         exited); return how many processes that was."""
-        adopted = [pid for pid in _children() - self.managed if carries(_environment(pid), identity, job_id)]
+        adopted, unsure = [], list(_children() - self.managed)
+        for _ in range(_LOOKS):
+            environments = {pid: _environment(pid) for pid in unsure}
+            adopted += [pid for pid, environment in environments.items() if carries(environment, identity, job_id)]
+            unsure = [pid for pid, environment in environments.items() if not environment and _alive(pid)]
+            if not unsure:
+                break
+            await trio.sleep(_POLL)  # an empty environment: a process in the middle of an exec, most likely
         if not adopted:
             return 0
         strays = _with_descendants(adopted)

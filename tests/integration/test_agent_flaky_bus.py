@@ -55,6 +55,7 @@ def test_the_agent_rides_out_a_bus_outage(make_grid):
     logged = wait_until(every_tick_logged, what="every tick, also those of the outage, in the controller's log")
     assert logged
     assert current(client, "steady").get("pid") == steady_pid  # the same run, never restarted
-    assert bus.exists(keys.AgentKeys(1, 1).alive)  # beating again
+    wait_until(lambda: bus.exists(keys.AgentKeys(1, 1).alive),
+               what="the agent beating again (its intake reconnects with a backoff of up to 5 s)")
     client.cmd(1, 1, "kill", None, data=json.dumps({"id": "steady"}))
     wait_state(client, "steady", "KILLED")
