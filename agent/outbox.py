@@ -155,6 +155,12 @@ class Outbox:
         applied it is not known yet."""
         return [entry.finished_command for entry in self._sending if entry.finished_command is not None]
 
+    def finished_lately(self) -> set[bytes]:
+        """The commands that updates delivered lately (or being written again) finished: a bus that still has one
+        in the inflight list lost that update, which is written again (``_replay_after``)."""
+        return {entry.finished_command for entry in itertools.chain(self._replayable, self._urgent)
+                if entry.finished_command is not None}
+
     def put_removal(self, finished_command: bytes) -> None:
         """Take a command off the inflight list without telling the controller anything."""
         self._add(_Entry(None, finished_command))

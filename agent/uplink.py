@@ -12,7 +12,9 @@ in its queue, or gone from its inflight list. So each time the intake
 connects, it first puts the inflight list right (``reconcile``): every
 command the agent holds is in it, and not in its queue. A command whose
 routing was lost too may be routed to the agent again: that copy is taken
-off the inflight list, unanswered, while the first one still runs.
+off the inflight list, unanswered, while the first one still runs. A command
+still in the inflight list whose result the failover lost is not run again:
+the outbox writes that result again.
 """
 
 import collections
@@ -157,8 +159,10 @@ class Uplink:
                 self._intake_live = trio.Event()
 
     async def _take_on(self, connection: Connection) -> None:
-        for raw in await self.reconcile(connection):
-            if not self.is_held(raw):
+        inflight = await self.reconcile(connection)
+        answered = self.outbox.finished_lately() if inflight else set()  # a failover lost the answer: written again
+        for raw in inflight:
+            if not self.is_held(raw) and raw not in answered:
                 self.dispatch(self, raw)  # taken just before a lost connection: the reply never came
         self._intake_live.set()
         keys = self.keys
