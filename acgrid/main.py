@@ -26,6 +26,12 @@ GRID_SCHEMA = {"controllers": Option(int, 1, positive), "heartbeat_interval": Op
 AGENT_SCHEMA = {"gid": Option(int, check=positive), "nid": Option(int, check=positive),
                 "roles": Option(list, [], list_of_strings), "config": Option(dict, {}),
                 "swarm": Option(int, 1, positive)}
+#: The loggers of ``configs/agent2.toml``, for the agents of a grid run to try things out: their output shows
+#: live in ``ac exec --follow`` and ``ac logs -f`` (AC), ``ac logs`` reads it afterwards (DB). An [[agents]]
+#: table with a ``logging`` of its own keeps that.
+TRIAL_LOGGING = {"logging": {"db": {"type": "DB", "log_dir": "logs", "levels": "*"},
+                             "ac": {"type": "AC", "levels": "2,4,7-9"},
+                             "console": {"type": "console", "levels": "7-9"}}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,13 +112,14 @@ def _grid_from(options: argparse.Namespace) -> Grid:
         specs = []
         for index, table in enumerate(tables):
             agent = take_section(table, AGENT_SCHEMA, f"{options.config} [[agents]] #{index + 1}")
-            specs.append(AgentSpec(agent["gid"], agent["nid"], tuple(agent["roles"]), agent["config"], agent["swarm"]))
+            config = agent["config"] if "logging" in agent["config"] else {**TRIAL_LOGGING, **agent["config"]}
+            specs.append(AgentSpec(agent["gid"], agent["nid"], tuple(agent["roles"]), config, agent["swarm"]))
     else:
         roles = tuple(role for role in options.roles.split(",") if role)
         if options.swarm:
-            specs = [AgentSpec(options.gid, 1, roles, swarm=options.agents)]
+            specs = [AgentSpec(options.gid, 1, roles, TRIAL_LOGGING, swarm=options.agents)]
         else:
-            specs = [AgentSpec(options.gid, nid, roles) for nid in range(1, options.agents + 1)]
+            specs = [AgentSpec(options.gid, nid, roles, TRIAL_LOGGING) for nid in range(1, options.agents + 1)]
     return Grid(specs, controllers=options.controllers or controllers, bus_url=options.bus,
                 heartbeat_interval=heartbeat, log_level=options.log_level, tls=options.tls,
                 acl=options.acl, sentinel=options.sentinel)
