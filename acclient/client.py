@@ -300,6 +300,13 @@ class Client:
         query = {key: value for key, value in {"role": role, "alive": alive}.items() if value is not None}
         return self._ask(None, None, CONTROLLER_CMD, query or None, timeout=timeout, name="list_agents")
 
+    def stop_rollout(self, command_id: str, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Start no further wave of rollout ``command_id``: its targets not started yet are answered ``SKIPPED`` at
+        once; return how many. The wave running goes on (``kill`` it on its agents). ``JobError`` when no such
+        rollout is in progress."""
+        answer = self._ask(None, None, CONTROLLER_CMD, {"id": command_id}, timeout=timeout, name="rollout_stop")
+        return int(answer["skipped"])
+
     # -- tunnels ------------------------------------------------------------------------
 
     def tunnel_open(self, gid: int, nid: int, local: int, gateway: str, ip: str, remote: int,

@@ -15,6 +15,7 @@ from acbus.link import Bus
 from controller.batch import Batch
 from controller.config import ControllerConfig
 from controller.registry import AgentView, Registry
+from controller.rollouts import Rollouts
 from controller.scheduler import Schedule, list_schedules, next_tick
 from protocol import keys
 from protocol.command import Command
@@ -31,13 +32,15 @@ log = logging.getLogger(__name__)
 class Builtins:
     """Answers the commands addressed to the controller itself (``cmd = "controller"``)."""
 
-    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry) -> None:
+    def __init__(self, config: ControllerConfig, bus: Bus, registry: Registry, rollouts: Rollouts) -> None:
         self.config = config
         self.bus = bus
         self.registry = registry
+        self.rollouts = rollouts
         self.handlers: dict[str, Callable[[Command, Batch], Awaitable[Any]]] = {
             "list_agents": self.list_agents,
             "forget_agent": self.forget_agent,
+            "rollout_stop": self.rollout_stop,
             "scheduler_add": self.scheduler_add,
             "scheduler_list": self.scheduler_list,
             "scheduler_remove": self.scheduler_remove,
@@ -88,6 +91,17 @@ class Builtins:
                                 "be forgotten (stop it first)")
         await self.registry.forget(self.bus, view)
         return {"forgotten": view.name}
+
+    async def rollout_stop(self, command: Command, batch: Batch) -> dict[str, Any]:
+        """``data``: ``{"id": "<command id>"}``: start no further wave of that rollout; its targets not started are
+        answered ``SKIPPED`` at once (the wave running goes on: kill it on the agents)."""
+        command_id = _request(command.data, {"id"}).get("id")
+        if not isinstance(command_id, str) or not command_id:
+            raise ProtocolError("data.id", f"expected a command id (a string), got {type_name(command_id)}")
+        skipped = await self.rollouts.stop(command_id)
+        if skipped is None:
+            raise ProtocolError("data.id", f"no rollout {shown(command_id)} is in progress")
+        return {"stopped": command_id, "skipped": skipped}
 
     async def scheduler_add(self, command: Command, batch: Batch) -> dict[str, Any]:
         """``data``: ``{"cron", "cmd", "id" (default: this command's id)}``; an existing id is replaced."""

@@ -18,10 +18,13 @@ the current wave has ended, its failures are counted; then, if more than
 ``max_errors`` targets failed, every target not started is answered
 ``SKIPPED`` and the rollout is over; otherwise, ``wait`` seconds later, the
 next wave is sent (a target that is not alive then is answered ``ERROR`` and
-counts as failed). Each step is committed by ``route.lua`` only if the record
-is still at the wave it was decided on, so two controllers, or one that died
-half-way and its successor, take each step once: no target runs twice, none is
-forgotten.
+counts as failed). An operator may stop a rollout (``stop``, the controller
+command ``rollout_stop``): every target not started is answered ``SKIPPED`` at
+once; the wave running goes on (killing it is the agents' ``kill``).
+
+Each step is committed by ``route.lua`` only if the record is still at the
+wave it was decided on, so two controllers, or one that died half-way and its
+successor, take each step once: no target runs twice, none is forgotten.
 """
 
 import json
@@ -107,9 +110,39 @@ class Rollouts:
         for command_id in ids:
             await self._advance(command_id.decode(), now_ms)
 
-    async def _advance(self, command_id: str, now_ms: int) -> None:
+    async def stop(self, command_id: str) -> int | None:
+        """Answer every target of rollout ``command_id`` not started yet ``SKIPPED``, and end it; return how many
+        that was (``None``: no such rollout in progress). Committed only at the wave it was read at: if a peer
+        moved the rollout on meanwhile, read it again."""
+        while True:
+            record = await self._record(command_id)
+            try:
+                command, wave, pending = (decode_command(record["command"]), int(record["wave"]),
+                                          json.loads(record["pending"]))
+            except (KeyError, ValueError, MalformedCommand):
+                return None  # none, or unreadable (the next look drops it)
+            batch = Batch()
+            self._skip(command, pending, "not started: the rollout was stopped (rollout_stop)", batch)
+            batch.end_rollout(command_id)
+            if await batch.commit_wave(self.bus, self.config, command_id, wave):
+                self.skipped += len(pending)
+                log.info("rollout %s stopped: %d targets not started answered SKIPPED", command_id, len(pending))
+                return len(pending)
+
+    async def _record(self, command_id: str) -> dict[str, bytes]:
         flat = await self.bus.execute("HGETALL", keys.rollout(command_id))
-        record = {flat[index].decode(): flat[index + 1] for index in range(0, len(flat), 2)}
+        return {flat[index].decode(): flat[index + 1] for index in range(0, len(flat), 2)}
+
+    def _skip(self, command: Command, names: list[str], reason: str, batch: Batch) -> None:
+        for name in names:
+            gid, nid = keys.parse_agent_name(name)
+            skipped = error_job(command.id, reason, gid=gid, nid=nid, cmd=command.cmd, args=command.args.to_wire(),
+                                tags=command.tags)
+            skipped.state = State.SKIPPED
+            batch.answer(command, skipped)
+
+    async def _advance(self, command_id: str, now_ms: int) -> None:
+        record = await self._record(command_id)
         if not record:  # over meanwhile
             await self.bus.execute("ZREM", keys.ROLLOUTS, command_id)
             return
@@ -132,14 +165,8 @@ class Rollouts:
         ended_at = ended_at or now_ms
         batch = Batch()
         if not pending or errors > budget:
-            for name in pending:
-                gid, nid = keys.parse_agent_name(name)
-                reason = f"not started: the rollout stopped after {errors} of {total} targets failed " \
-                         f"(max_errors {budget:g})"
-                skipped = error_job(command.id, reason, gid=gid, nid=nid, cmd=command.cmd,
-                                    args=command.args.to_wire(), tags=command.tags)
-                skipped.state = State.SKIPPED
-                batch.answer(command, skipped)
+            self._skip(command, pending, f"not started: the rollout stopped after {errors} of {total} targets "
+                       f"failed (max_errors {budget:g})", batch)
             batch.end_rollout(command_id)
             if await batch.commit_wave(self.bus, self.config, command_id, wave):
                 self.skipped += len(pending)

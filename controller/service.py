@@ -72,9 +72,9 @@ class Controller:
         self.notifier = notifier or Notifier({})
         self.reread_config = reread_config
         self.registry = Registry()
-        self.builtins = Builtins(config, bus, self.registry)
-        self.intake = Intake(config, bus, self.registry, controller_id, self.builtins)
         self.rollouts = Rollouts(config, bus, self.registry)
+        self.builtins = Builtins(config, bus, self.registry, self.rollouts)
+        self.intake = Intake(config, bus, self.registry, controller_id, self.builtins)
         self.collector = Collector(config, bus, self.registry, self.on_registrations, on_results=self.rollouts.poke)
         self.liveness = Liveness(config, bus, self.registry, lane_ids(controller_id))
         bus.on_switch = self.liveness.on_switch  # a failover: look at the books again on the new master first

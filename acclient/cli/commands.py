@@ -28,7 +28,9 @@ from acclient.cli.render import (
     table,
     timestamp,
 )
+from acclient.client import Client
 from acclient.cmd import Cmd
+from acclient.errors import JobError
 from protocol import keys
 from protocol.command import CONTROLLER_CMD
 from protocol.levels import parse_levels
@@ -183,14 +185,21 @@ def kill_command(context: Context) -> int:
         ended = ", ".join(f"{agent_name(agent)} {job.get('state')}" for agent, job in jobs.items())
         raise Failure(f"command {command_id} is not running anywhere: {cut(ended, 200)}", Exit.FAILED)
     pending = [agent for agent in running if jobs[agent].get("phase") == Phase.PENDING]
+    stopped = _stop_rollout(client, command_id, options.timeout) if pending else ""
+    after_stop = client.get_cmd_jobs(command_id) if pending and not stopped else {}
     asked = ask_each(client, [agent for agent in running if agent not in pending], "kill", {"id": command_id},
                      options.timeout)
     code: int = Exit.OK
     for agent, job in jobs.items():
         name = agent_name(agent)
         if agent in pending:
-            print(f"{command_id} not started on {name} (it waits for its rollout wave): it cannot be killed yet")
-            code = max(code, Exit.FAILED)
+            now = after_stop.get(agent)
+            if now is not None and now.state == State.SKIPPED:
+                print(f"{command_id} not started on {name}: its rollout was stopped (SKIPPED)")
+            else:
+                why = stopped or "its wave started meanwhile"
+                print(f"{command_id} not stopped on {name} (it waited for its rollout wave): {why}")
+                code = max(code, Exit.FAILED)
         elif agent not in asked:
             print(f"{command_id} had already ended on {name}: {job.get('state')}")
         elif not isinstance(asked[agent], str):
@@ -205,6 +214,17 @@ def kill_command(context: Context) -> int:
             code = max(code, Exit.NOT_ALIVE if outcome({"state": "ERROR", "data": why, "nid": 1}) == NOT_ALIVE
                        else Exit.FAILED)
     return code
+
+
+def _stop_rollout(client: Client, command_id: str, timeout: float) -> str:
+    """Stop the rollout's later waves; what went wrong, or "" when it was stopped."""
+    try:
+        client.stop_rollout(command_id, timeout)
+    except JobError as exc:
+        return str(exc)
+    except TimeoutError:
+        return "the controller did not answer rollout_stop in time"
+    return ""
 
 
 def info_command(context: Context) -> int:

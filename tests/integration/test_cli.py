@@ -254,6 +254,23 @@ def test_kill_and_wait_cover_every_agent_of_a_fanout_and_jobs_lists_them(fleet):
     assert any(" controller " in line for line in everything.lines) and "0:0" not in everything.out
 
 
+def test_kill_of_a_rollout_kills_its_wave_and_starts_no_other(fleet):
+    client = fleet.client()
+    sent = ac(fleet.bus_url, "exec", "--async", "-r", "web", "--fanout", "--batch", "1", "--", "sleep", "60")
+    command_id = sent.out.strip()
+    wait_until(lambda: any(job.state == "RUNNING" and not job.dump().get("phase")
+                           for job in client.get_cmd_jobs(command_id).values()), what="the first wave running")
+    killed = ac(fleet.bus_url, "kill", command_id)
+    assert killed.code == 0, (killed.out, killed.err)
+    assert sorted(line.split(" on ")[0] for line in killed.lines) == \
+        [f"{command_id} not started", f"killed {command_id}"], killed.lines
+    assert any(line.endswith(": its rollout was stopped (SKIPPED)") for line in killed.lines)
+    waited = json.loads(ac(fleet.bus_url, "wait", command_id, "--json").out)["summary"]["agents"]
+    assert sorted(waited) == ["killed", "skipped"] and sorted(waited["killed"] + waited["skipped"]) == ["1:1", "1:2"]
+    again = ac(fleet.bus_url, "kill", command_id)
+    assert again.code == 1 and "is not running anywhere" in again.err
+
+
 def test_id_prefixes_must_be_unambiguous(fleet):
     client = fleet.client()
     for suffix in ("a", "b"):

@@ -94,6 +94,19 @@ def test_a_rollout_stops_after_too_many_failures_and_skips_the_rest(make_grid):
     assert not grid.redis.exists(keys.rollout(cmd.id)), "the rollout's record is gone once it is over"
 
 
+def test_a_stopped_rollout_starts_no_further_wave(fleet):
+    client = fleet.client()
+    cmd = client.execute(None, None, "true", role="web", fanout=True, rollout={"batch": 1, "wait": 60})
+    first = cmd.get_next_result(TIMEOUT)
+    assert first.state == "SUCCESS"
+    assert client.stop_rollout(cmd.id) == 2, "two targets were waiting for their wave"
+    rest = [(job.state, job.data) for job in (cmd.get_next_result(TIMEOUT), cmd.get_next_result(TIMEOUT))]
+    assert rest == [("SKIPPED", "not started: the rollout was stopped (rollout_stop)")] * 2
+    assert cmd.progress()["skipped"] == 2 and not fleet.redis.exists(keys.rollout(cmd.id))
+    with pytest.raises(acclient.JobError, match=f"no rollout '{cmd.id}' is in progress"):
+        client.stop_rollout(cmd.id)
+
+
 def test_a_rollout_goes_on_across_a_controller_sigkill(make_grid):
     grid = make_grid([AgentSpec(1, 1, swarm=20)], heartbeat_interval=0.5, controller_config=FAST)
     client = grid.client()
