@@ -10,6 +10,7 @@ from protocol.keys import (
     BUS_EPOCH,
     CMDS_QUEUE,
     CONTROLLER_ALIVE,
+    DEAD_LETTER_COUNT,
     JOB_CHANNEL_PREFIX,
     JOB_RESULTS_PREFIX,
     JOBLOG,
@@ -58,6 +59,7 @@ CLIENT_COMMANDS = (
     "rpush",                                   # cmds_queue
     "evalsha", "eval", "script|load", "time",  # sending through acclient/send.lua (stamped with the bus's clock)
     "get", "exists",                           # the bus epoch, whether a controller is alive
+    "llen", "acl|whoami",                      # ac doctor: the depth of cmds_queue, who we are
     "blpop", "lpop", "lrange",                 # cmds_queue_<id>, joblog
     "hget", "hgetall", "hkeys",                # jobresult:<id>
     "subscribe", "unsubscribe",                # ac:jobs:<id>:updates|msgs
@@ -82,6 +84,7 @@ def parse_client_user(user: str) -> str | None:
 
 def client_rules() -> list[str]:
     """``ACL SETUSER`` rules (without the password) for a client: send commands, read their results."""
-    keys = [CMDS_QUEUE, RESULT_QUEUE_PREFIX + "*", JOB_RESULTS_PREFIX + "*", JOBLOG, BUS_EPOCH, CONTROLLER_ALIVE]
+    keys = [CMDS_QUEUE, RESULT_QUEUE_PREFIX + "*", JOB_RESULTS_PREFIX + "*", JOBLOG, BUS_EPOCH, CONTROLLER_ALIVE,
+            DEAD_LETTER_COUNT]
     return ["reset", "on", *(f"~{key}" for key in keys), "resetchannels", f"&{JOB_CHANNEL_PREFIX}*", "-@all",
             *(f"+{command}" for command in CLIENT_COMMANDS)]

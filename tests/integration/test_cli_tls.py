@@ -33,6 +33,8 @@ def test_the_right_settings_work_and_doctor_sees_tls(tls_grid):
     found = {line.split()[1]: line for line in doctor.lines}
     assert found["tls"].startswith("ok") and "TLS in use" in found["tls"]
     assert found["config"].startswith("warn") and "refused by the ACL" in found["config"], "a client user"
+    assert "as user client-" in found["reach"], "a client user may ask who it is"
+    assert found["queue"].startswith("ok") and found["deadletters"].startswith("ok"), "and read the queue's depth"
 
 
 def test_tls_misconfigured_is_one_line_each(tls_grid):
