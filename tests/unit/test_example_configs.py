@@ -54,6 +54,7 @@ def test_example_grid_config_loads_and_names_every_key():
                                                              sentinel=False))
     assert [(spec.name, spec.roles, spec.swarm) for spec in grid.agent_specs.values()] == [
         ("1:1", ("web", "db"), 1), ("1:2", ("web",), 1), ("2:1", ("swarm",), 100)]
-    assert grid.agent_specs["1:2"].config == {"main": {"max_jobs": 10}}
+    assert grid.agent_specs["1:2"].config == {**grid_main.TRIAL_LOGGING, "main": {"max_jobs": 10}}, \
+        "its own config over the loggers a trial grid's agents carry"
     keys = {*grid_main.GRID_SCHEMA, *grid_main.AGENT_SCHEMA}
     assert not keys - documented_keys(CONFIGS / "grid.toml")
