@@ -104,8 +104,11 @@ class Connection:
             self._tickets.append(ticket)
             sent = self._write_now(payload)
             if sent < len(payload):  # the socket's buffer is full: the rest waits, and so do later senders
-                async with self._send_lock:
+                self._send_lock.acquire_nowait()  # free: checked above, and nothing was awaited since
+                try:
                     await self._send_rest(memoryview(payload)[sent:])
+                finally:
+                    self._send_lock.release()
         else:
             async with self._send_lock:
                 self._raise_if_broken()
