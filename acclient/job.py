@@ -71,6 +71,8 @@ class Job:
     streams = property(lambda self: self._read("streams"), doc="[stdout tail, stderr tail]")
     critical = property(lambda self: self._read("critical"), doc="Last critical (level 9) message")
     tags = property(lambda self: self._read("tags"), doc="Tags of the command")
+    exitcode = property(lambda self: self._read("exitcode"), doc="How the process ended: its exit status, or "
+                        "minus the signal that ended it (None: no process ended, e.g. a built-in)")
 
     def get_msgs(self, levels: Any = "*", limit: int = 20) -> list[dict[str, Any]]:
         """This job's log messages from the agent's DB, newest first (``limit`` at most 1000)."""

@@ -173,6 +173,7 @@ class ExternalJob:
         await self.log.flush()
         job.level, job.critical, job.streams = output.level, output.critical, output.streams()
         job.state, reason = _judge(outcome, self.command.args.max_time)
+        job.exitcode = outcome.returncode
         job.data = output.data or (self.reason if job.state == State.KILLED else reason)
         job.time = now_ms() - job.starttime
         return job, trio.current_time() - started

@@ -40,6 +40,8 @@ class Job:
     more: bool = False
     #: A ``RUNNING`` job that has not started yet: what it waits for (``protocol.states.Phase``).
     phase: str | None = None
+    #: How the job's process ended: its exit status, or minus the signal that ended it (none: no process ended).
+    exitcode: int | None = None
 
     @classmethod
     def for_command(cls, command: Command, gid: int, nid: int, state: State = State.RUNNING,
@@ -68,6 +70,8 @@ class Job:
             del wire["more"]
         if wire["phase"] is None:
             del wire["phase"]
+        if wire["exitcode"] is None:
+            del wire["exitcode"]
         return wire
 
     def to_json(self) -> str:

@@ -48,8 +48,12 @@ def is_agent(agent: Agent) -> bool:
 
 
 def remote_exit(job: dict[str, Any]) -> int | None:
-    """The exit status of the job's process, when the job says it (``None``: it did not run to an exit, or a
-    result message hides it)."""
+    """The exit status of the job's process, as a shell gives it (128 + N: ended by signal N), when the job
+    says it (``None``: no process ran to an end; from an agent older than ``exitcode``, also when a result
+    message hides it)."""
+    exitcode = job.get("exitcode")
+    if isinstance(exitcode, int) and not isinstance(exitcode, bool):
+        return exitcode if exitcode >= 0 else 128 - exitcode
     if job.get("state") == State.SUCCESS:
         return 0
     if job.get("state") != State.ERROR or job.get("level"):

@@ -70,6 +70,10 @@ def test_exec_on_one_node_prints_the_id_the_result_and_a_summary(fleet):
     assert "1:1: oops" in failed.err_lines and "  failed (1): 1:1" in failed.err_lines
     passthrough = ac(fleet.bus_url, "exec", "-g", "1", "-n", "1", "--retcode-passthrough", "--shell", "exit 7")
     assert passthrough.code == 7
+    hidden = ac(fleet.bus_url, "exec", "-g", "1", "-n", "1", "--retcode-passthrough", "--shell", "echo 20::1; exit 5")
+    assert hidden.code == 5, "a result message hides the exit text, not the job's exitcode"
+    signalled = ac(fleet.bus_url, "exec", "-g", "1", "-n", "1", "--retcode-passthrough", "--shell", "kill -TERM $$")
+    assert signalled.code == 128 + 15
 
 
 def test_exit_status_tells_dead_nothing_matched_and_no_reply_apart(fleet):

@@ -16,7 +16,7 @@ def command_2015(cmd, gid=None, nid=None, role=None, fanout=False, args=None, da
 
 
 def check_job_shape(job, command, gid, nid):
-    assert JOB_FIELDS <= set(job) <= JOB_FIELDS | {"pid", "more", "phase"}
+    assert JOB_FIELDS <= set(job) <= JOB_FIELDS | {"pid", "more", "phase", "exitcode"}
     assert (job["id"], job["gid"], job["nid"], job["cmd"]) == (command["id"], gid, nid, command["cmd"])
     assert isinstance(job["data"], str) and isinstance(job["level"], int)
     assert isinstance(job["starttime"], int) and isinstance(job["time"], int)

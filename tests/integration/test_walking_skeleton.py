@@ -42,10 +42,10 @@ def test_data_is_the_stdin_and_the_environment_names_the_job(grid):
 def test_failures_are_clear(grid):
     client = grid.client()
     failed = client.execute(1, 1, "bash", ["-c", "echo broken >&2; exit 3"]).get_next_result(TIMEOUT)
-    assert (failed.state, failed.data) == ("ERROR", "exited with code 3")
+    assert (failed.state, failed.data, failed.exitcode) == ("ERROR", "exited with code 3", 3)
     assert failed.streams[1] == "broken\n"
     missing = client.execute(1, 1, "no-such-binary-here").get_next_result(TIMEOUT)
-    assert missing.state == "ERROR"
+    assert missing.state == "ERROR" and missing.exitcode is None, "no process ran"
     assert missing.data == "cannot run 'no-such-binary-here': not found on PATH"
     unknown = client.cmd(1, 1, "frobnicate", None).get_next_result(TIMEOUT)
     assert (unknown.state, unknown.data) == ("UNKNOWN_CMD", "unknown command 'frobnicate'")
