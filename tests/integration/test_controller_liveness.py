@@ -76,6 +76,8 @@ def test_a_silent_agent_shows_queued_then_lost_and_its_late_answer_is_dropped(ma
         agent.send_signal(signal.SIGCONT)
     wait_until(lambda: f"for job {sent['id']}" in controller_logs(grid), what="the late answer dropped")
     assert bus.llen(keys.result_queue(sent["id"])) == 0
+    client = grid.client()
+    wait_until(lambda: client.list_agents(alive=True), what="the agent seen alive again (its heartbeat had expired)")
     assert run(bus, gid=1, nid=1)["state"] == "SUCCESS"
 
 
