@@ -28,7 +28,7 @@ def test_a_toml_and_a_csv_inventory(tmp_path):
                                                       Node(1, 8, "db-8", ()), Node(2, 1, "x-1", ("backup", "db"))]
 
 
-@pytest.mark.parametrize(("text", "problem"), [
+CSV_PROBLEMS = [
     ("gid,nid,hostname\n1,1,a\n", "the header row must name the columns gid,nid,hostname,roles (found gid,nid,"
                                   "hostname)"),
     ("gid,nid,hostname,roles\n1,x,a,web\n", "line 2: nid must be a positive integer, got 'x'"),
@@ -42,26 +42,23 @@ def test_a_toml_and_a_csv_inventory(tmp_path):
     ("gid,nid,hostname,roles\n1,1,a,web\n1,2,A,web\n", "line 3: A is already in"),
     ("gid,nid,hostname,roles\n", "names no node"),
     ("# nodes\n\nroles,gid,hostname,nid\n# web\nweb,1,a,x\n", "line 5: nid must be a positive integer, got 'x'"),
-])
-def test_csv_problems_name_the_line_and_the_field(tmp_path, text, problem):
-    (tmp_path / "fleet.csv").write_text(text)
-    with pytest.raises(InventoryError) as raised:
-        read_inventory(tmp_path / "fleet.csv")
-    assert problem in str(raised.value)
-
-
-@pytest.mark.parametrize(("text", "problem"), [
+]
+TOML_PROBLEMS = [
     ("[[nodes]]\ngid = 1\nnid = 1\n", "[[nodes]] #1: missing field 'hostname'"),
     ('[[nodes]]\ngid = 1\nnid = 1\nhostname = "a"\nrole = ["x"]\n', "unknown field 'role'"),
     ('[[nodes]]\ngid = true\nnid = 1\nhostname = "a"\n', "gid must be a positive integer, got True"),
     ('[[nodes]]\ngid = 1\nnid = 1\nhostname = "a"\nroles = "web"\n', "roles must be a list of names"),
     ('[node]\ngid = 1\n', "expected [[nodes]] tables only"),
     ("[[nodes]\n", "not valid TOML"),
-])
-def test_toml_problems(tmp_path, text, problem):
-    (tmp_path / "fleet.toml").write_text(text)
+]
+
+
+@pytest.mark.parametrize(("name", "text", "problem"), [*(("fleet.csv", *case) for case in CSV_PROBLEMS),
+                                                       *(("fleet.toml", *case) for case in TOML_PROBLEMS)])
+def test_problems_name_the_line_and_the_field(tmp_path, name, text, problem):
+    (tmp_path / name).write_text(text)
     with pytest.raises(InventoryError) as raised:
-        read_inventory(tmp_path / "fleet.toml")
+        read_inventory(tmp_path / name)
     assert problem in str(raised.value)
 
 
