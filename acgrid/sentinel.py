@@ -32,6 +32,8 @@ QUORUM = 2
 DOWN_AFTER = 2.0
 #: Seconds between two looks while the topology forms (nothing announces that a sentinel found its peers).
 FORMING_POLL = 0.05
+#: The key a replica is shown to prove that it follows its master (deleted at once).
+SYNC_PROBE = "acgrid:replica-probe"
 
 
 class SentinelServer(RedisServer):
@@ -225,12 +227,18 @@ class SentinelTopology:
         return self.tls.security() if self.tls else {}
 
     def _await_replica_synced(self, replica: RedisServer) -> None:
-        client = self.node_client(replica)
+        """Until the master streams its writes to ``replica``. A replica's link is up once it has loaded the
+        master's snapshot, but after a diskless sync the master holds the stream back until the replica's
+        first acknowledgement, up to a second later: a master killed before then takes every write since with
+        it. A write the replica has acknowledged (``WAIT``) proves the stream flows."""
+        master = self.node_client(next(node for node in self.nodes if node.port == replica.replica_of))
         try:
-            self._await(lambda: client.info("replication").get("master_link_status") == "up",
-                        f"the replica on port {replica.port} to sync with the master")
+            self._await(lambda: master.set(SYNC_PROBE, replica.port, px=round(READY_TIMEOUT * 1000)) and
+                        master.wait(1, round(FORMING_POLL * 1000)) >= 1,
+                        f"the replica on port {replica.port} to follow the master")
+            master.delete(SYNC_PROBE)
         finally:
-            client.close()
+            master.close()
 
     def _await_formed(self) -> None:
         """Until each sentinel knows the replica and its two peers: only then can they fail the master over."""
