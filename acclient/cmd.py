@@ -93,6 +93,7 @@ class Cmd(BaseCmd):
         self._report: dict[tuple[int, int], str] = {}
         self._bus_silent = False  # the bus's last answer did not come within the socket timeout
         self._unread: collections.deque[bytes] = collections.deque()  # popped by iter_results, not yet yielded
+        self._received: set[int] = set()  # hashes of the results this handle popped (see ``_lost_in_transit``)
 
     cmd = property(lambda self: self._cmd, doc="Command name")
     args = property(lambda self: self._args, doc="Command run arguments")
@@ -132,8 +133,13 @@ class Cmd(BaseCmd):
 
     def noblock_get_next_result(self) -> Job | None:
         """Pop the next result if there is one; ``None`` otherwise."""
-        raw = self._unread.popleft() if self._unread else self._client._redis.lpop(keys.result_queue(self._id))
-        return None if raw is None else Job(self._client, raw)
+        if self._unread:
+            return Job(self._client, self._unread.popleft())
+        raw = self._client._redis.lpop(keys.result_queue(self._id))
+        if raw is None:
+            return None
+        self._received.add(hash(raw))
+        return Job(self._client, raw)
 
     def iter_results(self, timeout: float = 0) -> Iterator[Job]:
         """Yield each result as it arrives, until every agent the command went to
@@ -183,11 +189,14 @@ class Cmd(BaseCmd):
                         if not self._controller_alive:
                             self._check_controller()
                         checked = True
-                    popped = redis.blpop(queue, timeout=wait)
-                    self._bus_silent = False
-                    if popped is not None:
-                        break
-                    self._check_not_lost()
+                    if not self._unread:
+                        popped = redis.blpop(queue, timeout=wait)
+                        self._bus_silent = False
+                        if popped is not None:
+                            break
+                        self._check_not_lost()
+                    if self._unread:  # results the bus had given us and lost on the way (``lost_in_transit``)
+                        return self._unread.popleft()
                 except BusTimeout:
                     self._bus_silent = True
                     continue  # the bus did not answer within the socket timeout: ask again, up to our deadline
@@ -197,6 +206,7 @@ class Cmd(BaseCmd):
                     self._unread.extend(redis.lpop(queue, batch - 1) or ())
                 except BusTimeout:
                     self._bus_silent = True  # the next wait asks again
+            self._received.update(map(hash, self._unread))
         return self._unread.popleft()
 
     def _targets_or_none(self) -> set[tuple[int, int]] | None:
@@ -212,7 +222,9 @@ class Cmd(BaseCmd):
     def _check_not_lost(self) -> None:
         """Raise ``CommandLost`` once it is clear that the bus lost this command: its epoch token changed
         since the command was sent, and no job of the command showed up again within ``LOSS_GRACE``
-        (agents announce the jobs they still run within a few seconds)."""
+        (agents announce the jobs they still run within a few seconds). A command the bus still knows after
+        its epoch changed may have had a result popped just before, and lost: that one is read again, for the
+        next pop (``lost_in_transit``)."""
         redis, gone = self._client._redis, self._client._epochs_gone
         self._check_controller()
         epoch = redis.get(keys.BUS_EPOCH)
@@ -220,6 +232,7 @@ class Cmd(BaseCmd):
             return
         if redis.exists(keys.job_results(self._id)):
             self._epoch = epoch  # known on the bus: routed since, or an agent still ran it
+            self._unread.extend(lost_in_transit(redis, [self]).get(self._id, ()))
             return
         since = gone.setdefault(self._epoch, time.monotonic())  # when this client first saw that epoch gone
         if time.monotonic() - since >= LOSS_GRACE:
@@ -438,7 +451,17 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
             command_id = popped[0].decode()[len(keys.RESULT_QUEUE_PREFIX):]
             yield from _take(open_, command_id, [popped[1]])
             continue
-        open_[window[0]].cmd._check_not_lost()
+        first = open_[window[0]].cmd
+        epoch = first._epoch
+        first._check_not_lost()
+        if first._epoch != epoch:  # the bus changed epochs (a failover): any of them may have lost a result so
+            found = lost_in_transit(redis, [results.cmd for results in open_.values() if results.cmd is not first])
+            if first._unread:
+                found[first.id] = list(first._unread)
+                first._unread.clear()
+            for command_id, bodies in found.items():
+                yield from _take(open_, command_id, bodies)
+            continue
         beyond = list(open_)[len(window):]
         for start in range(0, len(beyond), RESULTS_PER_READ):
             yield from _take_waiting(redis, open_, beyond[start:start + RESULTS_PER_READ])
@@ -466,8 +489,38 @@ def _take_waiting(redis: Any, open_: dict[str, "_Results"], ids: list[str]) -> G
     return came
 
 
+def lost_in_transit(redis: Any, cmds: Sequence[Cmd]) -> dict[str, list[bytes]]:
+    """Per command id, its final results that this client popped but never received.
+
+    A client's pop that reached a master the sentinels then failed over may have been replicated while its
+    reply was lost with the master: the new master no longer has the result in the command's queue, and
+    no agent will send it again. Its job results hash still holds it (``drain.lua`` writes the two at once),
+    so a final result there, in no queue, that no handle here popped, is that one. Only commands this
+    client sent are looked at (a handle from ``get_by_id`` does not know what was popped before it)."""
+    mine = [cmd for cmd in cmds if cmd._command is not None]
+    if not mine:
+        return {}
+    with redis.pipeline(transaction=True) as pipe:  # one snapshot: queue and hash as one drain left them
+        for cmd in mine:
+            pipe.lrange(keys.result_queue(cmd.id), 0, -1)
+            pipe.hvals(keys.job_results(cmd.id))
+        replies = iter(pipe.execute())
+    found: dict[str, list[bytes]] = {}
+    for cmd in mine:
+        queued, latest = set(next(replies)), next(replies)
+        lost = [body for body in latest if body not in queued and hash(body) not in cmd._received
+                and json.loads(body).get("state") in FINAL_STATES]
+        if lost:
+            log.warning("command %s: %d results popped just before the bus failed over never arrived; taken from "
+                        "its job results", cmd.id, len(lost))
+            cmd._received.update(map(hash, lost))
+            found[cmd.id] = lost
+    return found
+
+
 def _take(open_: dict[str, "_Results"], command_id: str, popped: list[bytes]) -> Iterator[Job]:
     results = open_[command_id]
+    results.cmd._received.update(map(hash, popped))
     for raw in popped:
         job = Job(results.cmd._client, raw)
         results.take(job)

@@ -49,6 +49,7 @@ class Outcome:
     rejoined_seconds: float = 0.0  # from the kill until the old master, started again, followed the new one
     answers: collections.Counter[str] = field(default_factory=collections.Counter)  # answer -> commands
     duplicated: collections.Counter[str] = field(default_factory=collections.Counter)  # reason -> extra results
+    left_waiting: list[str] = field(default_factory=list)  # ids of the commands no answer came for
 
     @property
     def lost(self) -> int:
@@ -64,7 +65,8 @@ class Outcome:
                 f"commands routed again {self.failover_seconds:.2f} s after it; the old master, started again, "
                 f"followed the new one {self.rejoined_seconds:.2f} s after it",
                 f"  lost: {self.lost} ({lost})",
-                f"  duplicated: {sum(self.duplicated.values())} ({duplicated})"]
+                f"  duplicated: {sum(self.duplicated.values())} ({duplicated})",
+                *([f"  left waiting: {', '.join(self.left_waiting)}"] if self.left_waiting else [])]
 
 
 class _Flow:
@@ -140,6 +142,8 @@ def run(commands: int = 5000, clients: int = 4, window: int = 50, wait_replicas:
         outcome.failover_seconds = min(after) - killed_at if after else float("nan")
         outcome.answers.update(answer for _, (answer, _) in answered)
         outcome.answers[NO_ANSWER] += commands - len(answered)
+        outcome.left_waiting = sorted({*flow.sent_at} - {*flow.answers} |
+                                      {command_id for command_id, (answer, _) in answered if answer == NO_ANSWER})
         outcome.duplicated.update(_duplicates(grid, list(flow.answers)))
     return outcome
 

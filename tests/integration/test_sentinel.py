@@ -151,6 +151,30 @@ def test_a_failover_to_a_replica_that_missed_the_last_writes_answers_every_comma
     assert set(leftovers.values()) == {0}, "no result twice"
 
 
+def test_a_result_popped_as_the_master_died_is_found_again_in_the_job_results(make_grid):
+    """A client's pop that reached the master and was replicated, whose reply died with the master: the new
+    master has the result in no queue, and no agent will send it again. The client reads it from the job's
+    results once the bus's epoch says it failed over, with ``get_next_result`` and with ``iter_results``
+    across commands; a result it did receive is not given twice."""
+    grid = make_grid([AgentSpec(1, 1)], sentinel=True, controller_config=FAST)
+    client, topology = grid.client(), grid.topology
+    received = client.cmd(1, 1, "ping", None)
+    assert received.get_next_result(TIMEOUT).state == "SUCCESS"
+    alone = client.cmd(1, 1, "ping", None)
+    several = [client.cmd(1, 1, "ping", None) for _ in range(3)]
+    master = topology.node_client(topology.master())
+    for cmd in (alone, *several):  # the pops our client's connection made, whose replies never came back
+        assert master.blpop([keys.result_queue(cmd.id)], timeout=TIMEOUT) is not None
+    assert master.wait(1, 5000) == 1, "the replica has the pops"
+    fail_over(grid)
+
+    assert alone.get_next_result(TIMEOUT).state == "SUCCESS"
+    assert sorted(job.id for job in client.iter_results(several, TIMEOUT)) == sorted(cmd.id for cmd in several)
+    for cmd in (received, alone):
+        with pytest.raises(TimeoutError):
+            cmd.get_next_result(2)
+
+
 def test_a_failover_with_tls_and_sentinels_that_require_a_password(make_grid):
     """TLS everywhere (clients, replication, the sentinels) and passwords of their own for the data nodes and
     the sentinels: the daemons, the client and ac follow the failover; wrong credentials, an unknown service
