@@ -185,16 +185,16 @@ class Cmd(BaseCmd):
                 try:
                     if not checked:  # before the first wait: what is already known to have gone wrong
                         if self._epoch in self._client._epochs_gone:  # the bus lost its data since we sent
-                            self._check_not_lost()
+                            self._check_not_lost(deadline)
                         if not self._controller_alive:
-                            self._check_controller()
+                            self._check_controller(deadline)
                         checked = True
                     if not self._unread:
                         popped = redis.blpop(queue, timeout=wait)
                         self._bus_silent = False
                         if popped is not None:
                             break
-                        self._check_not_lost()
+                        self._check_not_lost(deadline)
                     if self._unread:  # results the bus had given us and lost on the way (``lost_in_transit``)
                         return self._unread.popleft()
                 except BusTimeout:
@@ -219,14 +219,14 @@ class Cmd(BaseCmd):
         self._bus_silent = False
         return targets
 
-    def _check_not_lost(self) -> None:
+    def _check_not_lost(self, deadline: float | None = None) -> None:
         """Raise ``CommandLost`` once it is clear that the bus lost this command: its epoch token changed
         since the command was sent, and no job of the command showed up again within ``LOSS_GRACE``
         (agents announce the jobs they still run within a few seconds). A command the bus still knows after
         its epoch changed may have had a result popped just before, and lost: that one is read again, for the
         next pop (``lost_in_transit``)."""
         redis, gone = self._client._redis, self._client._epochs_gone
-        self._check_controller()
+        self._check_controller(deadline)
         epoch = redis.get(keys.BUS_EPOCH)
         if epoch == self._epoch:
             return
@@ -238,10 +238,12 @@ class Cmd(BaseCmd):
         if time.monotonic() - since >= LOSS_GRACE:
             raise CommandLost(self._id, failover=(epoch or b"").startswith(keys.FAILOVER_EPOCH_PREFIX.encode()))
 
-    def _check_controller(self) -> None:
+    def _check_controller(self, deadline: float | None = None) -> None:
         """Raise ``NoControllerError`` when no controller is alive on the bus (none renewed its key lately, nor
-        within ``CONTROLLER_GRACE``)."""
+        within ``CONTROLLER_GRACE``, nor before the caller's ``deadline``)."""
         redis, give_up = self._client._redis, time.monotonic() + CONTROLLER_GRACE
+        if deadline is not None:
+            give_up = min(give_up, deadline)
         while not redis.exists(keys.CONTROLLER_ALIVE):
             if time.monotonic() >= give_up:
                 raise NoControllerError(self._id)
@@ -299,7 +301,7 @@ class Cmd(BaseCmd):
                                        f"{', '.join(waiting) or 'any agent (not routed yet)'}")
                 try:
                     if updates.get_message(timeout=min(left, WAIT_SLICE)) is None:
-                        self._check_not_lost()
+                        self._check_not_lost(deadline)
                 except BusTimeout:
                     continue
 
@@ -453,7 +455,7 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
             continue
         first = open_[window[0]].cmd
         epoch = first._epoch
-        first._check_not_lost()
+        first._check_not_lost(deadline)
         if first._epoch != epoch:  # the bus changed epochs (a failover): any of them may have lost a result so
             found = lost_in_transit(redis, [results.cmd for results in open_.values() if results.cmd is not first])
             if first._unread:

@@ -127,7 +127,12 @@ def test_a_command_sent_while_no_controller_runs_expires_instead_of_running_late
     grid = make_grid([AgentSpec(1, 1)], heartbeat_interval=0.5, controller_config=FAST)
     client = grid.client()
     grid.stop_controller(0)
+    wait_until(lambda: not grid.redis.exists(keys.CONTROLLER_ALIVE), what="the controller's key to expire")
     late = client.execute(1, 1, "bash", ["-c", "echo ran >> $AGENT_HOME/late"], ttl=1)
+    asked = time.monotonic()
+    with pytest.raises(acclient.NoControllerError, match="no controller is alive on the bus"):
+        late.get_next_result(0.5)
+    assert time.monotonic() - asked < acclient.cmd.CONTROLLER_GRACE - 0.5, "a short wait ends at its deadline"
     with pytest.raises(acclient.NoControllerError, match="no controller is alive on the bus"):
         late.get_next_result(TIMEOUT)
     kept = client.cmd(1, 1, "ping", None, ttl=60)
