@@ -47,3 +47,33 @@ def test_without_redis_server_it_says_how_to_install_it(tmp_path):
     assert finished.returncode == 1
     assert "redis-server not found on PATH: install it (Debian: apt-get install -y redis-server)" in finished.stderr
     assert list(temporary.iterdir()) == []  # the grid's folder is gone too
+
+
+def test_a_test_run_stopped_with_sigterm_stops_its_grids(tmp_path):
+    """A CI job's time limit sends SIGTERM: the grid's redis-server, controller and agent go with the run."""
+    started = tmp_path / "pids"
+    (tmp_path / "test_waits.py").write_text(f"""
+import time
+from pathlib import Path
+
+def test_waits(make_grid):
+    grid = make_grid()
+    pids = [grid.redis_server.process.pid, *(agent.pid for agent in grid.agents.values()),
+            *(controller.pid for controller in grid.controllers)]
+    Path({str(started)!r}).write_text(" ".join(map(str, pids)))
+    time.sleep(120)
+""")
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "acgrid.pytest_plugin", "-p",
+                            "no:cacheprovider", str(tmp_path / "test_waits.py")], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(started.exists, what="the grid to start")
+        pids = [int(pid) for pid in started.read_text().split()]
+        assert len(pids) >= 3 and all(psutil.pid_exists(pid) for pid in pids)
+        run.send_signal(signal.SIGTERM)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert "KeyboardInterrupt" in output and "stopped by signal 15" in output, output
+    left = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert left == [], f"still running after the run ended: {left}"
