@@ -96,9 +96,9 @@ class Liveness:
         await self.beat()
         if self.bus.address.sentinels and self.bus.generation != self._generation:
             await self.check_master(self.bus)  # a failover, maybe while we were not connected
-        await self._check_epoch()
+        epoch, registered = await self.bus.pipeline([("GET", keys.BUS_EPOCH), ("HLEN", keys.AGENTS)])
+        await self._check_epoch(epoch)
         now = trio.current_time()
-        registered = await self.bus.execute("HLEN", keys.AGENTS)
         if now - self._slow_at >= SLOW_EVERY or registered != self.registry.hash_fields:
             self._slow_at = now  # (registrations come as events: this makes up for any missed)
             await self.registry.load_registrations(self.bus)
@@ -136,9 +136,9 @@ class Liveness:
                 view.expires_at = None
         await self.registry.read_loads(self.bus)
 
-    async def _check_epoch(self) -> None:
-        """Notice a bus that lost its data: its epoch token is gone (or another controller set a new one)."""
-        epoch = await self.bus.execute("GET", keys.BUS_EPOCH)
+    async def _check_epoch(self, epoch: bytes | None) -> None:
+        """Notice a bus that lost its data: its epoch token (``epoch``, as just read) is gone (or another
+        controller set a new one)."""
         if epoch is not None and epoch == self._epoch:
             return
         if epoch is None:
