@@ -8,6 +8,8 @@ when the bus does not know it (a restarted Redis, a new master after a failover)
 
 import hashlib
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from functools import partial
 from importlib import resources
@@ -40,6 +42,9 @@ class Sender:
         # redis-py before 5.3 wants a command name, later ones warn when given one
         self._get_connection = (pool.get_connection if redis.VERSION >= (5, 3)
                                 else partial(pool.get_connection, "EVALSHA"))
+        self._kept: Any = None  # a pooled connection kept between sends (by the process that took it)
+        self._kept_by = 0
+        self._kept_lock = threading.Lock()
 
     def send(self, bodies: Sequence[str]) -> tuple[bytes | None, bool]:
         try:
@@ -65,21 +70,39 @@ class Sender:
 
     def _call(self, *args: Any) -> Any:
         """One command straight on a pooled connection: redis-py's retry wrapper and instrumentation around
-        ``execute_command`` cost a fifth of a whole ``client.cmd``. A connection that fails goes back broken,
-        and the command takes redis-py's own path, which connects again (and retries, as it would have)."""
+        ``execute_command`` cost a fifth of a whole ``client.cmd``, and taking a connection from the pool and
+        giving it back another tenth, so one connection is kept for the next send. A thread that finds it in
+        use by another takes one from the pool for this send (sends never wait for each other); a forked child
+        takes its own. A connection that fails goes back broken, and the command takes redis-py's own path,
+        which connects again (and retries, as it would have)."""
+        if not self._kept_lock.acquire(blocking=False):
+            return self._call_on(self._get_connection(), args, keep=False)
+        try:
+            if self._kept is None or self._kept_by != os.getpid():
+                self._kept, self._kept_by = self._get_connection(), os.getpid()
+            return self._call_on(self._kept, args, keep=True)
+        finally:
+            self._kept_lock.release()
+
+    def _call_on(self, connection: Any, args: tuple[Any, ...], keep: bool) -> Any:
         pool = self.connection.connection_pool
-        connection = self._get_connection()
         try:
             connection.send_packed_command(connection.pack_command(*args), check_health=False)
             reply = connection.read_response()
-        except (redis.ConnectionError, redis.TimeoutError):
+        except redis.ResponseError:  # an answer: the connection is in order
+            if not keep:
+                pool.release(connection)
+            raise
+        except BaseException as exc:  # cut off, maybe half-way through a reply: never used again
             connection.disconnect()
             pool.release(connection)
-            return self.connection.execute_command(*args)
-        except BaseException:
-            pool.release(connection)
+            if keep:
+                self._kept = None
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                return self.connection.execute_command(*args)
             raise
-        pool.release(connection)
+        if not keep:
+            pool.release(connection)
         return reply
 
     def _confirmed(self, acknowledged: int) -> None:
