@@ -190,7 +190,7 @@ class Cmd(BaseCmd):
                             self._check_controller(deadline)
                         checked = True
                     if not self._unread:
-                        popped = redis.blpop(queue, timeout=wait)
+                        popped = self._client._sender.call("BLPOP", queue, wait, again_after_timeout=False)
                         self._bus_silent = False
                         if popped is not None:
                             break

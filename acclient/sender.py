@@ -55,7 +55,7 @@ class Sender:
 
     def _send(self, bodies: Sequence[str]) -> tuple[bytes | None, bool]:
         if len(bodies) == 1 and self.wait is None:
-            epoch, alive = self._call("EVALSHA", SEND_SHA, 3, *_KEYS, bodies[0])
+            epoch, alive = self.call("EVALSHA", SEND_SHA, 3, *_KEYS, bodies[0])
             return epoch, bool(alive)
         with self.connection.pipeline(transaction=False) as pipe:
             for start in range(0, len(bodies), PER_CALL):
@@ -68,23 +68,25 @@ class Sender:
         epoch, alive = replies[-1]
         return epoch, bool(alive)
 
-    def _call(self, *args: Any) -> Any:
-        """One command straight on a pooled connection: redis-py's retry wrapper and instrumentation around
-        ``execute_command`` cost a fifth of a whole ``client.cmd``, and taking a connection from the pool and
-        giving it back another tenth, so one connection is kept for the next send. A thread that finds it in
-        use by another takes one from the pool for this send (sends never wait for each other); a forked child
-        takes its own. A connection that fails goes back broken, and the command takes redis-py's own path,
-        which connects again (and retries, as it would have)."""
+    def call(self, *args: Any, again_after_timeout: bool = True) -> Any:
+        """One command (the raw reply) straight on a pooled connection: redis-py's retry wrapper and
+        instrumentation around ``execute_command`` cost a fifth of a whole ``client.cmd``, and taking a
+        connection from the pool and giving it back another tenth (it polls the socket), so one connection is
+        kept for the next call. A thread that finds it in use by another takes one from the pool for this call
+        (calls never wait for each other); a forked child takes its own. A connection that fails goes back
+        broken, and the command takes redis-py's own path, which connects again (and retries, as it would
+        have); after a socket timeout too, unless not ``again_after_timeout`` (a wait: its caller asks again
+        within its own deadline)."""
         if not self._kept_lock.acquire(blocking=False):
-            return self._call_on(self._get_connection(), args, keep=False)
+            return self._call_on(self._get_connection(), args, False, again_after_timeout)
         try:
             if self._kept is None or self._kept_by != os.getpid():
                 self._kept, self._kept_by = self._get_connection(), os.getpid()
-            return self._call_on(self._kept, args, keep=True)
+            return self._call_on(self._kept, args, True, again_after_timeout)
         finally:
             self._kept_lock.release()
 
-    def _call_on(self, connection: Any, args: tuple[Any, ...], keep: bool) -> Any:
+    def _call_on(self, connection: Any, args: tuple[Any, ...], keep: bool, again_after_timeout: bool) -> Any:
         pool = self.connection.connection_pool
         try:
             connection.send_packed_command(connection.pack_command(*args), check_health=False)
@@ -98,7 +100,7 @@ class Sender:
             pool.release(connection)
             if keep:
                 self._kept = None
-            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            if isinstance(exc, redis.ConnectionError) or (again_after_timeout and isinstance(exc, redis.TimeoutError)):
                 return self.connection.execute_command(*args)
             raise
         if not keep:
