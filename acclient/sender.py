@@ -32,7 +32,8 @@ _KEYS = (keys.CMDS_QUEUE, keys.BUS_EPOCH, keys.CONTROLLER_ALIVE)
 class Sender:
     """Sends command bodies (JSON without its closing brace) and returns the bus epoch and whether a controller
     is alive. With ``wait`` (``("WAIT", replicas, ms)``), each send is confirmed by that many replicas in the
-    same round trip, so that a failover cannot lose it; fewer in time is logged."""
+    same round trip, so that a failover cannot lose it; fewer in time is logged. ``call`` serves the other
+    call made once per command, the wait for its result, on the same kept connection."""
 
     def __init__(self, connection: redis.Redis, wait: tuple[str, int, int] | None = None) -> None:
         self.connection = connection
