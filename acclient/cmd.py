@@ -93,7 +93,7 @@ class Cmd(BaseCmd):
         self._report: dict[tuple[int, int], str] = {}
         self._bus_silent = False  # the bus's last answer did not come within the socket timeout
         self._unread: collections.deque[bytes] = collections.deque()  # popped by iter_results, not yet yielded
-        self._received: set[int] = set()  # hashes of the results this handle popped (see ``_lost_in_transit``)
+        self._received: set[int] = set()  # hashes of the results this handle popped (see ``lost_in_transit``)
 
     cmd = property(lambda self: self._cmd, doc="Command name")
     args = property(lambda self: self._args, doc="Command run arguments")
@@ -134,11 +134,12 @@ class Cmd(BaseCmd):
     def noblock_get_next_result(self) -> Job | None:
         """Pop the next result if there is one; ``None`` otherwise."""
         if self._unread:
-            return Job(self._client, self._unread.popleft())
-        raw = self._client._redis.lpop(keys.result_queue(self._id))
-        if raw is None:
-            return None
-        self._received.add(hash(raw))
+            raw = self._unread.popleft()
+        else:
+            raw = self._client._redis.lpop(keys.result_queue(self._id))
+            if raw is None:
+                return None
+            self._received.add(hash(raw))
         return Job(self._client, raw)
 
     def iter_results(self, timeout: float = 0) -> Iterator[Job]:
