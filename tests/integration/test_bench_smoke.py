@@ -30,3 +30,13 @@ def test_the_runner_refuses_an_unknown_part():
     refused = subprocess.run([sys.executable, "-m", "bench", "--only", "latency,speed"], capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 2 and "unknown part(s) speed" in refused.stderr
+
+
+def test_the_timeline_notes_every_process_on_a_pings_path():
+    run = subprocess.run([sys.executable, "-m", "bench.timeline", "--count", "50"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    steps = [line.rsplit(None, 1)[0] for line in run.stdout.splitlines()[2:]]
+    assert steps[0] == "client cmd() called" and steps[-1] == "client result read"
+    for step in ("controller recv", "controller send", "agent recv", "agent send"):
+        assert any(line.startswith(step) for line in steps), f"no '{step}' step in {steps}"
