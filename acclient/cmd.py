@@ -94,6 +94,7 @@ class Cmd(BaseCmd):
         self._bus_silent = False  # the bus's last answer did not come within the socket timeout
         self._unread: collections.deque[bytes] = collections.deque()  # popped by iter_results, not yet yielded
         self._received: set[int] = set()  # hashes of the results this handle popped (see ``lost_in_transit``)
+        self._last: dict[tuple[int, int], Job] = {}  # the last result taken, per agent (whichever call took it)
 
     cmd = property(lambda self: self._cmd, doc="Command name")
     args = property(lambda self: self._args, doc="Command run arguments")
@@ -127,7 +128,7 @@ class Cmd(BaseCmd):
         raw = self._pop(timeout)
         if raw is None:
             raise TimeoutError(f"no result for command {self._id} within {timeout:g} s")
-        return Job(self._client, raw)
+        return self._took(raw)
 
     get_result = get_next_result
 
@@ -140,11 +141,19 @@ class Cmd(BaseCmd):
             if raw is None:
                 return None
             self._received.add(hash(raw))
-        return Job(self._client, raw)
+        return self._took(raw)
+
+    def _took(self, raw: bytes) -> Job:
+        """A result this handle took: ``iter_results`` then knows that its agent answered."""
+        job = Job(self._client, raw)
+        self._last[(job.gid or 0, job.nid or 0)] = job
+        return job
 
     def iter_results(self, timeout: float = 0) -> Iterator[Job]:
         """Yield each result as it arrives, until every agent the command went to
-        has given its last result, or ``timeout`` seconds passed (0: no limit).
+        has given its last result, or ``timeout`` seconds passed (0: no limit). A
+        result this handle took before (``get_next_result``) counts: the 2015
+        client waited for that agent again, and so to its timeout.
 
         Afterwards ``report()`` says, per agent, whether it returned, failed or
         did not reply; agents that did not reply are also logged.
@@ -397,11 +406,13 @@ class _Results:
 
     def __init__(self, cmd: Cmd) -> None:
         self.cmd = cmd
-        self.last: dict[tuple[int, int], Job] = {}
+        self.last = cmd._last  # what the handle took before counts: its agents have answered already
         self.targets: set[tuple[int, int]] = set()
         self.pending: set[tuple[int, int]] = set()
         # one target, known by its first result, unless it goes to many (or we do not know how it was sent)
         self.fans_out = cmd._command is None or cmd._command.fans_out
+        if self.last and not self.fans_out:
+            self.know(set(self.last))
 
     @property
     def done(self) -> bool:

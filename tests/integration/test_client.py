@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import pytest
 from support import TIMEOUT
@@ -111,6 +112,21 @@ def test_iter_results_reports_per_node(grid):
     results = list(cmd.iter_results(timeout=TIMEOUT))
     assert sorted((job.gid, job.nid) for job in results) == [(1, 1), (1, 2)]
     assert cmd.report() == {(1, 1): "error", (1, 2): "returned"}
+
+
+def test_iter_results_after_get_next_result_yields_the_rest_and_ends_when_every_agent_has_answered(grid):
+    client = grid.client()
+    cmd = client.cmd(None, None, "ping", None, role="web", fanout=True)
+    first = cmd.get_next_result(TIMEOUT)
+    started = time.monotonic()
+    rest = list(cmd.iter_results(timeout=TIMEOUT))
+    assert sorted((job.gid, job.nid) for job in [first, *rest]) == [(1, 1), (1, 2)]
+    assert time.monotonic() - started < TIMEOUT / 2, "it waited for a result it had been given already"
+    assert cmd.report() == {(1, 1): "returned", (1, 2): "returned"}
+    one = client.cmd(1, 1, "ping", None)
+    assert one.get_next_result(TIMEOUT).state == "SUCCESS"
+    assert list(one.iter_results(timeout=TIMEOUT)) == [] and one.report() == {(1, 1): "returned"}
+    assert time.monotonic() - started < TIMEOUT / 2
 
 
 def test_iter_results_names_the_agents_that_did_not_answer(grid, caplog):
