@@ -33,9 +33,12 @@ from protocol.parser import Message, OutputParser
 
 #: Seconds between SIGTERM and SIGKILL.
 DEFAULT_GRACE = 5.0
-#: Bytes read from a job's output at a time: each read yields to the agent's other tasks, so a flooding
-#: job delays an answer by the work of one chunk at the most.
-_CHUNK = 64 * 1024
+#: Bytes read from a job's output at a time: each read yields to the agent's other tasks, so a job
+#: flooding its output delays an answer by the work of one chunk at the most, and an answer waits for
+#: three or four such steps. 8 KiB of short lines is about a millisecond of parsing and logging; 64 KiB
+#: took 15-25 ms (``bench.flood``: the flooding agent's ping p99 34-40 ms then, 8-9 ms now; 4 KiB gives
+#: 7 ms there but more small writes, and a bystander's p99 goes from 4 to 5 ms).
+_CHUNK = 8 * 1024
 #: How often to look whether a stopped group is empty yet (only while stopping one).
 _GROUP_POLL = 0.05
 
