@@ -1,4 +1,5 @@
-"""The benchmark harness runs: a small fanout through swarm agents, and the one-table runner's options."""
+"""The benchmark harness runs: a small fanout through swarm agents (and the same pings as a program's own list), the
+scale and timeline benchmarks, and the one-table runner's options."""
 
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from bench.table import print_table
 
 def test_a_small_fanout_benchmark_hears_every_swarm_agent(capsys):
     rows = fanout.measure(sizes=(3, 7), rounds=1, per_process=4)  # 7 agents: two swarm processes
-    assert [row.figure.split(",")[0] for row in rows] == ["fanout ping to 3 agents", "fanout ping to 7 agents"]
+    assert [row.figure.split(",")[0] for row in rows] == ["fanout ping to 3 agents", "3 pings of a program's own",
+                                                          "fanout ping to 7 agents", "7 pings of a program's own"]
     assert all(row.result > 0 and row.limit > 0 for row in rows)
     print_table(rows)
     assert "fanout ping to 7 agents" in capsys.readouterr().out
