@@ -95,6 +95,7 @@ class Cmd(BaseCmd):
         self._unread: collections.deque[bytes] = collections.deque()  # popped by iter_results, not yet yielded
         self._received: set[int] = set()  # hashes of the results this handle popped (see ``lost_in_transit``)
         self._last: dict[tuple[int, int], Job] = {}  # the last result taken, per agent (whichever call took it)
+        self._reply_lost = False  # a wait of ours was cut off: a result the bus popped for us may be lost
 
     cmd = property(lambda self: self._cmd, doc="Command name")
     args = property(lambda self: self._args, doc="Command run arguments")
@@ -199,8 +200,15 @@ class Cmd(BaseCmd):
                         if not self._controller_alive:
                             self._check_controller(deadline)
                         checked = True
+                    if self._reply_lost:
+                        self._take_lost_in_transit()
                     if not self._unread:
-                        popped = self._client._sender.call("BLPOP", queue, wait, again_after_timeout=False)
+                        sender = self._client._sender
+                        cut_offs = sender.cut_offs
+                        try:
+                            popped = sender.call("BLPOP", queue, wait, again_after_timeout=False)
+                        finally:
+                            self._reply_lost |= sender.cut_offs != cut_offs
                         self._bus_silent = False
                         if popped is not None:
                             break
@@ -218,6 +226,13 @@ class Cmd(BaseCmd):
                     self._bus_silent = True  # the next wait asks again
             self._received.update(map(hash, self._unread))
         return self._unread.popleft()
+
+    def _take_lost_in_transit(self) -> None:
+        """A wait of ours was cut off (the connection broke, or the bus did not answer in time): the bus may have
+        popped a result for it whose reply never came. Take any such result from the job results, for the
+        next pop (``lost_in_transit``)."""
+        self._unread.extend(lost_in_transit(self._client._redis, [self]).get(self._id, ()))
+        self._reply_lost = False
 
     def _targets_or_none(self) -> set[tuple[int, int]] | None:
         """``targets()``, or None when the bus did not answer in time."""
@@ -453,17 +468,23 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
     jobs first), every other open command is looked at too, once per ``WAIT_SLICE``."""
     deadline = time.monotonic() + timeout if timeout else None
     open_: dict[str, _Results] = {cmd.id: _Results(cmd) for cmd in cmds}
+    sender = cmds[0]._client._sender if cmds else None
     while open_:
         window = list(itertools.islice(open_, WINDOW))
-        if (yield from _take_waiting(redis, open_, window)):
+        came = yield from _take_waiting(redis, open_, window)
+        if came or not all(command_id in open_ for command_id in window):  # (done once its targets were read)
             continue
         wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
         if wait <= 0:
             break
-        popped = redis.blpop([keys.result_queue(command_id) for command_id in window], timeout=wait)
+        popped, cut_off = _wait_for_one(sender, window, wait)
         if popped is not None:
             command_id = popped[0].decode()[len(keys.RESULT_QUEUE_PREFIX):]
             yield from _take(open_, command_id, [popped[1]])
+        if cut_off:  # the reply of our wait may have been lost, with a result the bus had popped for it
+            for command_id, bodies in lost_in_transit(redis, [results.cmd for results in open_.values()]).items():
+                yield from _take(open_, command_id, bodies)
+        if popped is not None or cut_off:
             continue
         first = open_[window[0]].cmd
         epoch = first._epoch
@@ -481,6 +502,18 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
             yield from _take_waiting(redis, open_, beyond[start:start + RESULTS_PER_READ])
     for results in open_.values():
         results.finish(deadline)
+
+
+def _wait_for_one(sender: Any, ids: list[str], wait: float) -> tuple[list[bytes] | None, bool]:
+    """``BLPOP`` on the queues of commands ``ids`` for up to ``wait`` seconds: the ``(queue, result)`` popped
+    (``None``: none came, or the bus did not answer in time), and whether the wait was cut off."""
+    cut_offs = sender.cut_offs
+    try:
+        popped = sender.call("BLPOP", *(keys.result_queue(command_id) for command_id in ids), wait,
+                             again_after_timeout=False)
+    except BusTimeout:
+        popped = None
+    return popped, sender.cut_offs != cut_offs
 
 
 def _take_waiting(redis: Any, open_: dict[str, "_Results"], ids: list[str]) -> Generator[Job, None, int]:
@@ -506,11 +539,13 @@ def _take_waiting(redis: Any, open_: dict[str, "_Results"], ids: list[str]) -> G
 def lost_in_transit(redis: Any, cmds: Sequence[Cmd]) -> dict[str, list[bytes]]:
     """Per command id, its final results that this client popped but never received.
 
-    A client's pop that reached a master the sentinels then failed over may have been replicated while its
-    reply was lost with the master: the new master no longer has the result in the command's queue, and
-    no agent will send it again. Its job results hash still holds it (``drain.lua`` writes the two at once),
-    so a final result there, in no queue, that no handle here popped, is that one. Only commands this
-    client sent are looked at (a handle from ``get_by_id`` does not know what was popped before it)."""
+    A client's pop whose reply was lost on the way happened all the same: on a master the sentinels then
+    failed over (the pop replicated, the reply lost with the master), on a Redis killed after writing the pop
+    to its append-only file, over a connection that broke in between. The bus no longer has the result in the
+    command's queue, and no agent will send it again. Its job results hash still holds it (``drain.lua``
+    writes the two at once), so a final result there, in no queue, that no handle here popped, is that one.
+    Only commands this client sent are looked at (a handle from ``get_by_id`` does not know what was popped
+    before it)."""
     mine = [cmd for cmd in cmds if cmd._command is not None]
     if not mine:
         return {}
@@ -525,8 +560,8 @@ def lost_in_transit(redis: Any, cmds: Sequence[Cmd]) -> dict[str, list[bytes]]:
         lost = [body for body in latest if body not in queued and hash(body) not in cmd._received
                 and json.loads(body).get("state") in FINAL_STATES]
         if lost:
-            log.warning("command %s: %d results popped just before the bus failed over never arrived; taken from "
-                        "its job results", cmd.id, len(lost))
+            log.warning("command %s: %d results popped just before the bus failed over or our connection to it "
+                        "broke never arrived; taken from its job results", cmd.id, len(lost))
             cmd._received.update(map(hash, lost))
             found[cmd.id] = lost
     return found

@@ -46,6 +46,9 @@ class Sender:
         self._kept: Any = None  # a pooled connection kept between sends (by the process that took it)
         self._kept_by = 0
         self._kept_lock = threading.Lock()
+        #: Calls whose reply was cut off (the connection broke, or the bus did not answer in time). A pop may
+        #: have happened on the bus while its reply was lost: a waiter that sees this change looks for it.
+        self.cut_offs = 0
 
     def send(self, bodies: Sequence[str]) -> tuple[bytes | None, bool]:
         try:
@@ -101,6 +104,7 @@ class Sender:
             pool.release(connection)
             if keep:
                 self._kept = None
+            self.cut_offs += 1
             if isinstance(exc, redis.ConnectionError) or (again_after_timeout and isinstance(exc, redis.TimeoutError)):
                 return self.connection.execute_command(*args)
             raise
