@@ -465,43 +465,59 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
     Commands mostly end in the order they were sent (the controller routes, and agents run, first come first
     served), so the queues of the ``WINDOW`` oldest open commands are popped in one round trip, and when they
     are all empty this waits on them (``BLPOP``) rather than polling. Should they stay quiet for a while (long
-    jobs first), every other open command is looked at too, once per ``WAIT_SLICE``."""
+    jobs first), every other open command is looked at too, once per ``WAIT_SLICE``. A bus that does not
+    answer in time is asked again, up to the deadline."""
     deadline = time.monotonic() + timeout if timeout else None
     open_: dict[str, _Results] = {cmd.id: _Results(cmd) for cmd in cmds}
     sender = cmds[0]._client._sender if cmds else None
+    reply_lost = False  # a wait of ours was cut off: a result the bus popped for it may never have come
     while open_:
-        window = list(itertools.islice(open_, WINDOW))
-        came = yield from _take_waiting(redis, open_, window)
-        if came or not all(command_id in open_ for command_id in window):  # (done once its targets were read)
-            continue
-        wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
-        if wait <= 0:
-            break
-        popped, cut_off = _wait_for_one(sender, window, wait)
-        if popped is not None:
-            command_id = popped[0].decode()[len(keys.RESULT_QUEUE_PREFIX):]
-            yield from _take(open_, command_id, [popped[1]])
-        if cut_off:  # the reply of our wait may have been lost, with a result the bus had popped for it
-            for command_id, bodies in lost_in_transit(redis, [results.cmd for results in open_.values()]).items():
-                yield from _take(open_, command_id, bodies)
-        if popped is not None or cut_off:
-            continue
-        first = open_[window[0]].cmd
-        epoch = first._epoch
-        first._check_not_lost(deadline)
-        if first._epoch != epoch:  # the bus changed epochs (a failover): any of them may have lost a result so
-            found = lost_in_transit(redis, [results.cmd for results in open_.values() if results.cmd is not first])
-            if first._unread:
-                found[first.id] = list(first._unread)
-                first._unread.clear()
-            for command_id, bodies in found.items():
-                yield from _take(open_, command_id, bodies)
-            continue
-        beyond = list(open_)[len(window):]
-        for start in range(0, len(beyond), RESULTS_PER_READ):
-            yield from _take_waiting(redis, open_, beyond[start:start + RESULTS_PER_READ])
+        try:
+            if reply_lost:
+                for command_id, bodies in lost_in_transit(redis, [results.cmd for results in open_.values()]).items():
+                    yield from _take(open_, command_id, bodies)
+                reply_lost = False
+            window = list(itertools.islice(open_, WINDOW))
+            came = yield from _take_waiting(redis, open_, window)
+            if came or not all(command_id in open_ for command_id in window):  # (done once its targets were read)
+                continue
+            wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            popped, reply_lost = _wait_for_one(sender, window, wait)
+            if popped is not None:
+                command_id = popped[0].decode()[len(keys.RESULT_QUEUE_PREFIX):]
+                yield from _take(open_, command_id, [popped[1]])
+            if popped is not None or reply_lost:
+                continue
+            yield from _look_further(redis, open_, window, deadline)
+        except BusTimeout:
+            for results in open_.values():
+                results.cmd._bus_silent = True
+            if deadline is not None and time.monotonic() >= deadline:
+                break
     for results in open_.values():
         results.finish(deadline)
+
+
+def _look_further(redis: Any, open_: dict[str, "_Results"], window: list[str],
+                  deadline: float | None) -> Iterator[Job]:
+    """After a quiet wait: whether the bus lost the commands (an epoch change: any of them may have lost a
+    result on the way), and what waits for the open commands beyond the window."""
+    first = open_[window[0]].cmd
+    epoch = first._epoch
+    first._check_not_lost(deadline)
+    if first._epoch != epoch:
+        found = lost_in_transit(redis, [results.cmd for results in open_.values() if results.cmd is not first])
+        if first._unread:
+            found[first.id] = list(first._unread)
+            first._unread.clear()
+        for command_id, bodies in found.items():
+            yield from _take(open_, command_id, bodies)
+        return
+    beyond = list(open_)[len(window):]
+    for start in range(0, len(beyond), RESULTS_PER_READ):
+        yield from _take_waiting(redis, open_, beyond[start:start + RESULTS_PER_READ])
 
 
 def _wait_for_one(sender: Any, ids: list[str], wait: float) -> tuple[list[bytes] | None, bool]:

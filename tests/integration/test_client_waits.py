@@ -43,6 +43,12 @@ try:
     started = time.monotonic()
     results = list(cmd.iter_results(timeout=wait))
     took["iter_results"] = [len(results), round(time.monotonic() - started, 2)]
+    started = time.monotonic()
+    try:
+        results = list(client.iter_results([cmd], timeout=wait))
+        took["Client.iter_results"] = [len(results), round(time.monotonic() - started, 2)]
+    except Exception as exc:
+        took["Client.iter_results"] = [repr(exc), round(time.monotonic() - started, 2)]
 finally:
     os.kill(pid, signal.SIGCONT)
 cmd.kill()
@@ -69,8 +75,9 @@ def check(took: dict) -> None:
     module, seconds = took["get_next_result"]
     assert module == "builtins", f"redis-py's own TimeoutError leaked out: {took}"
     assert WAIT - 0.1 <= seconds <= LATEST, took
-    count, seconds = took["iter_results"]
-    assert count == 0 and WAIT - 0.1 <= seconds <= LATEST, took
+    for wait in ("iter_results", "Client.iter_results"):
+        count, seconds = took[wait]
+        assert count == 0 and WAIT - 0.1 <= seconds <= LATEST, took
 
 
 def test_waits_end_at_their_deadline_on_a_silent_bus(quiet_grid):
