@@ -477,6 +477,7 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
                 for command_id, bodies in lost_in_transit(redis, [results.cmd for results in open_.values()]).items():
                     yield from _take(open_, command_id, bodies)
                 reply_lost = False
+                continue  # (those may have been the last results)
             window = list(itertools.islice(open_, WINDOW))
             came = yield from _take_waiting(redis, open_, window)
             if came or not all(command_id in open_ for command_id in window):  # (done once its targets were read)
