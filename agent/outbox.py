@@ -25,7 +25,8 @@ One order is kept across lanes: an update of a job waits for the bulk
 envelopes that carry that job's messages and were put before it, so a
 client that sees a job end has been sent all of its messages.
 
-On each new connection the agent reads ``outseq``. Behind what the bus had
+On each new connection the agent reads ``outseq`` (the outbox on its own, the
+intake on its own before it takes a command). Behind what the bus had
 confirmed (gone: Redis restarted without persistence; lower: a Sentinel
 failover promoted a replica that had not received our last writes), it says
 that the bus lost writes of ours: ``on_data_lost`` is called before anything
@@ -200,7 +201,7 @@ class Outbox:
                 connection = await self.bus.connection()  # the one this turn uses: checked, then written to
                 async with self.lock:
                     if self._check_delivered or self._checked_on != self.bus.generation:
-                        await self._forget_delivered(connection)
+                        await self.check_delivered(connection)
                     batch = self._sending or self._next_batch()
                     if batch:
                         await self._write(connection, batch)
@@ -276,9 +277,9 @@ class Outbox:
             self._backlog = replies[-1][-2]  # what RPUSH answered: the outbox's length
         self._finish(batch)
 
-    async def _forget_delivered(self, connection: Connection) -> None:
-        """On a new connection: whether the transaction in flight arrived, per ``outseq``; whether the bus
-        lost writes of ours (``outseq`` gone, or behind what it had confirmed)."""
+    async def check_delivered(self, connection: Connection) -> None:
+        """On a new connection (``lock`` held): whether the transaction in flight arrived, per ``outseq``;
+        whether the bus lost writes of ours (``outseq`` gone, or behind what it had confirmed)."""
         generation = self.bus.generation
         seq = await connection.execute("GET", self.keys.outbox_seq)
         delivered = int(seq or 0)

@@ -14,7 +14,9 @@ command the agent holds is in it, and not in its queue. A command whose
 routing was lost too may be routed to the agent again: that copy is taken
 off the inflight list, unanswered, while the first one still runs. A command
 still in the inflight list whose result the failover lost is not run again:
-the outbox writes that result again.
+the outbox writes that result again. Nor is one the agent had answered whose
+take the bus lost as well (it is back in the agent's queue): that copy is
+taken off the inflight list, and the answer written again.
 """
 
 import collections
@@ -58,6 +60,7 @@ class Uplink:
         self.outbox = Outbox(bus, keys, on_delivered=self._forget, on_data_lost=self._reannounce)
         self._held: collections.Counter[bytes] = collections.Counter()  # raw commands in our inflight list
         self._resent: set[bytes] = set()  # held commands the bus had forgotten: a controller may route them again
+        self._answered_before_loss: set[bytes] = set()  # answered lately when the bus lost writes of ours
         self._intake = trio.CancelScope()
         self.results: collections.Counter[str] = collections.Counter()  # results reported, by state
         self.registered = trio.Event()  # a registration of ours reached the bus
@@ -91,6 +94,8 @@ class Uplink:
     def _reannounce(self, everything: bool) -> None:
         """The bus lost writes of ours (``everything``: its data): tell the controllers which jobs we still run,
         ahead of any of their results (the intake puts the inflight list right when it connects again)."""
+        # Our take of a command answered lately may be lost too, the command back in our queue: not run again.
+        self._answered_before_loss = self.outbox.finished_lately()
         jobs = []
         for raw in self._held:
             try:
@@ -107,8 +112,11 @@ class Uplink:
 
     async def reconcile(self, connection: Connection) -> list[bytes]:
         """Make our inflight list hold every command we hold (a bus that lost writes may have put one back in
-        our queue, or lost it altogether); return the list as it is then. Runs between two outbox writes."""
+        our queue, or lost it altogether); return the list as it is then. Runs between two outbox writes, after
+        the outbox has looked whether the bus lost writes of ours (so that we know it before we take anything:
+        the outbox itself looks only when it next writes)."""
         async with self.outbox.lock:
+            await self.outbox.check_delivered(connection)
             inflight = await connection.execute("LRANGE", self.keys.inflight, 0, -1)
             missing = list((self._held - collections.Counter(self.outbox.unconfirmed_removals())
                             - collections.Counter(inflight)).elements())
@@ -182,12 +190,17 @@ class Uplink:
     def _take(self, raw: bytes) -> None:
         if raw in self._resent and self.is_held(raw):  # routed again after a failover lost its first routing
             self._resent.discard(raw)
-            self.hold(raw)
-            self.drop(raw)
-            log.info("took a command we already run a second time (a controller routed it again after the bus "
-                     "lost its first routing): the copy is dropped")
-            return
-        self.dispatch(self, raw)
+            self._drop_copy(raw, "a controller routed it again after the bus lost its first routing")
+        elif raw in self._answered_before_loss and not self.is_held(raw):
+            self._answered_before_loss.discard(raw)
+            self._drop_copy(raw, "the bus lost our take of it with our answer, which is written again")
+        else:
+            self.dispatch(self, raw)
+
+    def _drop_copy(self, raw: bytes, why: str) -> None:
+        self.hold(raw)
+        self.drop(raw)
+        log.info("took a command we had taken before a second time (%s): the copy is dropped", why)
 
     async def _heartbeat(self) -> None:
         """Beat every ``heartbeat_interval`` while the intake can take commands (liveness means that: an agent

@@ -96,7 +96,9 @@ def test_a_failover_to_a_replica_that_missed_the_last_writes_answers_every_comma
     """The replica is stopped (SIGSTOP) and its link to the master cut while the master takes writes it will
     never see, then the master is killed and the stale replica promoted: a partial loss of the bus's data.
     Each command ends with one answer that says what happened: a command the bus forgot is CommandLost; one
-    the agent had taken again (its take undone) runs once; one whose result vanished with the old master has
+    the agent had taken again (its take undone) runs once, and so does one it had also answered (take and
+    answer undone: its answer is written again, the copy back in its queue dropped); one whose result vanished
+    with the old master has
     it written again by its agent (not run again, although its command was still in the agent's inflight list
     there) and is answered once; one the agent ran while the bus forgot it altogether is adopted, and its
     result reaches the client."""
@@ -118,12 +120,14 @@ def test_a_failover_to_a_replica_that_missed_the_last_writes_answers_every_comma
         if connection["name"] == "ac-agent-1:2":
             master_bus.client_kill(connection["addr"])
     retaken = client.execute(1, 2, "bash", job("retaken", 4), id="retaken")  # waits in 1:2's queue
-    wait_until(lambda: replica_bus.llen(keys.AgentKeys(1, 2).commands) == 1, what="the replica having it queued")
+    answered = client.execute(1, 2, "bash", job("answered", 0.2), id="answered")  # likewise, then answered
+    wait_until(lambda: replica_bus.llen(keys.AgentKeys(1, 2).commands) == 2, what="the replica having them queued")
     os.kill(replica.process.pid, signal.SIGSTOP)
     master_bus.client_kill_filter(_type="replica")  # from here on, nothing the master takes reaches the replica
     try:
         os.kill(agent_2.pid, signal.SIGCONT)  # takes it (on the master only) and runs it
         wait_state(client, "retaken", "RUNNING", agent=(1, 2))
+        wait_state(client, "answered", "SUCCESS", agent=(1, 2))  # its take and its answer on the master only
         adopted = client.execute(1, 2, "bash", job("adopted", 3), id="adopted")  # known to the master only
         wait_state(client, "adopted", "RUNNING", agent=(1, 2))
         wait_state(client, "rerun", "SUCCESS")  # its result on the master only
@@ -136,18 +140,21 @@ def test_a_failover_to_a_replica_that_missed_the_last_writes_answers_every_comma
     grid.start_controller(0)  # it was away during the failover: it notices the new master itself
 
     answers = {}
-    for cmd in (rerun, retaken, adopted, lost):
+    for cmd in (rerun, retaken, answered, adopted, lost):
         try:
             result = cmd.get_next_result(TIMEOUT)
             answers[cmd.id] = (result.state, result.data)
         except acclient.CommandLost as exc:
             answers[cmd.id] = ("CommandLost", "failover" if exc.failover else "data lost")
     ran = runs.read_text().split()
-    leftovers = {cmd.id: grid.redis.llen(keys.result_queue(cmd.id)) for cmd in (rerun, retaken, adopted, lost)}
+    leftovers = {cmd.id: grid.redis.llen(keys.result_queue(cmd.id)) for cmd in (rerun, retaken, answered, adopted,
+                                                                             lost)}
     print(f"answers: {answers}; runs: {sorted(ran)}; results left over: {leftovers}")
     assert answers == {"rerun": ("SUCCESS", "rerun-done"), "retaken": ("SUCCESS", "retaken-done"),
-                       "adopted": ("SUCCESS", "adopted-done"), "lost": ("CommandLost", "failover")}
-    assert sorted(ran) == ["adopted", "rerun", "retaken"], "each ran once, also the one whose result vanished"
+                       "answered": ("SUCCESS", "answered-done"), "adopted": ("SUCCESS", "adopted-done"),
+                       "lost": ("CommandLost", "failover")}
+    assert sorted(ran) == ["adopted", "answered", "rerun", "retaken"], \
+        "each ran once, also the one whose result vanished and the one whose take and answer did"
     assert set(leftovers.values()) == {0}, "no result twice"
 
 
