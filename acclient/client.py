@@ -184,7 +184,7 @@ class Client:
         """Yield the results of all of ``cmds`` as they arrive, whichever command each is of, until every
         command has had its last result (as ``Cmd.iter_results`` decides for one) or ``timeout`` seconds
         passed (0: no limit). Afterwards each ``Cmd.report()`` says how its agents did."""
-        yield from collect(self._redis, cmds, timeout)
+        yield from collect(self, cmds, timeout)
 
     def _prepare(self, gid: int | None, nid: int | None, cmd: str, args: RunArgs | None, data: Any = None,
                  id: str | None = None, role: str | None = None, fanout: bool = False, *,

@@ -203,21 +203,17 @@ class Cmd(BaseCmd):
                     if self._reply_lost:
                         self._take_lost_in_transit()
                     if not self._unread:
-                        sender = self._client._sender
-                        cut_offs = sender.cut_offs
-                        try:
-                            popped = sender.call("BLPOP", queue, wait, again_after_timeout=False)
-                        finally:
-                            self._reply_lost |= sender.cut_offs != cut_offs
+                        popped, cut_off = _wait_for_one(self._client._sender, [queue], wait)
+                        self._reply_lost |= cut_off
                         self._bus_silent = False
                         if popped is not None:
                             break
                         self._check_not_lost(deadline)
                     if self._unread:  # results the bus had given us and lost on the way (``lost_in_transit``)
                         return self._unread.popleft()
-                except BusTimeout:
-                    self._bus_silent = True
-                    continue  # the bus did not answer within the socket timeout: ask again, up to our deadline
+                except BusTimeout:  # the bus did not answer within the socket timeout: ask again, up to our deadline
+                    self._bus_silent = self._reply_lost = True
+                    continue
             self._unread.append(popped[1])
             if batch > 1:
                 try:
@@ -459,8 +455,8 @@ class _Results:
             log.warning("command %s: no reply from %s", cmd.id, ", ".join(silent))
 
 
-def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job]:
-    """The results of several commands as they arrive (``Client.iter_results``).
+def collect(client: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job]:
+    """The results of several commands of ``client`` as they arrive (``Client.iter_results``).
 
     Commands mostly end in the order they were sent (the controller routes, and agents run, first come first
     served), so the queues of the ``WINDOW`` oldest open commands are popped in one round trip, and when they
@@ -469,7 +465,7 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
     answer in time is asked again, up to the deadline."""
     deadline = time.monotonic() + timeout if timeout else None
     open_: dict[str, _Results] = {cmd.id: _Results(cmd) for cmd in cmds}
-    sender = cmds[0]._client._sender if cmds else None
+    redis = client._redis
     reply_lost = False  # a wait of ours was cut off: a result the bus popped for it may never have come
     while open_:
         try:
@@ -485,14 +481,16 @@ def collect(redis: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Job
             wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
             if wait <= 0:
                 break
-            popped, reply_lost = _wait_for_one(sender, window, wait)
+            queues = [keys.result_queue(command_id) for command_id in window]
+            popped, reply_lost = _wait_for_one(client._sender, queues, wait)
             if popped is not None:
                 command_id = popped[0].decode()[len(keys.RESULT_QUEUE_PREFIX):]
                 yield from _take(open_, command_id, [popped[1]])
             if popped is not None or reply_lost:
                 continue
             yield from _look_further(redis, open_, window, deadline)
-        except BusTimeout:
+        except BusTimeout:  # a wait cut off, maybe: as above
+            reply_lost = True
             for results in open_.values():
                 results.cmd._bus_silent = True
             if deadline is not None and time.monotonic() >= deadline:
@@ -521,15 +519,12 @@ def _look_further(redis: Any, open_: dict[str, "_Results"], window: list[str],
         yield from _take_waiting(redis, open_, beyond[start:start + RESULTS_PER_READ])
 
 
-def _wait_for_one(sender: Any, ids: list[str], wait: float) -> tuple[list[bytes] | None, bool]:
-    """``BLPOP`` on the queues of commands ``ids`` for up to ``wait`` seconds: the ``(queue, result)`` popped
-    (``None``: none came, or the bus did not answer in time), and whether the wait was cut off."""
+def _wait_for_one(sender: Any, queues: list[str], wait: float) -> tuple[list[bytes] | None, bool]:
+    """``BLPOP`` on ``queues`` for up to ``wait`` seconds: the ``(queue, result)`` popped (``None``: none came),
+    and whether the wait was cut off (then sent again): a result the bus popped for it may never have come.
+    A bus that does not answer in time raises ``BusTimeout``, a cut-off too."""
     cut_offs = sender.cut_offs
-    try:
-        popped = sender.call("BLPOP", *(keys.result_queue(command_id) for command_id in ids), wait,
-                             again_after_timeout=False)
-    except BusTimeout:
-        popped = None
+    popped = sender.call("BLPOP", *queues, wait, again_after_timeout=False)
     return popped, sender.cut_offs != cut_offs
 
 
