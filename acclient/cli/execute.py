@@ -283,7 +283,8 @@ def _selection(options: argparse.Namespace) -> tuple[Any, Any, Any, bool, dict[s
     if options.nid:
         nids = [item.strip() for item in options.nid.split(",") if item.strip()]
         if not all(item.isdigit() and int(item) > 0 for item in nids):
-            raise Failure(f"-n {options.nid}: expected node ids like 1 or 1,3,5", Exit.USAGE)
+            hint = f" (an agent by GID:NID is -t {options.nid})" if ":" in options.nid else ""
+            raise Failure(f"-n {options.nid}: expected node ids like 1 or 1,3,5{hint}", Exit.USAGE)
         if gid is None:
             raise Failure(f"-n {options.nid}: give the grid too (-g GID), or use -t GID:NID", Exit.USAGE)
         if len(nids) == 1 and not targets:

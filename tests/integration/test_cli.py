@@ -125,6 +125,7 @@ def test_targeting_flags(fleet):
     assert agents_of(ac(bus, "exec", "--jsonl", "--hosts", "*", "--fanout", "-x", "2:2", "--", "true")) == \
         {"1:1", "1:2", "2:1"}
     for argv, said in ((["-n", "1", "--", "true"], "give the grid too"),
+                       (["-n", "1:2", "--", "true"], "an agent by GID:NID is -t 1:2"),
                        (["-r", "web", "--fanout", "--max-errors", "1", "--", "true"], "--batch"),
                        (["-g", "1", "-n", "1", "--"], "nothing to run"), (["--", "true"], "where should it run"),
                        (["-t", "1:1", "-r", "web", "--", "true"], "give no -g or -r")):
