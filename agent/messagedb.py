@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.sqlitefile import SQLiteFile
+
 DB_FILE = "messages.db"
 #: Characters of one message's data that are stored; the rest is cut with a note.
 MAX_STORED_CHARS = 64 * 1024
@@ -95,36 +97,24 @@ class MessageQuery:
     limit: int = 20
 
 
-class MessageDB:
+class MessageDB(SQLiteFile):
     """The SQLite message DB: batch inserts, the ``get_msgs`` query, bounded by size and age."""
 
     def __init__(self, folder: str | Path, max_bytes: int, max_age: float) -> None:
-        self.path = Path(folder) / DB_FILE
+        super().__init__(Path(folder) / DB_FILE)
         self.max_bytes = max_bytes
         self.max_age = max_age
-        self._db: sqlite3.Connection | None = None
         self._age_checked = -AGE_CHECK_INTERVAL
         self.trimmed = 0
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect only on a new file
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA journal_size_limit = 67108864")
-        self._db.executescript(_SCHEMA)
+        db = self._connect(check_same_thread=False)
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect only on a new file
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA journal_size_limit = 67108864")
+        db.executescript(_SCHEMA)
         self.trim()
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def _open_db(self) -> sqlite3.Connection:
-        assert self._db is not None, "MessageDB used before open()"  # invariant: the agent opens it first
-        return self._db
 
     def max_id(self) -> int:
         """The highest message id stored (0 when empty)."""

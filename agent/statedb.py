@@ -10,9 +10,10 @@ Writes are tiny and rare (one per long-running job and run), so they are
 made directly, in SQLite's default rollback-journal mode.
 """
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.sqlitefile import SQLiteFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,28 +27,15 @@ class SavedJob:
     started: float | None  # the process's start time (for recognising it)
 
 
-class StateDB:
+class StateDB(SQLiteFile):
     """The agent's long-running jobs and their process groups, kept across restarts."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
+        super().__init__(Path(path))
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("CREATE TABLE IF NOT EXISTS long_running (id TEXT PRIMARY KEY, controller TEXT NOT NULL, "
-                         "command BLOB NOT NULL, pid INTEGER, started REAL)")
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def _open_db(self) -> sqlite3.Connection:
-        assert self._db is not None, "StateDB used before open()"  # invariant: the agent opens it first
-        return self._db
+        self._connect().execute("CREATE TABLE IF NOT EXISTS long_running (id TEXT PRIMARY KEY, controller TEXT "
+                                "NOT NULL, command BLOB NOT NULL, pid INTEGER, started REAL)")
 
     def jobs(self) -> list[SavedJob]:
         rows = self._open_db.execute("SELECT id, controller, command, pid, started FROM long_running ORDER BY rowid")
