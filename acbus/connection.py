@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 _RECEIVE_SIZE = 256 * 1024
 _PUSH_KINDS = (b"message", b"pmessage")
+#: Pub/sub messages held for the subscriber: past this many, the reader reads no more until it takes them.
+MESSAGES_HELD = 10_000
 
 #: redis-py's encoder, used only to pack commands (it never connects).
 _packer = _RedisPyConnection()
@@ -77,7 +79,8 @@ class Connection:
         self._send_lock = trio.Lock()
         self._broken: ConnectionLost | None = None
         self._closed = trio.Event()
-        self._push_in, self._push_out = trio.open_memory_channel[tuple[bytes, bytes]](10_000)
+        self._messages: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._messages_changed = trio.Event()  # a message came, one was taken, or the connection broke
         self._subscribed = False
 
     @property
@@ -158,7 +161,9 @@ class Connection:
         if self._fd is None:
             return await self._stream.receive_some(_RECEIVE_SIZE)
         while True:
-            if not self._more_waiting:
+            if self._more_waiting:
+                await trio.lowlevel.checkpoint()  # a socket that keeps giving must not keep the other tasks waiting
+            else:
                 await trio.lowlevel.wait_readable(self._fd)
             try:
                 data = os.read(self._fd, _RECEIVE_SIZE)
@@ -181,10 +186,32 @@ class Connection:
 
     async def next_message(self) -> tuple[bytes, bytes]:
         """The next pub/sub message as ``(channel, data)``."""
-        try:
-            return await self._push_out.receive()
-        except trio.EndOfChannel:
-            raise self._broken or ConnectionLost("connection closed") from None
+        await self._wait_for_messages()
+        message = self._messages.popleft()
+        self._note_messages_changed()
+        return message
+
+    async def next_messages(self) -> list[tuple[bytes, bytes]]:
+        """Every pub/sub message received and not taken yet (at least one), oldest first. A subscriber that
+        takes them so wakes once per read from the socket, not once per message: a flood of messages (an
+        agent ringing its bell in a loop) costs it little more than hiredis takes to parse them."""
+        await self._wait_for_messages()
+        messages = list(self._messages)
+        self._messages.clear()
+        self._note_messages_changed()
+        return messages
+
+    async def _wait_for_messages(self) -> None:
+        """Until a message is held (a checkpoint even when one is); ``ConnectionLost`` once none is left
+        on a broken connection."""
+        await trio.lowlevel.checkpoint()
+        while not self._messages:
+            self._raise_if_broken()
+            await self._messages_changed.wait()
+
+    def _note_messages_changed(self) -> None:
+        self._messages_changed.set()
+        self._messages_changed = trio.Event()
 
     async def wait_closed(self) -> ConnectionLost:
         """Wait until the connection breaks; return why."""
@@ -208,7 +235,7 @@ class Connection:
             ticket.error = reason
             ticket.done.set()
         self._tickets.clear()
-        self._push_in.close()
+        self._note_messages_changed()
         self._closed.set()
 
     async def _read_replies(self) -> None:
@@ -219,15 +246,19 @@ class Connection:
                     raise ConnectionLost("the bus closed the connection")
                 self._reader.feed(data)  # type: ignore[arg-type]  # hiredis takes any buffer; its stub says str | bytes
                 while (reply := self._reader.gets()) is not False:
-                    await self._deliver(reply)
+                    self._deliver(reply)
+                while len(self._messages) >= MESSAGES_HELD and self._broken is None:  # let the subscriber catch up
+                    await self._messages_changed.wait()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) as exc:
             self._break(ConnectionLost(f"connection to the bus lost: {exc!r}"))
         except ConnectionLost as exc:
             self._break(exc)
 
-    async def _deliver(self, reply: Any) -> None:
+    def _deliver(self, reply: Any) -> None:
         if self._subscribed and isinstance(reply, list) and reply and reply[0] in _PUSH_KINDS:
-            await self._push_in.send((reply[-2], reply[-1]))
+            if not self._messages:
+                self._note_messages_changed()
+            self._messages.append((reply[-2], reply[-1]))
             return
         if not self._tickets:
             raise ConnectionLost(f"unexpected reply from the bus: {reply!r:.100}")

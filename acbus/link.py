@@ -19,7 +19,7 @@ import collections
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -293,29 +293,51 @@ class Bus:
         self._changed = trio.Event()
 
 
+#: An item handled twice running with nothing to do (less than ``IDLE_STREAK_GAP`` apart) rests this long:
+#: marks meanwhile are held, and handled once when it ends. Each further such handling doubles the rest, up to
+#: ``IDLE_REST_CAP``; handling that finds work ends the streak. So a flood of marks (an agent ringing its bell
+#: in a loop, its outbox empty) costs one handling every ``IDLE_REST_CAP`` seconds instead of one per pass of
+#: the scheduler, and an honest item, which finds work almost every time, never rests.
+IDLE_REST_FIRST = 0.001
+IDLE_REST_CAP = 0.1
+IDLE_STREAK_GAP = 1.0
+
+#: What handles a batch of ``Pending`` items: it returns those it found nothing to do for (``None``: none).
+BatchHandler = Callable[[list[T]], Awaitable[Collection[T] | None]]
+
+
 class Pending(Generic[T]):
     """Things waiting to be handled in batches by one task (outboxes to drain, streams to relay): ``mark`` adds
     one and wakes the task (``serve``), which takes every marked thing at once. A batch the bus could not take
     is marked again and handled again: once the bus is back after a lost connection, after a growing delay
-    after a refusal."""
+    after a refusal. ``on_flood`` is told of an item the first time its rest reaches ``IDLE_REST_CAP``."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_flood: Callable[[T], None] = lambda item: None) -> None:
+        self.on_flood = on_flood
         self._marked: set[T] = set()
         self._wakeup = trio.Event()
+        self._idle: dict[T, tuple[float, float]] = {}  # item found idle lately -> its last rest (0: none), when
+        self._resting: dict[T, float] = {}  # item -> when its rest ends (trio's clock)
+        self._held: set[T] = set()  # resting items marked since their rest began
 
     def mark(self, item: T) -> None:
+        if item in self._resting:
+            self._held.add(item)
+            return
         self._marked.add(item)
         self._wakeup.set()
 
-    async def serve(self, bus: Bus, handle: Callable[[list[T]], Awaitable[None]], what: str) -> None:
+    async def serve(self, bus: Bus, handle: BatchHandler[T], what: str) -> None:
         """Run ``handle`` on each batch (sorted) as things are marked, until cancelled."""
         refused = Backoff(first=0.2, cap=REFUSAL_CAP)
         while True:
-            await self._wakeup.wait()
+            await self._next_marks()
+            if not self._marked:
+                continue
             self._wakeup = trio.Event()
             batch, self._marked = sorted(self._marked), set()  # type: ignore[type-var]  # T is orderable
             try:
-                await handle(batch)
+                idle = await handle(batch)
                 refused.reset()
             except (ConnectionLost, ReplyError) as exc:
                 for item in batch:
@@ -326,6 +348,39 @@ class Pending(Generic[T]):
                 else:
                     log.warning("%s interrupted (%s); going on once the bus is back", what, exc)
                     await bus.connection()
+                continue
+            self._note_idle(batch, idle or ())
+
+    def _note_idle(self, batch: list[T], idle: Collection[T]) -> None:
+        now = trio.current_time()
+        for item in batch:
+            if item not in idle:
+                self._idle.pop(item, None)
+                continue
+            streak = self._idle.get(item)
+            if streak is None or now - streak[1] >= IDLE_STREAK_GAP:
+                self._idle[item] = (0.0, now)  # the first idle handling of a streak: no rest yet
+                continue
+            last_rest = streak[0]
+            rest = min(2 * last_rest, IDLE_REST_CAP) if last_rest else IDLE_REST_FIRST
+            self._idle[item] = (rest, now)
+            self._resting[item] = now + rest
+            if rest == IDLE_REST_CAP > last_rest:
+                self.on_flood(item)
+
+    async def _next_marks(self) -> None:
+        """Wait until something is marked, or a rest ends (its held marks are then marked)."""
+        if not self._resting:
+            await self._wakeup.wait()
+            return
+        with trio.move_on_at(min(self._resting.values())):
+            await self._wakeup.wait()
+        now = trio.current_time()
+        for item in [item for item, until in self._resting.items() if until <= now]:
+            del self._resting[item]
+            if item in self._held:
+                self._held.discard(item)
+                self._marked.add(item)
 
 
 class _Retry:

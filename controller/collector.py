@@ -4,7 +4,12 @@ Agents ring a pub/sub bell after each outbox write. This module listens for
 bells and drains the outboxes that rang with ``drain.lua``, which moves each
 envelope to the client-facing keys in one atomic step. Bells can be missed
 (while this controller is disconnected), so on every (re)connection every
-outbox is drained once, and the sweep drains now and then as a safety net.
+outbox is drained once.
+
+A bell is only a hint, and a node may ring it in a loop: the bells of one read
+are taken at once, and an outbox found empty twice running rests before it is
+drained again (``acbus.link.Pending``), so a flood costs little more than
+parsing it.
 """
 
 import collections
@@ -15,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from acbus.connection import Connection
-from acbus.link import Bus, Pending
+from acbus.link import IDLE_REST_CAP, Bus, Pending
 from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry
@@ -45,12 +50,13 @@ class Collector:
         self.registry = registry
         self.on_registrations = on_registrations
         self.on_results = on_results  # called after a round of drains that took results (a rollout's wave may end)
-        self._outboxes: Pending[tuple[int, int]] = Pending()  # agents whose outboxes want draining
+        self._outboxes: Pending[tuple[int, int]] = Pending(self._flooded)  # agents whose outboxes want draining
         self.dropped = 0  # results for jobs not open on their agent
         self.messages_dropped = 0  # log messages for jobs not open on their agent
         self.registrations_refused = 0  # registrations claiming roles not granted
         self.envelopes_discarded = 0  # too big, or beyond an outbox's bound
         self.jobs_adopted = 0  # jobs agents still ran after the bus lost its data, open again
+        self.bell_floods = 0  # times an agent rang its bell again and again with nothing in its outbox
         self.results: collections.Counter[str] = collections.Counter()  # results from agents, by state
 
     async def run(self) -> None:
@@ -70,8 +76,8 @@ class Collector:
         await connection.psubscribe(keys.AGENT_BELL_PATTERN)
         await self.mark_all_outboxes()
         while True:
-            channel, _ = await connection.next_message()
-            self._mark_key(channel.decode("utf-8", "replace"))
+            for channel in {channel for channel, _ in await connection.next_messages()}:
+                self._mark_key(channel.decode("utf-8", "replace"))
 
     def _mark_key(self, key: str) -> None:
         try:
@@ -81,7 +87,14 @@ class Collector:
             return
         self.mark(gid, nid)
 
-    async def _drain(self, agents: list[tuple[int, int]]) -> None:
+    def _flooded(self, agent: tuple[int, int]) -> None:
+        self.bell_floods += 1
+        log.warning("agent %d:%d rings its bell again and again with nothing in its outbox (a flood, or a broken "
+                    "agent): its outbox is drained at most every %g s until that stops", *agent, IDLE_REST_CAP)
+
+    async def _drain(self, agents: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Drain these agents' outboxes; return those that were empty (``Pending`` paces an agent that rings
+        its bell for nothing)."""
         config = self.config
         commands = [
             scripts.DRAIN.evalsha(
@@ -97,12 +110,15 @@ class Collector:
         ]
         replies = await scripts.pipeline(self.bus, commands)
         registered: list[Registered] = []
+        empty: list[tuple[int, int]] = []
         for (gid, nid), reply in zip(agents, replies, strict=True):
             if isinstance(reply, Exception):
                 log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
-            (_, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded,
+            (taken, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded,
              adopted, not_adopted) = reply
+            if not taken:
+                empty.append((gid, nid))
             view = self.registry.get(gid, nid)
             if view is not None:
                 self.registry.set_load(view, open_jobs)
@@ -129,6 +145,7 @@ class Collector:
             self.on_results()
         if registered:
             await self.on_registrations(registered)
+        return empty
 
     def _count_drops(self, gid: int, nid: int, dropped: list[bytes], messages_dropped: int, refused: bytes,
                      discarded: int) -> None:

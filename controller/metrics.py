@@ -51,6 +51,8 @@ def controller_metrics(controller: "Controller") -> list[Metric | Histogram]:
                 "granted", controller.collector.registrations_refused),
         counter("ac_controller_envelopes_discarded_total", "Outbox envelopes over max_envelope_bytes, or beyond "
                 "outbox_max", controller.collector.envelopes_discarded),
+        counter("ac_controller_bell_floods_total", "Times an agent rang its outbox or tunnel bell again and again "
+                "for nothing, and was paced", controller.collector.bell_floods + controller.tunnels.bell_floods),
         counter("ac_controller_bus_reconnects_total", "Times the connection to the bus was made again",
                 controller.bus.reconnects),
         by_label("ac_controller_bus_refusals_total", "counter", "Commands the bus refused (OOM, LOADING, READONLY, "

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from acbus.connection import Connection, ConnectionLost, ReplyError
-from acbus.link import Bus, Pending, open_bus
+from acbus.link import IDLE_REST_CAP, Bus, Pending, open_bus
 from acdaemon.tunnel_pipe import Pipe, PipeBroken, dial
 from controller import scripts
 from controller.config import ControllerConfig
@@ -90,9 +90,10 @@ class TunnelRelay:
         self.lease_ms = int(config.takeover_after * 3 * 1000)
         self.owned: dict[str, Relayed] = {}
         self._to_relay: Pending[str] = Pending()  # streams that changed
-        self._asking: Pending[Agent] = Pending()  # agents whose request lists rang
+        self._asking: Pending[Agent] = Pending(self._flooded)  # agents whose request lists rang
         self._nursery: trio.Nursery | None = None
         self._refreshed_at = 0.0
+        self.bell_floods = 0  # times an agent rang its tunnel bell again and again with no request waiting
 
     async def run(self) -> None:
         async with open_bus(self.main_bus.address, f"{self.main_bus.name}-tunnels") as bus:
@@ -119,25 +120,33 @@ class TunnelRelay:
         for owned in self.owned.values():
             self._changed(owned)
         while True:
-            channel, payload = await connection.next_message()
-            try:
-                agent = keys.agent_of(channel.decode("utf-8", "replace"))
-                kind, stream_id, reason = wire.parse_bell(payload)
-            except (ValueError, ProtocolError) as exc:
-                log.warning("ignoring a tunnel bell on %r: %s", channel[:200], exc)
-                continue
-            if kind == wire.REQUESTS:
-                self._asked(agent)
-                continue
-            stream = self.owned.get(stream_id)
-            if stream is None or agent not in stream.ends:
-                continue
-            if kind == wire.RELAY:
-                self._changed(stream)
-            elif kind == wire.RESET:
-                side = "gateway agent" if agent == stream.b else "agent"
-                why = f"{side} {_name(agent)}: {reason or 'reset the connection'}"
-                self._tasks.start_soon(self._reset, stream, why, agent)
+            for channel, payload in dict.fromkeys(await connection.next_messages()):  # the same bell once
+                self._heard(channel, payload)
+
+    def _heard(self, channel: bytes, payload: bytes) -> None:
+        try:
+            agent = keys.agent_of(channel.decode("utf-8", "replace"))
+            kind, stream_id, reason = wire.parse_bell(payload)
+        except (ValueError, ProtocolError) as exc:
+            log.warning("ignoring a tunnel bell on %r: %s", channel[:200], exc)
+            return
+        if kind == wire.REQUESTS:
+            self._asked(agent)
+            return
+        stream = self.owned.get(stream_id)
+        if stream is None or agent not in stream.ends:
+            return
+        if kind == wire.RELAY:
+            self._changed(stream)
+        elif kind == wire.RESET:
+            side = "gateway agent" if agent == stream.b else "agent"
+            why = f"{side} {_name(agent)}: {reason or 'reset the connection'}"
+            self._tasks.start_soon(self._reset, stream, why, agent)
+
+    def _flooded(self, agent: Agent) -> None:
+        self.bell_floods += 1
+        log.warning("agent %s rings its tunnel bell again and again with no request waiting (a flood, or a broken "
+                    "agent): its requests are read at most every %g s until that stops", _name(agent), IDLE_REST_CAP)
 
     def _asked(self, agent: Agent) -> None:
         self._asking.mark(agent)
@@ -151,7 +160,9 @@ class TunnelRelay:
 
     # -- requests -----------------------------------------------------------------------------------
 
-    async def _take_requests(self, agents: list[Agent]) -> None:
+    async def _take_requests(self, agents: list[Agent]) -> list[Agent]:
+        """Answer these agents' tunnel requests; return those that had none (``Pending`` paces an agent that
+        rings for nothing)."""
         replies = await self.bus.pipeline([("LPOP", AgentKeys(*agent).tunnel_requests, REQUESTS_BATCH)
                                            for agent in agents])
         for agent, raws in zip(agents, replies, strict=True):
@@ -159,6 +170,7 @@ class TunnelRelay:
                 self._asked(agent)
             for raw in raws or []:
                 self._tasks.start_soon(self._answer, agent, raw)
+        return [agent for agent, raws in zip(agents, replies, strict=True) if not raws]
 
     async def _answer(self, agent: Agent, raw: bytes) -> None:
         try:

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from acbus.address import BusAddress
-from acbus.connection import ConnectionLost, connect
+from acbus.connection import MESSAGES_HELD, ConnectionLost, connect
 from acgrid.redis_server import RedisServer
 
 #: Bigger than any loopback socket buffer: the write is cut into parts.
@@ -73,3 +73,28 @@ def test_a_send_cancelled_half_way_breaks_the_connection_and_a_closed_one_refuse
             await stale.execute("PING")
 
     trio.run(test)
+
+
+def test_a_flood_of_messages_reaches_a_subscriber_in_order_in_few_batches(server):
+    """A subscriber that takes ``next_messages`` wakes once per read from the socket, not once per message (how
+    the controller stays cheap when an agent rings its bell in a loop), and loses nothing while it is behind:
+    past ``MESSAGES_HELD`` the reader leaves the rest in Redis until it has taken them."""
+    count = 3 * MESSAGES_HELD
+
+    async def test() -> tuple[list[bytes], int]:
+        address = BusAddress.from_url(server.url)
+        async with connect(address) as subscriber, connect(address) as publisher:
+            await subscriber.subscribe("flood")
+            for start in range(0, count, 1000):
+                await publisher.pipeline([("PUBLISH", "flood", str(number)) for number in range(start, start + 1000)])
+            received, batches = [], 0
+            while len(received) < count:
+                batch = await subscriber.next_messages()
+                assert {channel for channel, _ in batch} == {b"flood"}
+                received += [data for _, data in batch]
+                batches += 1
+            return received, batches
+
+    received, batches = trio.run(test)
+    assert received == [str(number).encode() for number in range(count)], "every message, in order"
+    assert batches <= count // 20, f"{batches} wake-ups for {count} messages"

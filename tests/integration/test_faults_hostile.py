@@ -4,6 +4,8 @@ delivered, commands routed to the wrong agent, envelopes discarded, answer sizes
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -269,3 +271,60 @@ def test_an_agent_cannot_make_the_controller_take_oversized_input(hostile):
     assert all(process.poll() is None for process in grid.agents.values())
     for agent in ((1, 1), (1, 3)):
         assert client.cmd(*agent, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+
+
+# -- I: bells rung in a loop ------------------------------------------------------------------------------------------
+
+#: A node's credential used to ring its outbox and tunnel bells as fast as redis-py can, until killed.
+BELL_FLOOD = """
+import sys, redis
+port, user, password, bell, tunnel_up = sys.argv[1:]
+bus = redis.Redis(port=int(port), username=user, password=password)
+while True:
+    with bus.pipeline(transaction=False) as pipe:
+        for _ in range(500):
+            pipe.publish(bell, "")
+            pipe.publish(tunnel_up, "requests")
+        pipe.execute()
+"""
+
+
+def calls(bus: redis.Redis, command_name: str) -> int:
+    return bus.info("commandstats").get(f"cmdstat_{command_name}", {}).get("calls", 0)
+
+
+def test_a_node_ringing_its_bells_in_a_loop_is_paced_and_holds_up_no_one(hostile):
+    """Before: every bell made the controller drain that outbox (or read that request list) once more, back to
+    back: a node's own credential made the controller and Redis spin, and put 70 ms (p50) to a second (p99) on
+    every other agent's pings. Now each bell costs the controller little more than parsing it, and a node that
+    rings for nothing is read at most every IDLE_REST_CAP seconds; its own results still come."""
+    grid, agent = hostile.grid, keys.AgentKeys(1, 3)
+    client = grid.client()
+    warnings = ("agent 1:3 rings its bell again and again", "agent 1:3 rings its tunnel bell again and again")
+    floods_before = value(hostile.metrics(), "ac_controller_bell_floods_total")
+    logged_before = [hostile.log().count(warning) for warning in warnings]
+    attacker = subprocess.Popen([sys.executable, "-c", BELL_FLOOD, str(grid.address.port), agent_user(1, 3),
+                                 hostile.passwords[(1, 3)], agent.bell, agent.tunnel_up])
+    try:
+        wait_until(lambda: all(hostile.log().count(warning) > before
+                               for warning, before in zip(warnings, logged_before, strict=True)),
+                   what="both floods paced, and logged")
+        scripts_before, pops_before, published_before = (calls(grid.redis, "evalsha"), calls(grid.redis, "lpop"),
+                                                          calls(grid.redis, "publish"))
+        time.sleep(1.0)  # a window of flood with nothing else asked: what does it cost?
+        scripts, pops = calls(grid.redis, "evalsha") - scripts_before, calls(grid.redis, "lpop") - pops_before
+        bells = calls(grid.redis, "publish") - published_before
+        honest = [client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state for _ in range(100)]
+        own = client.cmd(1, 3, "ping", None).get_next_result(TIMEOUT).state
+        assert attacker.poll() is None, "the flood went on all along"
+    finally:
+        attacker.kill()
+        attacker.wait()
+    print(f"one node's credential ringing {bells} bells in a second: {scripts} script calls, {pops} LPOPs on the bus "
+          f"in that second; 100 pings of another agent and one of its own answered meanwhile")
+    assert bells > 10_000
+    assert scripts < 100 and pops < 200, "each paced: a drain or a read every 0.1 s, not one per bell"
+    assert honest == ["SUCCESS"] * 100 and own == "SUCCESS"
+    assert value(hostile.metrics(), "ac_controller_bell_floods_total") >= floods_before + 2
+    assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
+    assert client.cmd(1, 3, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"

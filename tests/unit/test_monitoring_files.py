@@ -131,6 +131,8 @@ CASES = [
      12, "ACOutboxBacklog", [({"instance": "web-7:9101", "controller": "main"}, "5k")]),
     ("envelopes discarded", [(controller("ac_controller_envelopes_discarded_total"), "0 0 2 2")], 3,
      "ACOutboxDiscarded", [({}, "2")]),
+    ("an agent ringing its bell for nothing", [(controller("ac_controller_bell_floods_total"), "0 0 1 1")], 3,
+     "ACBellFlood", [({}, "1")]),
 ]
 
 
