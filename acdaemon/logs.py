@@ -11,6 +11,8 @@ Anywhere else, lines start with a timestamp.
 import logging
 import os
 import sys
+import time
+from collections.abc import Hashable
 from typing import Protocol
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -53,3 +55,29 @@ def setup_logging(level: str = "INFO") -> None:
     handler.setFormatter(JournalFormatter() if writes_to_journal() else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+class LogBudget:
+    """At most ``burst`` lines per ``interval`` seconds about each subject (say, one agent's dropped results): a
+    node that writes junk in a loop must not flood the log, and the journal, too. The lines held back are
+    counted, and the next line about that subject says how many there were; the daemons' counters count
+    every event either way."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.interval = interval
+        self._spent: dict[Hashable, tuple[float, int, int]] = {}  # subject -> window start, lines said, held back
+
+    def log(self, subject: Hashable, level: int, message: str, *args: object) -> None:
+        now = time.monotonic()
+        start, said, held = self._spent.get(subject, (now, 0, 0))
+        if now - start >= self.interval:
+            start, said = now, 0
+        if said >= self.burst:
+            self._spent[subject] = (start, said, held + 1)
+            return
+        self._spent[subject] = (start, said + 1, 0)
+        if held:
+            message = f"{message} (and {held} such lines held back since the last)"
+        self.logger.log(level, message, *args)

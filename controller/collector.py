@@ -21,6 +21,7 @@ import trio
 
 from acbus.connection import Connection
 from acbus.link import IDLE_REST_CAP, Bus, Pending
+from acdaemon.logs import LogBudget
 from controller import scripts
 from controller.config import ControllerConfig
 from controller.registry import Registry
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 #: stays short (a few milliseconds, stamping a few thousand log messages), so no agent holds Redis up.
 DRAIN_BATCH = 256
 DRAIN_BYTES = 16 * 1024
+#: Job ids named in one line about the results dropped from an outbox.
+JOBS_SHOWN = 5
 
 #: One agent's (re)registration: (gid, nid, registration, new); ``new`` when the registry had never seen it.
 Registered = tuple[int, int, Registration, bool]
@@ -57,6 +60,7 @@ class Collector:
         self.envelopes_discarded = 0  # too big, or beyond an outbox's bound
         self.jobs_adopted = 0  # jobs agents still ran after the bus lost its data, open again
         self.bell_floods = 0  # times an agent rang its bell again and again with nothing in its outbox
+        self._agent_log = LogBudget(log)  # what agents wrote that was not taken, said within a budget
         self.results: collections.Counter[str] = collections.Counter()  # results from agents, by state
 
     async def run(self) -> None:
@@ -149,21 +153,27 @@ class Collector:
 
     def _count_drops(self, gid: int, nid: int, dropped: list[bytes], messages_dropped: int, refused: bytes,
                      discarded: int) -> None:
-        """Say what ``drain.lua`` would not take from agent ``gid:nid``'s outbox."""
-        for job_id in dropped:
-            self.dropped += 1
-            log.warning("dropped a result from agent %d:%d for job %s: that job is not open on it "
-                        "(never sent to it, or already answered)", gid, nid, job_id.decode("utf-8", "replace"))
+        """Count and say (within the log's budget for that agent) what ``drain.lua`` would not take from agent
+        ``gid:nid``'s outbox: one line per drain and kind, never one per envelope."""
+        agent, say = (gid, nid), self._agent_log.log
+        if dropped:
+            self.dropped += len(dropped)
+            jobs = sorted({job_id.decode("utf-8", "replace") for job_id in dropped})
+            more = f" and {len(jobs) - JOBS_SHOWN} more" if len(jobs) > JOBS_SHOWN else ""
+            shown = ", ".join(jobs[:JOBS_SHOWN]) + more
+            say((agent, "results"), logging.WARNING, "agent %d:%d sent results for jobs not open on it (never sent "
+                "to it, or already answered), dropped (%d): %s", gid, nid, len(dropped), shown)
         if messages_dropped:
             self.messages_dropped += messages_dropped
-            log.warning("dropped %d log messages from agent %d:%d: not for a job open on it (another agent's, "
-                        "an answered one, or unreadable)", messages_dropped, gid, nid)
+            say((agent, "messages"), logging.WARNING, "dropped %d log messages from agent %d:%d: not for a job open "
+                "on it (another agent's, an answered one, or unreadable)", messages_dropped, gid, nid)
         if refused:
             self.registrations_refused += 1
-            log.error("refused the registration of agent %d:%d: it claims roles it was not granted (%s); grant "
-                      "them with ac-controller acl add-agent %d %d --roles ...", gid, nid,
-                      refused.decode("utf-8", "replace"), gid, nid)
+            say((agent, "roles"), logging.ERROR, "refused the registration of agent %d:%d: it claims roles it was "
+                "not granted (%s); grant them with ac-controller acl add-agent %d %d --roles ...", gid, nid,
+                refused.decode("utf-8", "replace"), gid, nid)
         if discarded:
             self.envelopes_discarded += discarded
-            log.error("discarded %d envelopes of agent %d:%d: larger than %d bytes, or beyond the %d its outbox "
-                      "may hold", discarded, gid, nid, self.config.max_envelope_bytes, self.config.outbox_max)
+            say((agent, "discarded"), logging.ERROR, "discarded %d envelopes of agent %d:%d: larger than %d bytes, or "
+                "beyond the %d its outbox may hold", discarded, gid, nid, self.config.max_envelope_bytes,
+                self.config.outbox_max)

@@ -34,6 +34,7 @@ import trio
 
 from acbus.connection import Connection, ConnectionLost, ReplyError
 from acbus.link import IDLE_REST_CAP, Bus, Pending, open_bus
+from acdaemon.logs import LogBudget
 from acdaemon.tunnel_pipe import Pipe, PipeBroken, dial
 from controller import scripts
 from controller.config import ControllerConfig
@@ -94,6 +95,7 @@ class TunnelRelay:
         self._nursery: trio.Nursery | None = None
         self._refreshed_at = 0.0
         self.bell_floods = 0  # times an agent rang its tunnel bell again and again with no request waiting
+        self._agent_log = LogBudget(log)  # what agents asked that was refused, said within a budget
 
     async def run(self) -> None:
         async with open_bus(self.main_bus.address, f"{self.main_bus.name}-tunnels") as bus:
@@ -128,7 +130,7 @@ class TunnelRelay:
             agent = keys.agent_of(channel.decode("utf-8", "replace"))
             kind, stream_id, reason = wire.parse_bell(payload)
         except (ValueError, ProtocolError) as exc:
-            log.warning("ignoring a tunnel bell on %r: %s", channel[:200], exc)
+            self._agent_log.log("bell", logging.WARNING, "ignoring a tunnel bell on %r: %s", channel[:200], exc)
             return
         if kind == wire.REQUESTS:
             self._asked(agent)
@@ -176,7 +178,8 @@ class TunnelRelay:
         try:
             request = wire.decode_request(raw)
         except ProtocolError as exc:
-            log.warning("agent %s sent an unusable tunnel request: %s", _name(agent), exc)
+            self._agent_log.log((agent, "request"), logging.WARNING, "agent %s sent an unusable tunnel request: %s",
+                                _name(agent), exc)
             return
         try:
             if request["op"] == wire.PROBE:
@@ -219,7 +222,8 @@ class TunnelRelay:
         problem = await self._check_grant(agent, request) or \
             await self._check_gateway(agent, request["gateway"], must_be_alive=True)
         if problem:
-            log.info("refused a connection of agent %s: %s", _name(agent), problem)
+            self._agent_log.log((agent, "refused"), logging.INFO, "refused a connection of agent %s: %s",
+                                _name(agent), problem)
             await self._order(agent, wire.encode(wire.ABORT, stream=stream_id, reason=problem))
             return
         gateway = wire.parse_gateway(request["gateway"])
@@ -236,7 +240,8 @@ class TunnelRelay:
                                  peer=wire.gateway_name(*agent)), b.tunnel_down, wire.WAKE_UP]
         outcome = (await scripts.TUNNEL_OPEN.run(self.bus, script_keys, args)).decode()
         if outcome == "exists":
-            log.warning("agent %s asked to open connection %s, which exists already", _name(agent), stream_id)
+            self._agent_log.log((agent, "exists"), logging.WARNING, "agent %s asked to open connection %s, which "
+                                "exists already", _name(agent), stream_id)
             await self._order(agent, wire.encode(wire.ABORT, stream=stream_id, reason="stream id in use"))
             return
         if outcome == "gone":

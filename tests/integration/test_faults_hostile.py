@@ -257,16 +257,17 @@ def test_an_agent_cannot_make_the_controller_take_oversized_input(hostile):
     assert client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
     assert grid.redis.llen(outbox) == 0
 
-    unknown_before = hostile.log().count("(unknown envelope kind nonsense)")
+    dropped_before = value(hostile.metrics(), "ac_controller_results_dropped_total")
+    lines_before = hostile.log().count("(unknown envelope kind nonsense)")
     hostile.inject(1, 3, *['{"kind":"nonsense"}\nx'] * 200)  # the outbox may hold 50 (outbox_max)
     wait_until(lambda: "discarded 150 envelopes of agent 1:3" in hostile.log(), what="the outbox cut to 50")
-    wait_until(lambda: hostile.log().count("(unknown envelope kind nonsense)") - unknown_before == 50,
+    wait_until(lambda: value(hostile.metrics(), "ac_controller_results_dropped_total") - dropped_before == 50,
                what="the 50 kept drained and dropped")
-    left = grid.redis.llen(outbox)
-    print(f"200 junk envelopes from 1:3 with outbox_max 50: 150 discarded, "
-          f"{hostile.log().count('(unknown envelope kind nonsense)') - unknown_before} drained and dropped, "
-          f"{left} left in the outbox")
+    left, lines = grid.redis.llen(outbox), hostile.log().count("(unknown envelope kind nonsense)") - lines_before
+    print(f"200 junk envelopes from 1:3 with outbox_max 50: 150 discarded, 50 drained and dropped (said in {lines} "
+          f"log lines), {left} left in the outbox")
     assert left == 0
+    assert 1 <= lines <= 2, "one line per drain, not one per envelope"
     assert grid.controllers[0].poll() is None
     assert all(process.poll() is None for process in grid.agents.values())
     for agent in ((1, 1), (1, 3)):
@@ -326,5 +327,49 @@ def test_a_node_ringing_its_bells_in_a_loop_is_paced_and_holds_up_no_one(hostile
     assert scripts < 100 and pops < 200, "each paced: a drain or a read every 0.1 s, not one per bell"
     assert honest == ["SUCCESS"] * 100 and own == "SUCCESS"
     assert value(hostile.metrics(), "ac_controller_bell_floods_total") >= floods_before + 2
+    assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
+    assert client.cmd(1, 3, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+
+
+#: A node's credential filling its own outbox with junk job envelopes (and ringing), until killed.
+OUTBOX_FLOOD = """
+import sys, redis
+port, user, password, outbox, bell = sys.argv[1:]
+bus = redis.Redis(port=int(port), username=user, password=password)
+while True:
+    with bus.pipeline(transaction=False) as pipe:
+        pipe.rpush(outbox, *['{"kind":"job"}\\n{}'] * 500)
+        pipe.publish(bell, "")
+        pipe.execute()
+"""
+
+
+def test_a_node_filling_its_outbox_with_junk_in_a_loop_does_not_flood_the_log(hostile):
+    """Before: a line in the controller's log per junk envelope, 11 MB of log a second from one node. Now one
+    line per drain and kind, at most 5 per agent and kind in 10 s (``acdaemon.logs.LogBudget``); the counters
+    count every envelope."""
+    grid, agent = hostile.grid, keys.AgentKeys(1, 3)
+    client = grid.client()
+    dropped_before = value(hostile.metrics(), "ac_controller_results_dropped_total")
+    attacker = subprocess.Popen([sys.executable, "-c", OUTBOX_FLOOD, str(grid.address.port), agent_user(1, 3),
+                                 hostile.passwords[(1, 3)], agent.outbox, agent.bell])
+    try:
+        wait_until(lambda: value(hostile.metrics(), "ac_controller_results_dropped_total") > dropped_before + 10_000,
+                   what="the junk drained and dropped")
+        lines_before = len(hostile.log().splitlines())
+        pushed_before = calls(grid.redis, "rpush")
+        time.sleep(1.0)  # a window of flood: what does it write to the log?
+        lines, pushes = len(hostile.log().splitlines()) - lines_before, calls(grid.redis, "rpush") - pushed_before
+        honest = [client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state for _ in range(50)]
+        assert attacker.poll() is None, "the flood went on all along"
+    finally:
+        attacker.kill()
+        attacker.wait()
+    dropped = value(hostile.metrics(), "ac_controller_results_dropped_total") - dropped_before
+    print(f"one node pushing {pushes * 500} junk envelopes in a second: {lines} lines of controller log in that "
+          f"second; {dropped:g} dropped and counted in all")
+    assert pushes * 500 > 10_000
+    assert lines <= 12, "within the log's budget: 5 lines per agent and kind in 10 s"
+    assert honest == ["SUCCESS"] * 50
     assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
     assert client.cmd(1, 3, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
