@@ -13,6 +13,7 @@ Pytest puts ``tests/integration`` on ``sys.path``: test modules ``from support i
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -68,6 +69,13 @@ def command(cmd: str = "ping", **fields: Any) -> dict[str, Any]:
     """A command JSON as the 2015 client builds it, with a fresh id."""
     return {"id": fields.pop("id", None) or f"t-{uuid.uuid4().hex}", "gid": None, "nid": None, "role": None,
             "fanout": False, "cmd": cmd, "args": {}, "data": "", **fields}
+
+
+def says_result_dropped(log: str, job_id: str, agent: str = r"\S+") -> bool:
+    """Whether a controller's log says it dropped a result for ``job_id`` from ``agent`` ("1:2"), because that
+    job was not open on it."""
+    said = rf"agent {agent} sent results for jobs not open on it .*dropped \(\d+\): .*\b{re.escape(job_id)}\b"
+    return re.search(said, log) is not None
 
 
 def submit(bus: redis.Redis, *commands: dict[str, Any] | bytes | str) -> None:

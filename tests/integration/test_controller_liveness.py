@@ -5,7 +5,7 @@ import signal
 import sys
 import time
 
-from support import command, controller_command, result, run, submit, wait_until
+from support import command, controller_command, result, run, says_result_dropped, submit, wait_until
 
 from acgrid.launcher import AgentSpec
 from protocol import keys
@@ -51,7 +51,7 @@ def test_lost_agent_is_answered_in_time_and_routable_again_at_once(make_grid):
 
     # The restarted agent still held the long job and answers it as interrupted: that late
     # result is dropped, the client keeps exactly the one answer it got.
-    wait_until(lambda: f"for job {long_job['id']}" in controller_logs(grid), what="the late result dropped")
+    wait_until(lambda: says_result_dropped(controller_logs(grid), long_job["id"]), what="the late result dropped")
     assert bus.llen(keys.result_queue(long_job["id"])) == 0
     assert json.loads(bus.hget(keys.job_results(long_job["id"]), "1:1"))["data"] == "agent 1:1 lost"
 
@@ -74,7 +74,7 @@ def test_a_silent_agent_shows_queued_then_lost_and_its_late_answer_is_dropped(ma
         assert (lost["state"], lost["data"]) == ("ERROR", "agent 1:1 lost")
     finally:
         agent.send_signal(signal.SIGCONT)
-    wait_until(lambda: f"for job {sent['id']}" in controller_logs(grid), what="the late answer dropped")
+    wait_until(lambda: says_result_dropped(controller_logs(grid), sent["id"]), what="the late answer dropped")
     assert bus.llen(keys.result_queue(sent["id"])) == 0
     client = grid.client()
     wait_until(lambda: client.list_agents(alive=True), what="the agent seen alive again (its heartbeat had expired)")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import redis
-from support import TIMEOUT, command, run, scrape, value, wait_state, wait_until
+from support import TIMEOUT, command, run, says_result_dropped, scrape, value, wait_state, wait_until
 
 import acclient
 from acgrid.launcher import AgentSpec
@@ -306,5 +306,5 @@ def test_an_agent_really_killed_is_still_answered_lost_in_time(make_grid):
     assert took <= 3 * HEARTBEAT + 1
     grid.start_agent("1:1")  # stops the sleep its previous run left, answers it (that late answer is dropped)
     assert run(bus, gid=1, nid=1)["state"] == "SUCCESS"
-    wait_until(lambda: f"for job {cmd.id}" in controller_log(grid), what="the late answer dropped")
+    wait_until(lambda: says_result_dropped(controller_log(grid), cmd.id), what="the late answer dropped")
     assert bus.llen(keys.result_queue(cmd.id)) == 0, "answered exactly once"
