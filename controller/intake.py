@@ -208,6 +208,11 @@ class Intake:
             log.debug("controller command %s (%s): %s", command.id, command.args.name, answer.state)
             batch.answer(command, answer)
             return
+        if (command.fanout or command.targets) and not router.registrations_checked:
+            # A fanout (or a list of targets) answers for every agent, also one whose registration a peer drained
+            # a moment ago: new ones come in not alive, and the second look below finds them beating.
+            await self.registry.catch_up(self.bus)
+            router.registrations_checked = True
         self._send(command, raw, batch, router, now_ms, unroutable)
 
     def _expiry(self, command: Command) -> float:

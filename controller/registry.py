@@ -218,6 +218,13 @@ class Registry:
         log.warning("forgot agent %s: it had stopped beating", view.name)
         await bus.execute("PUBLISH", EVENTS, encode_event(AGENT_FORGOTTEN, agent=view.name))
 
+    async def catch_up(self, bus: Any) -> None:
+        """Read the registrations again if the bus holds more or fewer than we know of: a peer drained some and
+        its events have not reached us yet. A fanout goes to every agent registered, so it asks first; one
+        ``HLEN`` when nothing is missing."""
+        if await bus.execute("HLEN", AGENTS) != self.hash_fields:
+            await self.load_registrations(bus)
+
     async def revive(self, bus: Any) -> None:
         """Read the registrations again and mark alive every agent that beats again.
 

@@ -48,6 +48,7 @@ class Router:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self.registrations_checked = False  # the batch's first fanout or target list read the bus's registrations
         self._pools: dict[tuple[int, tuple[str, ...], str | None, tuple[tuple[int, int], ...]], list[list]] = {}
 
     def route(self, command: Command) -> Decision:

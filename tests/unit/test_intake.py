@@ -4,6 +4,7 @@ import json
 
 import pytest
 import trio
+from fake_bus import FakeBus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from controller.config import load_config
 from controller.intake import Intake
 from controller.registry import Registry
 from controller.routing import Router
+from protocol import keys
 from protocol.job import error_job
 from protocol.presence import Registration
 
@@ -23,8 +25,12 @@ def decide(raws: list[bytes], registry: Registry) -> Batch:
     async def internal(command, batch):
         return error_job(command.id, "no internal commands here")
 
+    bus = FakeBus()  # holding the registrations the registry knows (a fanout compares their count)
+    for view in registry.agents.values():
+        bus.redis.hset(keys.AGENTS, view.name, json.dumps(view.registration.to_wire()))
+
     async def run() -> Batch:
-        intake = Intake(load_config(None), None, registry, "test", internal)
+        intake = Intake(load_config(None), bus, registry, "test", internal)
         batch, router, unroutable = Batch(), Router(registry), []
         for raw in raws:
             await intake._decide(raw, batch, router, unroutable, NOW_MS)
