@@ -167,12 +167,15 @@ class TunnelRelay:
         rings for nothing)."""
         replies = await self.bus.pipeline([("LPOP", AgentKeys(*agent).tunnel_requests, REQUESTS_BATCH)
                                            for agent in agents])
+        idle = []
         for agent, raws in zip(agents, replies, strict=True):
-            if raws and len(raws) == REQUESTS_BATCH:
+            if not raws:
+                idle.append(agent)
+            elif len(raws) == REQUESTS_BATCH:
                 self._asked(agent)
             for raw in raws or []:
                 self._tasks.start_soon(self._answer, agent, raw)
-        return [agent for agent, raws in zip(agents, replies, strict=True) if not raws]
+        return idle
 
     async def _answer(self, agent: Agent, raw: bytes) -> None:
         try:
