@@ -57,6 +57,15 @@ def refusal_kind(error: BaseException) -> str | None:
     return kind if kind in REFUSALS else None
 
 
+def raise_refusal(replies: Sequence[object]) -> None:
+    """Raise the first refusal among a pipeline's replies (error replies in place), once the others are
+    handled: under ``Pending.serve`` the whole batch is then handled again after a growing delay, which is
+    harmless for work that finds nothing left to do the second time (a drain, a relay)."""
+    for reply in replies:
+        if isinstance(reply, ReplyError) and refusal_kind(reply) is not None:
+            raise reply
+
+
 class Backoff:
     """Delays that double up to ``cap``, each drawn at random from its upper half.
 

@@ -4,7 +4,8 @@ Agents ring a pub/sub bell after each outbox write. This module listens for
 bells and drains the outboxes that rang with ``drain.lua``, which moves each
 envelope to the client-facing keys in one atomic step. Bells can be missed
 (while this controller is disconnected), so on every (re)connection every
-outbox is drained once.
+outbox is drained once. A drain the bus refuses (``BUSY``, ``LOADING``) is tried
+again after a growing delay: no bell would ring for it again.
 
 A bell is only a hint, and a node may ring it in a loop: the bells of one read
 are taken at once, and an outbox found empty twice running rests before it is
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from acbus.connection import Connection
-from acbus.link import IDLE_REST_CAP, Bus, Pending
+from acbus.link import IDLE_REST_CAP, Bus, Pending, raise_refusal, refusal_kind
 from acdaemon.logs import LogBudget
 from controller import scripts
 from controller.config import ControllerConfig
@@ -117,7 +118,8 @@ class Collector:
         empty: list[tuple[int, int]] = []
         for (gid, nid), reply in zip(agents, replies, strict=True):
             if isinstance(reply, Exception):
-                log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
+                if refusal_kind(reply) is None:  # a refusal is tried again below, after the others
+                    log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
                 continue
             (taken, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded,
              adopted, not_adopted) = reply
@@ -149,6 +151,7 @@ class Collector:
             self.on_results()
         if registered:
             await self.on_registrations(registered)
+        raise_refusal(replies)  # a bell is rung once: an outbox the bus would not drain now is drained later
         return empty
 
     def _count_drops(self, gid: int, nid: int, dropped: list[bytes], messages_dropped: int, refused: bytes,

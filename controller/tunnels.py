@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from acbus.connection import Connection, ConnectionLost, ReplyError
-from acbus.link import IDLE_REST_CAP, Bus, Pending, open_bus
+from acbus.link import IDLE_REST_CAP, Bus, Pending, open_bus, raise_refusal, refusal_kind
 from acdaemon.logs import LogBudget
 from acdaemon.tunnel_pipe import Pipe, PipeBroken, dial
 from controller import scripts
@@ -271,10 +271,12 @@ class TunnelRelay:
         streams = [self.owned[sid] for sid in stream_ids if sid in self.owned]
         replies = await self._run_all(scripts.TUNNEL_RELAY, [self._relay_call(s) for s in streams])
         for stream, reply in zip(streams, replies, strict=True):
-                if isinstance(reply, Exception):
+            if isinstance(reply, Exception):
+                if refusal_kind(reply) is None:  # a refusal is tried again below, after the others
                     log.error("relaying connection %s failed: %s", stream.id, reply)
-                elif reply[0] != 0:
-                    self._forget(stream, "finished" if reply[0] == 1 else "no longer ours")
+            elif reply[0] != 0:
+                self._forget(stream, "finished" if reply[0] == 1 else "no longer ours")
+        raise_refusal(replies)
 
     def _relay_call(self, stream: Relayed) -> tuple[Sequence[str], Sequence[Any]]:
         assert stream.b is not None  # only streams with a gateway agent are marked for relaying (_changed)

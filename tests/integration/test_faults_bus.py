@@ -1,10 +1,12 @@
-"""Faults injected into the bus itself: Redis out of memory, a result list nobody reads, commands left in a
-controller's lane when its connections break, Redis restarted from its append-only file. Counted: results lost,
-duplicated or wrongly answered as lost, processes alive, seconds until everything is answered."""
+"""Faults injected into the bus itself: Redis out of memory, Redis busy running a script, a result list nobody
+reads, commands left in a controller's lane when its connections break, Redis restarted from its append-only
+file. Counted: results lost, duplicated or wrongly answered as lost, processes alive, seconds until everything
+is answered."""
 
 import json
 import re
 import signal
+import threading
 import time
 
 import pytest
@@ -106,6 +108,73 @@ def test_redis_out_of_memory_is_weather(make_grid):
     assert agent_refusals > 0
     assert controller_refusals > 0
     assert refusal_lines <= 10, "refusals are logged once in a while, not once each"
+
+
+# -- A2: Redis busy running a long script ----------------------------------------------------------------------------
+
+BUSY_THRESHOLD_MS = 100  # Redis answers BUSY once a script has run this long
+
+
+def test_an_outbox_the_bus_refused_to_drain_is_drained_once_it_is_free(make_grid, tmp_path):
+    """An agent rings its bell once per outbox write. A drain the bus refuses (``BUSY``: someone's long
+    script) must be tried again: the agent will not ring again for a job that is over, so its result would wait
+    in the outbox forever. Made certain: the controller is paused (SIGSTOP) while the agent writes the result
+    and rings, and resumed while Redis is busy, so the one drain it makes for that bell meets ``BUSY``."""
+    grid = make_grid([AgentSpec(1, 1)], heartbeat_interval=2.0)
+    client, bus = grid.client(), grid.redis
+    go = tmp_path / "go"
+    cmd = client.execute(1, 1, "bash", ["-c", f"while [ ! -e {go} ]; do sleep 0.02; done; echo 20::after"])
+    wait_state(client, cmd.id, "RUNNING")
+    outbox = keys.AgentKeys(1, 1).outbox
+    controller = grid.controllers[0]
+    busy_bus = fresh_bus(grid)
+    script_error: list[Exception] = []
+
+    def busy_script() -> None:
+        try:
+            busy_bus.eval("while true do end", 0)
+        except redis.exceptions.ResponseError as exc:  # ended by SCRIPT KILL
+            script_error.append(exc)
+
+    bus.config_set("busy-reply-threshold", BUSY_THRESHOLD_MS)
+    controller.send_signal(signal.SIGSTOP)
+    runner = threading.Thread(target=busy_script, daemon=True)
+    try:
+        go.touch()
+        wait_until(lambda: any(b'"final":true' in envelope for envelope in bus.lrange(outbox, 0, -1)),
+                   what="the result in the outbox, its bell rung")
+        runner.start()
+        probe = fresh_bus(grid)
+        wait_until(lambda: _refused_busy(probe), what="Redis answering BUSY")
+        controller.send_signal(signal.SIGCONT)
+        wait_until(lambda: "BUSY" in controller_log(grid), what="the controller meeting the busy bus")
+        time.sleep(0.3)  # the fault lasting is the scenario: the drain for the bell is refused meanwhile
+    finally:
+        controller.send_signal(signal.SIGCONT)
+        fresh_bus(grid).script_kill()
+        runner.join(TIMEOUT)
+        probe.close()
+    freed = time.monotonic()
+    answer = cmd.get_next_result(TIMEOUT)
+    took = time.monotonic() - freed
+    print(f"result answered {took:.2f} s after Redis was free again: {(answer.state, answer.data)}; "
+          f"outbox left {bus.llen(outbox)}")
+    assert script_error, "the busy script ran until SCRIPT KILL"
+    assert (answer.state, answer.data) == ("SUCCESS", "after"), "the result refused a drain is not lost"
+    assert took < 10, "drained again within the refusal backoff, not at some later bell"
+    assert bus.llen(outbox) == 0
+    assert cmd.noblock_get_next_result() is None, "answered exactly once"
+    assert client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+    assert dead_processes(grid) == []
+    busy_bus.close()
+
+
+def _refused_busy(probe: redis.Redis) -> bool:
+    try:
+        probe.get("ac-test-probe")
+    except redis.exceptions.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
 
 
 # -- D: a result list nobody reads -------------------------------------------------------------------------------------
