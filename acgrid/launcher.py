@@ -125,8 +125,9 @@ class Grid:
             self.stop()
             raise
 
-    def stop(self) -> None:
-        """Stop every process (agents first) and remove the grid's files."""
+    def stop(self, keep_logs_in: Path | None = None) -> None:
+        """Stop every process (agents first) and remove the grid's files; ``keep_logs_in``: copy every log there
+        first (each process's, redis-server's), once the processes are stopped and the logs complete."""
         for name in list(self.agents):
             self.stop_agent(name)
         for index in range(len(self.controllers)):
@@ -140,8 +141,17 @@ class Grid:
         if self.topology is not None:
             self.topology.stop()
             self.topology = None
+        if self.workdir is not None and keep_logs_in is not None:
+            self._copy_logs(keep_logs_in)
         if self.workdir is not None and not self.keep_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _copy_logs(self, destination: Path) -> None:
+        assert self.workdir is not None  # start() makes it first
+        for log_file in self.workdir.rglob("*.log"):
+            copy = destination / log_file.relative_to(self.workdir)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log_file, copy)
 
     # -- access ---------------------------------------------------------------------
 

@@ -77,3 +77,27 @@ def test_waits(make_grid):
     assert "KeyboardInterrupt" in output and "stopped by signal 15" in output, output
     left = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert left == [], f"still running after the run ended: {left}"
+
+
+def test_a_failed_test_keeps_its_grids_logs_and_the_run_shows_their_ends(tmp_path):
+    """A test that fails once on a CI machine must leave more than its assertion: the logs of its grid's
+    daemons, kept and shown at the end of the run. A test that passes keeps nothing."""
+    (tmp_path / "test_two.py").write_text("""
+def test_passes(make_grid):
+    assert make_grid().client().cmd(1, 1, "ping", None).get_next_result(30).state == "SUCCESS"
+
+def test_fails(make_grid):
+    make_grid().client().cmd(1, 1, "ping", None).get_next_result(30)
+    assert False, "failed on purpose"
+""")
+    kept = tmp_path / "kept"
+    finished = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "acgrid.pytest_plugin", "-p",
+                               "no:cacheprovider", str(tmp_path / "test_two.py")], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "AC_GRID_LOGS": str(kept)})
+    output = finished.stdout
+    assert finished.returncode == 1, output
+    assert [folder.name for folder in kept.iterdir()] == ["test_two.py_test_fails"], "only the failed test's"
+    logs = sorted(path.relative_to(kept / "test_two.py_test_fails").as_posix() for path in kept.rglob("*.log"))
+    assert logs == ["grid-0/logs/agent-1-1.log", "grid-0/logs/controller-0.log", "grid-0/redis/redis.log"], logs
+    assert "logs of the grids of failed tests" in output
+    assert "controller-0.log (last" in output and "routing" in output.lower(), "the logs' last lines are shown"
