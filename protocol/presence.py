@@ -18,6 +18,9 @@ from protocol.jsontext import compact
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 #: A heartbeat lives this many beats.
 HEARTBEAT_BEATS = 3
+#: Characters kept of a registration's text fields (hostname, version, metrics address): a node may send a
+#: hostname as long as an envelope, and ``ac agents`` would print it whole. Longer ones end in "...".
+TEXT_MAX = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,4 +94,6 @@ class Heartbeat:
 
 
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    return value if len(value) <= TEXT_MAX else value[:TEXT_MAX - 3] + "..."

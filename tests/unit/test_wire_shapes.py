@@ -77,6 +77,9 @@ def test_register_envelope_and_a_registration_read_tolerantly():
     assert set(registration.to_wire()) == {field.name for field in dataclasses.fields(Registration)}, "every field"
     older = Registration.from_wire(1, 2, {"roles": ["a", 3], "pid": True, "heartbeat_interval": "2"})
     assert older == Registration(1, 2, ("a",)) and older.heartbeat_ttl == 6.0, "an older agent is still served"
+    huge = Registration.from_wire(1, 2, {"hostname": "h" * 1_000_000, "version": "v" * 256, "metrics": "m" * 255})
+    assert (len(huge.hostname), huge.hostname[-4:]) == (255, "h..."), "a node's text is cut to what a table shows"
+    assert (len(huge.version), len(huge.metrics)) == (255, 255) and huge.metrics == "m" * 255
 
 
 def test_heartbeat_read_tolerantly():
