@@ -6,10 +6,12 @@ the controller's inflight list, or (a peer took the batch over) applies none.
 """
 
 import json
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from acdaemon.logs import LogBudget
 from controller import scripts
 from controller.config import ControllerConfig
 from protocol import keys
@@ -23,6 +25,9 @@ SEND, ANSWER, PLACEHOLDER, ROLLOUT, ROLLOUT_OVER = "Q", "A", "P", "R", "X"
 LOG, DEAD_LETTER, GRANT, SCHEDULE, UNSCHEDULE = "L", "D", "G", "S", "U"
 #: Values per command sent (``Batch.sends``): its id, its JSON, its placeholder job, its result ttl or "".
 SEND_WIDTH = 4
+
+log = logging.getLogger(__name__)
+_agent_log = LogBudget(log)  # what agents broke, said within a budget per agent
 
 #: Dead letters kept for inspection (the counter counts them all).
 DEAD_LETTERS_KEPT = 1000
@@ -107,4 +112,11 @@ class Batch:
             args += [SEND, agent.name, agent.commands, keys.running_jobs(agent.gid, agent.nid),
                      len(sends) // SEND_WIDTH, *sends]
         args += self.records
-        return bool(await scripts.ROUTE.run(connection, [guard_key, keys.JOBLOG], args))
+        reply = await scripts.ROUTE.run(connection, [guard_key, keys.JOBLOG], args)
+        if not reply:
+            return False
+        for name in reply[1:]:
+            agent = name.decode("utf-8", "replace")
+            _agent_log.log(agent, logging.ERROR, "the command queue of agent %s was not a list (its agent made it "
+                           "something else: a broken or hostile node); replaced by one holding its commands", agent)
+        return True

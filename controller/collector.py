@@ -118,8 +118,10 @@ class Collector:
         empty: list[tuple[int, int]] = []
         for (gid, nid), reply in zip(agents, replies, strict=True):
             if isinstance(reply, Exception):
-                if refusal_kind(reply) is None:  # a refusal is tried again below, after the others
-                    log.error("draining the outbox of agent %d:%d failed: %s", gid, nid, reply)
+                if refusal_kind(reply) is None:  # (a refusal is tried again below, after the others)
+                    empty.append((gid, nid))  # paced as an empty outbox is: a failure that repeats must not spin
+                    self._agent_log.log(((gid, nid), "drain"), logging.ERROR, "draining the outbox of agent %d:%d "
+                                        "failed: %s", gid, nid, reply)
                 continue
             (taken, left, open_jobs, registration, new_agent, pushed, dropped, messages_dropped, refused, discarded,
              adopted, not_adopted) = reply
@@ -177,6 +179,6 @@ class Collector:
                 refused.decode("utf-8", "replace"), gid, nid)
         if discarded:
             self.envelopes_discarded += discarded
-            say((agent, "discarded"), logging.ERROR, "discarded %d envelopes of agent %d:%d: larger than %d bytes, or "
-                "beyond the %d its outbox may hold", discarded, gid, nid, self.config.max_envelope_bytes,
-                self.config.outbox_max)
+            say((agent, "discarded"), logging.ERROR, "discarded %d envelopes of agent %d:%d: larger than %d bytes, "
+                "beyond the %d its outbox may hold, or an outbox it made something else than a list", discarded, gid,
+                nid, self.config.max_envelope_bytes, self.config.outbox_max)

@@ -166,15 +166,22 @@ class TunnelRelay:
         """Answer these agents' tunnel requests; return those that had none (``Pending`` paces an agent that
         rings for nothing)."""
         replies = await self.bus.pipeline([("LPOP", AgentKeys(*agent).tunnel_requests, REQUESTS_BATCH)
-                                           for agent in agents])
+                                           for agent in agents], raise_errors=False)
         idle = []
         for agent, raws in zip(agents, replies, strict=True):
+            if isinstance(raws, ReplyError):  # (a refusal is tried again below, after the others)
+                if refusal_kind(raws) is None:  # say, its agent made the list something else
+                    self._agent_log.log((agent, "requests"), logging.WARNING, "taking the tunnel requests of agent "
+                                        "%s failed: %s", _name(agent), raws)
+                idle.append(agent)
+                continue
             if not raws:
                 idle.append(agent)
             elif len(raws) == REQUESTS_BATCH:
                 self._asked(agent)
             for raw in raws or []:
                 self._tasks.start_soon(self._answer, agent, raw)
+        raise_refusal(replies)
         return idle
 
     async def _answer(self, agent: Agent, raw: bytes) -> None:
@@ -273,7 +280,8 @@ class TunnelRelay:
         for stream, reply in zip(streams, replies, strict=True):
             if isinstance(reply, Exception):
                 if refusal_kind(reply) is None:  # a refusal is tried again below, after the others
-                    log.error("relaying connection %s failed: %s", stream.id, reply)
+                    self._agent_log.log((tuple(stream.ends), "relay"), logging.ERROR, "relaying connection %s "
+                                        "failed: %s", stream.id, reply)
             elif reply[0] != 0:
                 self._forget(stream, "finished" if reply[0] == 1 else "no longer ours")
         raise_refusal(replies)

@@ -26,8 +26,9 @@
 -- across agent restarts, so its updates open it again. A log message is taken
 -- only for a job open on this agent, and is stamped with this agent's gid and
 -- nid, whatever it claimed. A registration that claims roles the agent was
--- not granted is refused. An envelope over the size limit is dropped, and an
--- outbox grown past its bound is cut to its newest envelopes. An ``adopt``
+-- not granted is refused. An envelope over the size limit is dropped, an
+-- outbox grown past its bound is cut to its newest envelopes, and an outbox
+-- its agent made anything but a list is deleted (one envelope discarded). An ``adopt``
 -- envelope (the jobs an agent still holds when it finds the bus lost its data)
 -- opens only jobs the bus knows nothing of any more, and only while the bus
 -- recovers from a loss (KEYS[8] set, or KEYS[7] gone: no controller noticed yet).
@@ -45,6 +46,11 @@ local gid, nid, max_envelope = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(
 local taken, bytes, registration, new_agent, refused = 0, 0, '', 0, ''
 local dropped, pushed, messages_dropped, discarded, adopted, not_adopted = {}, {}, 0, 0, 0, 0
 
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'list' and kind ~= 'none' then  -- its agent may write it: it made it something else
+  redis.call('DEL', KEYS[1])
+  discarded = discarded + 1
+end
 local excess = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[15])
 if excess > 0 then
   redis.call('LTRIM', KEYS[1], excess, -1)

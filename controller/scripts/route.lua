@@ -6,7 +6,11 @@
 --   W<n>:  a rollout's next step: KEYS[1] is its record, which must still be at wave n (another
 --          controller may have taken that step already).
 -- Either everything below happens, or nothing does. So a command, and each wave of a rollout, is
--- routed exactly once whatever instant a controller dies at.
+-- routed exactly once whatever instant a controller dies at. No write below can fail once the guard
+-- holds (Redis would not undo the writes before it): an agent's command queue is the one key here its
+-- agent may write, and one it made anything but a list is replaced.
+--
+-- Returns 0 when the guard does not hold, else {1, the names of the agents whose queue was replaced...}.
 --
 -- KEYS[1]  the guard's key (above)     KEYS[2]  joblog
 -- ARGV[1]  the guard    ARGV[2]  result ttl (s)    ARGV[3]  joblog max length
@@ -54,7 +58,7 @@ end
 local rollout_prefix, rollouts = ARGV[14], ARGV[15]
 local dead_letters, dead_count = ARGV[6], ARGV[7]
 local schedules, schedules_due, schedules_last = ARGV[9], ARGV[10], ARGV[11]
-local logged = {}
+local logged, repaired = {}, {}
 local i = 16
 while i <= #ARGV do
   local op = ARGV[i]
@@ -73,6 +77,11 @@ while i <= #ARGV do
       i = i + 4
     end
     redis.call('HSET', running, unpack(open))
+    local kind = redis.call('TYPE', queue).ok
+    if kind ~= 'list' and kind ~= 'none' then  -- its agent may write it: it made it something else
+      redis.call('DEL', queue)
+      table.insert(repaired, field)
+    end
     redis.call('RPUSH', queue, unpack(commands))
   elseif op == 'A' then
     local results, queue, keep = results_prefix .. ARGV[i + 1], queue_prefix .. ARGV[i + 1], keep_for(ARGV[i + 4])
@@ -129,4 +138,4 @@ end
 if guard == 'L' then
   redis.call('DEL', KEYS[1])
 end
-return 1
+return {1, unpack(repaired)}

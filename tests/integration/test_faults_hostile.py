@@ -1,6 +1,7 @@
 """Faults a hostile node or client injects, each with its own credential: forged log messages, roles it was not
-granted, oversized or endless outbox envelopes, input built to make error answers huge. Counted: forgeries
-delivered, commands routed to the wrong agent, envelopes discarded, answer sizes, processes alive."""
+granted, oversized or endless outbox envelopes, bells in a loop, its own keys made strings, input built to make
+error answers huge. Counted: forgeries delivered, commands routed to the wrong agent or twice, envelopes discarded,
+script calls and log lines, answer sizes, processes alive."""
 
 import json
 import re
@@ -372,4 +373,82 @@ def test_a_node_filling_its_outbox_with_junk_in_a_loop_does_not_flood_the_log(ho
     assert lines <= 12, "within the log's budget: 5 lines per agent and kind in 10 s"
     assert honest == ["SUCCESS"] * 50
     assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
+    assert client.cmd(1, 3, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+
+
+def test_a_node_that_makes_its_command_queue_no_list_holds_up_no_ones_commands(hostile):
+    """An agent may write its own command queue; made a string, the controller's ``RPUSH`` there failed inside
+    ``route.lua``, after the writes before it (Redis does not undo them): the batch was retried again and again,
+    each time sending its other commands once more (a fanout answered 8 times by 1:1 in 15 s), and routing stopped
+    for every agent. Now the queue is replaced and the batch goes through once."""
+    grid, agent = hostile.grid, keys.AgentKeys(1, 3)
+    client = grid.client()
+    attacker = hostile.as_agent(1, 3)
+    try:
+        attacker.delete(agent.commands)
+        attacker.set(agent.commands, "not a list")
+    finally:
+        attacker.close()
+    own, other = client.cmd(1, 3, "ping", None), client.cmd(1, 1, "ping", None)
+    fanout = client.cmd(1, None, "ping", None, role="web", fanout=True)
+    answers = {"1:3": own.get_next_result(TIMEOUT).state, "1:1": other.get_next_result(TIMEOUT).state}
+    fanned = sorted((job.gid, job.nid, job.state) for job in fanout.iter_results(timeout=TIMEOUT))
+    later = [client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state for _ in range(20)]
+    extra = [cmd.noblock_get_next_result() for cmd in (own, other, fanout)]
+    print(f"after 1:3 made its command queue a string: {answers}, fanout {fanned}, 20 later pings {set(later)}")
+    assert answers == {"1:3": "SUCCESS", "1:1": "SUCCESS"}
+    assert fanned == [(1, 1, "SUCCESS"), (1, 3, "SUCCESS")], "one answer per target, none repeated"
+    assert later == ["SUCCESS"] * 20 and extra == [None, None, None]
+    assert "the command queue of agent 1:3 was not a list" in hostile.log()
+    assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
+
+
+#: A node's credential making its outbox and its tunnel request list strings, ringing both bells, until killed.
+WRONG_TYPE_FLOOD = """
+import sys, redis
+port, user, password, outbox, bell, requests, tunnel_up = sys.argv[1:]
+bus = redis.Redis(port=int(port), username=user, password=password)
+while True:
+    with bus.pipeline(transaction=False) as pipe:
+        for _ in range(50):
+            pipe.delete(outbox, requests).set(outbox, "x").set(requests, "x")
+            pipe.publish(bell, "").publish(tunnel_up, "requests")
+        pipe.execute()
+"""
+
+
+def test_a_node_that_makes_its_outbox_and_request_list_no_lists_is_paced_and_logged_within_budget(hostile):
+    """Before: a drain of an outbox that is no list failed in Redis, was logged every time and never paced (a
+    node ringing in a loop had its drains back to back, a line each); a request list that is no list failed the
+    whole pipeline of ``LPOP`` (the other agents' requests popped with it were lost). Now the outbox is deleted
+    (counted as discarded), both are paced as empty ones are, and each failure is said within the log's budget."""
+    grid, agent = hostile.grid, keys.AgentKeys(1, 3)
+    client = grid.client()
+    published_at_start = calls(grid.redis, "publish")
+    attacker = subprocess.Popen([sys.executable, "-c", WRONG_TYPE_FLOOD, str(grid.address.port), agent_user(1, 3),
+                                 hostile.passwords[(1, 3)], agent.outbox, agent.bell, agent.tunnel_requests,
+                                 agent.tunnel_up])
+    try:
+        wait_until(lambda: calls(grid.redis, "publish") > published_at_start + 5_000, what="the flood under way")
+        lines_before, scripts_before = len(hostile.log().splitlines()), calls(grid.redis, "evalsha")
+        published_before = calls(grid.redis, "publish")
+        time.sleep(1.0)  # a window of the fault: what does it cost?
+        lines = len(hostile.log().splitlines()) - lines_before
+        scripts, bells = calls(grid.redis, "evalsha") - scripts_before, calls(grid.redis, "publish") - published_before
+        honest = [client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state for _ in range(50)]
+        assert attacker.poll() is None, "the flood went on all along"
+    finally:
+        attacker.kill()
+        attacker.wait()
+    print(f"one node breaking its outbox and request list and ringing {bells} bells in a second: {scripts} script "
+          f"calls, {lines} lines of controller log")
+    assert bells > 5_000
+    assert scripts < 100, "paced: a drain every 0.1 s, not one per bell"
+    assert lines <= 12, "within the log's budget"
+    assert "taking the tunnel requests of agent 1:3 failed" in hostile.log()
+    assert honest == ["SUCCESS"] * 50
+    assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
+    attacker_bus = hostile.as_agent(1, 3)
+    attacker_bus.delete(agent.outbox, agent.tunnel_requests)
+    attacker_bus.close()
     assert client.cmd(1, 3, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
