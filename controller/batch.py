@@ -27,7 +27,7 @@ LOG, DEAD_LETTER, GRANT, SCHEDULE, UNSCHEDULE = "L", "D", "G", "S", "U"
 SEND_WIDTH = 4
 
 log = logging.getLogger(__name__)
-_agent_log = LogBudget(log)  # what agents broke, said within a budget per agent
+_replaced_log = LogBudget(log)  # keys others made the wrong type, said within a budget per key
 
 #: Dead letters kept for inspection (the counter counts them all).
 DEAD_LETTERS_KEPT = 1000
@@ -115,8 +115,8 @@ class Batch:
         reply = await scripts.ROUTE.run(connection, [guard_key, keys.JOBLOG], args)
         if not reply:
             return False
-        for name in reply[1:]:
-            agent = name.decode("utf-8", "replace")
-            _agent_log.log(agent, logging.ERROR, "the command queue of agent %s was not a list (its agent made it "
-                           "something else: a broken or hostile node); replaced by one holding its commands", agent)
+        for raw_key in reply[1:]:
+            key = raw_key.decode("utf-8", "replace")
+            _replaced_log.log(key, logging.ERROR, "replaced %s: it held another type than the controller writes "
+                              "there (made so by a client or an agent that may write it: broken, or hostile)", key)
         return True

@@ -6,11 +6,12 @@
 --   W<n>:  a rollout's next step: KEYS[1] is its record, which must still be at wave n (another
 --          controller may have taken that step already).
 -- Either everything below happens, or nothing does. So a command, and each wave of a rollout, is
--- routed exactly once whatever instant a controller dies at. No write below can fail once the guard
--- holds (Redis would not undo the writes before it): an agent's command queue is the one key here its
--- agent may write, and one it made anything but a list is replaced.
+-- routed exactly once whatever instant a controller dies at. So no write below may fail once the
+-- guard holds (Redis would not undo the writes before it): a key others may write (an agent its
+-- command queue; a client its command's jobresult:<id> before it is routed, and the keys it may push
+-- to) holding another type than is written here is replaced first (``own``).
 --
--- Returns 0 when the guard does not hold, else {1, the names of the agents whose queue was replaced...}.
+-- Returns 0 when the guard does not hold, else {1, the keys replaced...}.
 --
 -- KEYS[1]  the guard's key (above)     KEYS[2]  joblog
 -- ARGV[1]  the guard    ARGV[2]  result ttl (s)    ARGV[3]  joblog max length
@@ -58,7 +59,14 @@ end
 local rollout_prefix, rollouts = ARGV[14], ARGV[15]
 local dead_letters, dead_count = ARGV[6], ARGV[7]
 local schedules, schedules_due, schedules_last = ARGV[9], ARGV[10], ARGV[11]
-local logged, repaired = {}, {}
+local logged, replaced = {}, {}
+local function own(key, kind)
+  local found = redis.call('TYPE', key).ok
+  if found ~= kind and found ~= 'none' then
+    redis.call('DEL', key)
+    table.insert(replaced, key)
+  end
+end
 local i = 16
 while i <= #ARGV do
   local op = ARGV[i]
@@ -69,6 +77,7 @@ while i <= #ARGV do
     for k = 1, n do
       local id, keep = ARGV[i], keep_for(ARGV[i + 3])
       local results = results_prefix .. id
+      own(results, 'hash')
       redis.call('HSET', results, field, ARGV[i + 2])
       redis.call('EXPIRE', results, keep)
       commands[k] = ARGV[i + 1]
@@ -77,14 +86,12 @@ while i <= #ARGV do
       i = i + 4
     end
     redis.call('HSET', running, unpack(open))
-    local kind = redis.call('TYPE', queue).ok
-    if kind ~= 'list' and kind ~= 'none' then  -- its agent may write it: it made it something else
-      redis.call('DEL', queue)
-      table.insert(repaired, field)
-    end
+    own(queue, 'list')
     redis.call('RPUSH', queue, unpack(commands))
   elseif op == 'A' then
     local results, queue, keep = results_prefix .. ARGV[i + 1], queue_prefix .. ARGV[i + 1], keep_for(ARGV[i + 4])
+    own(results, 'hash')
+    own(queue, 'list')
     redis.call('HSET', results, ARGV[i + 2], ARGV[i + 3])
     redis.call('EXPIRE', results, keep)
     redis.call('RPUSH', queue, ARGV[i + 3])
@@ -93,6 +100,7 @@ while i <= #ARGV do
     i = i + 5
   elseif op == 'P' then
     local results = results_prefix .. ARGV[i + 1]
+    own(results, 'hash')
     redis.call('HSET', results, ARGV[i + 2], ARGV[i + 3])
     redis.call('EXPIRE', results, keep_for(ARGV[i + 4]))
     i = i + 5
@@ -111,6 +119,8 @@ while i <= #ARGV do
     table.insert(logged, ARGV[i + 1])
     i = i + 2
   elseif op == 'D' then
+    own(dead_letters, 'list')
+    own(dead_count, 'string')
     redis.call('LPUSH', dead_letters, ARGV[i + 1])
     redis.call('LTRIM', dead_letters, 0, tonumber(ARGV[8]) - 1)
     redis.call('INCR', dead_count)
@@ -132,10 +142,11 @@ while i <= #ARGV do
   end
 end
 if #logged > 0 then
+  own(KEYS[2], 'list')
   redis.call('LPUSH', KEYS[2], unpack(logged))
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 end
 if guard == 'L' then
   redis.call('DEL', KEYS[1])
 end
-return {1, unpack(repaired)}
+return {1, unpack(replaced)}

@@ -399,7 +399,7 @@ def test_a_node_that_makes_its_command_queue_no_list_holds_up_no_ones_commands(h
     assert answers == {"1:3": "SUCCESS", "1:1": "SUCCESS"}
     assert fanned == [(1, 1, "SUCCESS"), (1, 3, "SUCCESS")], "one answer per target, none repeated"
     assert later == ["SUCCESS"] * 20 and extra == [None, None, None]
-    assert "the command queue of agent 1:3 was not a list" in hostile.log()
+    assert f"replaced {agent.commands}: it held another type" in hostile.log()
     assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
 
 
@@ -452,3 +452,33 @@ def test_a_node_that_makes_its_outbox_and_request_list_no_lists_is_paced_and_log
     attacker_bus.delete(agent.outbox, agent.tunnel_requests)
     attacker_bus.close()
     assert client.cmd(1, 3, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+
+
+def test_a_client_that_makes_its_commands_results_no_hash_holds_up_no_one(hostile):
+    """A client's user may push to ``jobresult:*`` (it reads results there): pushed to before its command is
+    routed, the key is a list, and ``route.lua``'s ``HSET`` of the placeholder failed after the batch's earlier
+    writes: the lane retried that batch again and again, and the commands claimed with it waited (10 s, then
+    routed by the other lane; two such commands stop both). Now the key is replaced and the batch goes through."""
+    grid = hostile.grid
+    user, password = acl.add_client(grid.redis, "mallory")
+    mallory = redis.Redis(port=grid.address.port, username=user, password=password, retry=Retry(NoBackoff(), 0))
+    poisoned_ids = [f"poison-{index}-{now_ms()}" for index in range(2)]
+    try:
+        for poisoned_id in poisoned_ids:  # one for each lane
+            assert mallory.rpush(keys.job_results(poisoned_id), "not a hash") == 1
+    finally:
+        mallory.close()
+    client = grid.client()
+    started = time.monotonic()
+    poisoned = [client.cmd(1, 1, "ping", None, id=poisoned_id) for poisoned_id in poisoned_ids]
+    other = client.cmd(1, 2, "ping", None)
+    answers = [cmd.get_next_result(TIMEOUT).state for cmd in (*poisoned, other)]
+    took = time.monotonic() - started
+    later = [client.cmd(1, 2, "ping", None).get_next_result(TIMEOUT).state for _ in range(20)]
+    extra = [cmd.noblock_get_next_result() for cmd in (*poisoned, other)]
+    print(f"two commands whose jobresult keys a client made lists, and another: {answers} in {took:.2f} s")
+    assert answers == ["SUCCESS"] * 3 and later == ["SUCCESS"] * 20 and extra == [None] * 3
+    assert took < 5, "routed at once, not after retries"
+    assert all(f"replaced {keys.job_results(poisoned_id)}: it held another type" in hostile.log()
+               for poisoned_id in poisoned_ids)
+    assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
