@@ -70,6 +70,7 @@ class Liveness:
         self.lanes = lanes  # the ids this controller claims under (see ``intake.lane_ids``)
         self._generation = 0
         self._bus_started_at = 0.0
+        self._master_moved_at = 0.0  # when this controller found a new master (trio's clock), 0: never
         self._run_id = ""
         self._kept_alive_at = 0.0
         self._slow_at = -SLOW_EVERY
@@ -114,7 +115,8 @@ class Liveness:
             log.warning("agent %s lost: no heartbeat", view.name)
         await events.publish_all(self.bus, events.AGENT_LOST, [{"agent": view.name} for view in died])
         await self._forget_the_long_dead()
-        bus_up = trio.current_time() - self._bus_started_at
+        # Agents find a restarted bus, or a new master, only from then on: a promoted replica's uptime is not that.
+        bus_up = trio.current_time() - max(self._bus_started_at, self._master_moved_at)
         for view in self.registry.agents.values():
             if not view.alive and view.load and (view.seen_on == self._run_id
                                                  or bus_up >= view.heartbeat_ttl + RECONNECT_CAP):
@@ -180,6 +182,7 @@ class Liveness:
             self._epoch = epoch  # a peer's new epoch, if it looked first (a lost epoch is _check_epoch's)
         if not moved:
             return
+        self._master_moved_at = trio.current_time()  # the liveness grace starts again (``sweep``)
         self.failovers += 1
         self._slow_at = -SLOW_EVERY
         log.warning("the bus has a new master (a failover): the last writes to the old one may be lost; clients "

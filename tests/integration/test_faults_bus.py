@@ -137,6 +137,7 @@ def test_an_outbox_the_bus_refused_to_drain_is_drained_once_it_is_free(make_grid
             script_error.append(exc)
 
     bus.config_set("busy-reply-threshold", BUSY_THRESHOLD_MS)
+    probe = fresh_bus(grid)
     controller.send_signal(signal.SIGSTOP)
     runner = threading.Thread(target=busy_script, daemon=True)
     try:
@@ -144,15 +145,15 @@ def test_an_outbox_the_bus_refused_to_drain_is_drained_once_it_is_free(make_grid
         wait_until(lambda: any(b'"final":true' in envelope for envelope in bus.lrange(outbox, 0, -1)),
                    what="the result in the outbox, its bell rung")
         runner.start()
-        probe = fresh_bus(grid)
         wait_until(lambda: _refused_busy(probe), what="Redis answering BUSY")
         controller.send_signal(signal.SIGCONT)
         wait_until(lambda: "BUSY" in controller_log(grid), what="the controller meeting the busy bus")
         time.sleep(0.3)  # the fault lasting is the scenario: the drain for the bell is refused meanwhile
     finally:
         controller.send_signal(signal.SIGCONT)
-        fresh_bus(grid).script_kill()
-        runner.join(TIMEOUT)
+        if runner.is_alive():
+            fresh_bus(grid).script_kill()
+            runner.join(TIMEOUT)
         probe.close()
     freed = time.monotonic()
     answer = cmd.get_next_result(TIMEOUT)

@@ -92,6 +92,35 @@ def test_every_part_follows_a_failover_an_agent_cut_off_during_it_too(make_grid)
     assert grid.redis.get(keys.BUS_EPOCH).startswith(keys.FAILOVER_EPOCH_PREFIX.encode())
 
 
+def test_an_agent_away_during_a_failover_keeps_its_jobs_within_the_liveness_grace(make_grid):
+    """Its heartbeat (1.5 s to live) is gone on the new master, promoted after 3 s or more; a restarted Redis gives
+    agents one heartbeat lifetime plus the longest reconnect delay to beat again, counted from its start. A
+    promoted replica has been up all along: the grace counted from there was over before the failover ended,
+    and an agent a moment late (here: paused until the controller has looked) had its jobs answered lost,
+    though it finished them. Now the grace counts from when the controller found the new master."""
+    grid = make_grid([AgentSpec(1, 1), AgentSpec(1, 2)], sentinel=True, controller_config=FAST)
+    topology = grid.topology
+    replica = topology.node_client(next(node for node in topology.nodes if node.port != topology.master().port))
+    # The scenario is a replica up for longer than that grace (1.5 s + 5 s), as any in production.
+    wait_until(lambda: replica.info("server")["uptime_in_seconds"] >= 8, timeout=60, interval=0.5,
+               what="the replica up for 8 s")
+    client = grid.client()
+    job = client.execute(1, 2, "bash", ["-c", "sleep 2; echo 20::survived"])
+    wait_state(client, job.id, "RUNNING", (1, 2))
+    late = grid.agents["1:2"]
+    os.kill(late.pid, signal.SIGSTOP)
+    try:
+        fail_over(grid)
+        wait_until(lambda: not alive(client, 1, 2), what="the controller finding 1:2's heartbeat gone")
+    finally:
+        os.kill(late.pid, signal.SIGCONT)
+    result = job.get_next_result(TIMEOUT)
+    print(f"the job of the agent paused across the failover: {(result.state, result.data)}")
+    assert (result.state, result.data) == ("SUCCESS", "survived"), "not answered lost while within the grace"
+    assert job.noblock_get_next_result() is None
+    wait_until(lambda: alive(client, 1, 2), what="1:2 beating on the new master")
+
+
 def test_a_failover_to_a_replica_that_missed_the_last_writes_answers_every_command(make_grid, tmp_path):
     """The replica is stopped (SIGSTOP) and its link to the master cut while the master takes writes it will
     never see, then the master is killed and the stale replica promoted: a partial loss of the bus's data.
