@@ -176,6 +176,14 @@ class Bus:
         look dead."""
         replies = await self.pipeline([("SET", key, value, "PX", ttl_ms, "GET") for key, value in entries],
                                       raise_errors=False)
+        wrong = [index for index, reply in enumerate(replies) if str(reply).startswith("WRONGTYPE")]
+        if wrong:  # (``GET`` cannot read it) someone who may push to the key made it a list: it was not ours
+            await self.pipeline([("DEL", entries[index][0]) for index in wrong]
+                                + [("SET", *entries[index], "PX", ttl_ms) for index in wrong])
+            log.warning("%s: replaced %s: it held another type than a heartbeat (made so by a client or an agent "
+                        "that may push to it)", self.name, ", ".join(entries[index][0] for index in wrong))
+            for index in wrong:
+                replies[index] = None
         full = [index for index, reply in enumerate(replies) if refusal_kind(reply) == "OOM"]
         if full:
             renewed = await self.pipeline([("PEXPIRE", entries[index][0], ttl_ms) for index in full])

@@ -97,7 +97,16 @@ class Liveness:
         await self.beat()
         if self.bus.address.sentinels and self.bus.generation != self._generation:
             await self.check_master(self.bus)  # a failover, maybe while we were not connected
-        epoch, registered = await self.bus.pipeline([("GET", keys.BUS_EPOCH), ("HLEN", keys.AGENTS)])
+        epoch, registered = await self.bus.pipeline([("GET", keys.BUS_EPOCH), ("HLEN", keys.AGENTS)],
+                                                    raise_errors=False)
+        if isinstance(epoch, ReplyError) and str(epoch).startswith("WRONGTYPE"):
+            # Clients may push to it (they read it): one did while it did not exist. Not a token: none.
+            log.error("replaced %s: it held another type than the bus epoch (made so by a client)", keys.BUS_EPOCH)
+            await self.bus.execute("DEL", keys.BUS_EPOCH)
+            epoch = None
+        for reply in (epoch, registered):
+            if isinstance(reply, ReplyError):
+                raise reply
         await self._check_epoch(epoch)
         now = trio.current_time()
         if now - self._slow_at >= SLOW_EVERY or registered != self.registry.hash_fields:

@@ -482,3 +482,28 @@ def test_a_client_that_makes_its_commands_results_no_hash_holds_up_no_one(hostil
     assert all(f"replaced {keys.job_results(poisoned_id)}: it held another type" in hostile.log()
                for poisoned_id in poisoned_ids)
     assert grid.controllers[0].poll() is None and all(process.poll() is None for process in grid.agents.values())
+
+
+def test_a_client_pushing_to_the_keys_it_reads_while_they_do_not_exist_stops_no_controller(make_grid):
+    """A client's user may push to the bus epoch and to the key that says a controller is alive (it reads
+    both). Pushed to while they do not exist (a fresh bus, no controller up yet), they are lists, and a
+    controller starting then died at once (``WRONGTYPE`` from its first sweep, or from its first heartbeat's
+    ``SET ... GET``). Now each is replaced, with a line naming it."""
+    grid = make_grid([AgentSpec(1, 1)], acl=True)
+    grid.stop_controller(0)
+    grid.redis.delete(keys.BUS_EPOCH, keys.CONTROLLER_ALIVE)
+    user, password = grid.client_user()
+    mallory = redis.Redis(port=grid.address.port, username=user, password=password, retry=Retry(NoBackoff(), 0))
+    try:
+        assert mallory.rpush(keys.BUS_EPOCH, "not a token") == 1
+        assert mallory.rpush(keys.CONTROLLER_ALIVE, "not a heartbeat") == 1
+    finally:
+        mallory.close()
+    grid.start_controller(0)
+    client = grid.client()
+    assert client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
+    log = grid.log_path("controller-0").read_text()
+    assert f"replaced {keys.BUS_EPOCH}: it held another type" in log
+    assert f"replaced {keys.CONTROLLER_ALIVE}" in log
+    assert grid.redis.type(keys.BUS_EPOCH) == b"string" and grid.redis.type(keys.CONTROLLER_ALIVE) == b"string"
+    assert grid.controllers[0].poll() is None
