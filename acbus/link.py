@@ -57,6 +57,12 @@ def refusal_kind(error: BaseException) -> str | None:
     return kind if kind in REFUSALS else None
 
 
+def is_wrong_type(reply: object) -> bool:
+    """Whether a reply says the key holds another type than the command works on (``WRONGTYPE``): a key some
+    client or agent may write, made so by it."""
+    return isinstance(reply, ReplyError) and str(reply).startswith("WRONGTYPE")
+
+
 def raise_refusal(replies: Sequence[object]) -> None:
     """Raise the first refusal among a pipeline's replies (error replies in place), once the others are
     handled: under ``Pending.serve`` the whole batch is then handled again after a growing delay, which is
@@ -176,7 +182,7 @@ class Bus:
         look dead."""
         replies = await self.pipeline([("SET", key, value, "PX", ttl_ms, "GET") for key, value in entries],
                                       raise_errors=False)
-        wrong = [index for index, reply in enumerate(replies) if str(reply).startswith("WRONGTYPE")]
+        wrong = [index for index, reply in enumerate(replies) if is_wrong_type(reply)]
         if wrong:  # (``GET`` cannot read it) someone who may push to the key made it a list: it was not ours
             await self.pipeline([("DEL", entries[index][0]) for index in wrong]
                                 + [("SET", *entries[index], "PX", ttl_ms) for index in wrong])

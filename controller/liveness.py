@@ -32,7 +32,7 @@ import uuid
 import trio
 
 from acbus.connection import Connection, ConnectionLost, ReplyError
-from acbus.link import RECONNECT_CAP, Bus
+from acbus.link import RECONNECT_CAP, Bus, is_wrong_type
 from controller import events, scripts
 from controller.config import ControllerConfig
 from controller.registry import AgentView, Registry
@@ -99,7 +99,7 @@ class Liveness:
             await self.check_master(self.bus)  # a failover, maybe while we were not connected
         epoch, registered = await self.bus.pipeline([("GET", keys.BUS_EPOCH), ("HLEN", keys.AGENTS)],
                                                     raise_errors=False)
-        if isinstance(epoch, ReplyError) and str(epoch).startswith("WRONGTYPE"):
+        if is_wrong_type(epoch):
             # Clients may push to it (they read it): one did while it did not exist. Not a token: none.
             log.error("replaced %s: it held another type than the bus epoch (made so by a client)", keys.BUS_EPOCH)
             await self.bus.execute("DEL", keys.BUS_EPOCH)
