@@ -38,9 +38,9 @@ JUMPSCRIPT_COMMAND = "execute_js_py"
 #: Seconds a connection to the bus may take to open.
 CONNECT_TIMEOUT = 5.0
 #: Seconds any one reply of the bus may take. Comfortably above the ``WAIT_SLICE`` (1 s) that each blocking
-#: read asks the bus to wait at most, so a healthy bus always answers in time; on a bus that stops answering,
-#: a wait still ends by its deadline plus at most this (redis-py's own default differs between versions:
-#: none in 5.x, 5 s with 10 retries in 8.x).
+#: read asks the bus to wait at most, so a healthy bus always answers in time (redis-py's own default differs
+#: between versions: none in 5.x, 5 s with 10 retries in 8.x). A wait's reply has a bound of its own (its
+#: slice plus ``WAIT_SLACK``), so on a bus that stops answering a wait ends within a second of its deadline.
 SOCKET_TIMEOUT = WAIT_SLICE + 4.0
 #: Times a command is sent again on a new connection after the old one failed (a Redis restart); a bus that
 #: does not answer in time is not asked again (the waits ask again themselves, up to their deadline).

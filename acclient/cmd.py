@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 RETURNED, FAILED, NO_REPLY = "returned", "error", "no reply"
 #: Longest single wait on the bus: every wait ends at its own deadline, whatever the socket timeout.
 WAIT_SLICE = 1.0
+#: Seconds after its own end that a wait's reply may be late before the wait counts as cut off: on a bus that
+#: stops answering, a wait ends this long after its deadline at most (not a whole socket timeout later).
+WAIT_SLACK = 1.0
 #: Seconds a command the bus seems to have lost (its epoch changed) is given to show up again.
 LOSS_GRACE = 10.0
 #: Seconds a controller's key may be missing before the client says that none is alive: after a failover the
@@ -162,7 +165,7 @@ class Cmd(BaseCmd):
         deadline = time.monotonic() + timeout if timeout else None
         results = _Results(self)
         while True:
-            if not results.targets:
+            if not results.targets and not self._bus_silent:  # (a silent bus is asked by the wait alone)
                 results.know(self._targets_or_none())
             if results.done:
                 break
@@ -200,7 +203,7 @@ class Cmd(BaseCmd):
                         if not self._controller_alive:
                             self._check_controller(deadline)
                         checked = True
-                    if self._reply_lost:
+                    if self._reply_lost and not self._bus_silent:  # (a silent bus is asked by the wait alone)
                         self._take_lost_in_transit()
                     if not self._unread:
                         popped, cut_off = _wait_for_one(self._client._sender, [queue], wait)
@@ -467,22 +470,25 @@ def collect(client: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Jo
     open_: dict[str, _Results] = {cmd.id: _Results(cmd) for cmd in cmds}
     redis = client._redis
     reply_lost = False  # a wait of ours was cut off: a result the bus popped for it may never have come
+    silent = False  # the bus's last answer did not come in time: only a wait (bounded by the deadline) asks again
     while open_:
         try:
-            if reply_lost:
+            window = list(itertools.islice(open_, WINDOW))
+            if reply_lost and not silent:
                 for command_id, bodies in lost_in_transit(redis, [results.cmd for results in open_.values()]).items():
                     yield from _take(open_, command_id, bodies)
                 reply_lost = False
                 continue  # (those may have been the last results)
-            window = list(itertools.islice(open_, WINDOW))
-            came = yield from _take_waiting(redis, open_, window)
-            if came or not all(command_id in open_ for command_id in window):  # (done once its targets were read)
-                continue
+            if not silent:
+                came = yield from _take_waiting(redis, open_, window)
+                if came or not all(command_id in open_ for command_id in window):  # (done once its targets were read)
+                    continue
             wait = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
             if wait <= 0:
                 break
             queues = [keys.result_queue(command_id) for command_id in window]
-            popped, reply_lost = _wait_for_one(client._sender, queues, wait)
+            popped, cut_off = _wait_for_one(client._sender, queues, wait)
+            silent, reply_lost = False, reply_lost or cut_off
             if popped is not None:
                 command_id = popped[0].decode()[len(keys.RESULT_QUEUE_PREFIX):]
                 yield from _take(open_, command_id, [popped[1]])
@@ -490,7 +496,7 @@ def collect(client: Any, cmds: Sequence[Cmd], timeout: float = 0) -> Iterator[Jo
                 continue
             yield from _look_further(redis, open_, window, deadline)
         except BusTimeout:  # a wait cut off, maybe: as above
-            reply_lost = True
+            reply_lost = silent = True
             for results in open_.values():
                 results.cmd._bus_silent = True
             if deadline is not None and time.monotonic() >= deadline:
@@ -524,7 +530,7 @@ def _wait_for_one(sender: Any, queues: list[str], wait: float) -> tuple[list[byt
     and whether the wait was cut off (then sent again): a result the bus popped for it may never have come.
     A bus that does not answer in time raises ``BusTimeout``, a cut-off too."""
     cut_offs = sender.cut_offs
-    popped = sender.call("BLPOP", *queues, wait, again_after_timeout=False)
+    popped = sender.call("BLPOP", *queues, wait, again_after_timeout=False, read_within=wait + WAIT_SLACK)
     return popped, sender.cut_offs != cut_offs
 
 

@@ -72,7 +72,7 @@ class Sender:
         epoch, alive = replies[-1]
         return epoch, bool(alive)
 
-    def call(self, *args: Any, again_after_timeout: bool = True) -> Any:
+    def call(self, *args: Any, again_after_timeout: bool = True, read_within: float | None = None) -> Any:
         """One command (the raw reply) straight on a pooled connection: redis-py's retry wrapper and
         instrumentation around ``execute_command`` cost a fifth of a whole ``client.cmd``, and taking a
         connection from the pool and giving it back another tenth (it polls the socket), so one connection is
@@ -80,20 +80,24 @@ class Sender:
         (calls never wait for each other); a forked child takes its own. A connection that fails goes back
         broken, and the command takes redis-py's own path, which connects again (and retries, as it would
         have); after a socket timeout too, unless not ``again_after_timeout`` (a wait: its caller asks again
-        within its own deadline)."""
+        within its own deadline). With ``read_within``, a reply that has not begun to come in that many seconds
+        is a timeout too (a wait's own bound, shorter than the socket timeout)."""
         if not self._kept_lock.acquire(blocking=False):
-            return self._call_on(self._get_connection(), args, False, again_after_timeout)
+            return self._call_on(self._get_connection(), args, False, again_after_timeout, read_within)
         try:
             if self._kept is None or self._kept_by != os.getpid():
                 self._kept, self._kept_by = self._get_connection(), os.getpid()
-            return self._call_on(self._kept, args, True, again_after_timeout)
+            return self._call_on(self._kept, args, True, again_after_timeout, read_within)
         finally:
             self._kept_lock.release()
 
-    def _call_on(self, connection: Any, args: tuple[Any, ...], keep: bool, again_after_timeout: bool) -> Any:
+    def _call_on(self, connection: Any, args: tuple[Any, ...], keep: bool, again_after_timeout: bool,
+                 read_within: float | None) -> Any:
         pool = self.connection.connection_pool
         try:
             connection.send_packed_command(connection.pack_command(*args), check_health=False)
+            if read_within is not None and not connection.can_read(timeout=read_within):
+                raise redis.TimeoutError(f"the bus did not answer within {read_within:g} s")
             reply = connection.read_response()
         except redis.ResponseError:  # an answer: the connection is in order
             if not keep:
