@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -33,6 +34,9 @@ from protocol import keys
 from protocol.levels import parse_levels
 from protocol.states import FINAL_STATES
 
+#: Agents named as ``-t`` takes them (``1:2`` or ``1:2,1:3``): a command that starts so was meant as a target.
+AGENT_LIST = re.compile(r"\d+:\d+(,\d+:\d+)*")
+
 #: Outcomes of jobs that never ran on their agent: no run time to show.
 NEVER_RAN = (NOT_ALIVE, SKIPPED)
 
@@ -47,7 +51,7 @@ def exec_command(context: Context) -> int:
     if not argv:
         raise Failure("nothing to run: ac exec [-g G -n N | -t G:N | -r ROLE [--fanout] | --all] -- CMD ARGS... "
                       "(or --shell 'SCRIPT')", Exit.USAGE)
-    gid, nid, role, fanout, selection = _selection(options)
+    gid, nid, role, fanout, selection = _selection(options, argv)
     levels = options.levels if options.follow or options.detach else None  # (for a later ac logs -f)
     if levels is not None:
         parse_levels(levels, "--levels")
@@ -270,8 +274,9 @@ def show_groups(jobs: dict[Agent, dict[str, Any]]) -> None:
             prefixed("stderr: ", stderr, sys.stdout)
 
 
-def _selection(options: argparse.Namespace) -> tuple[Any, Any, Any, bool, dict[str, Any]]:
-    """``gid, nid, role, fanout`` and the keyword arguments of ``Client.execute`` the targeting options ask for."""
+def _selection(options: argparse.Namespace, argv: list[str]) -> tuple[Any, Any, Any, bool, dict[str, Any]]:
+    """``gid, nid, role, fanout`` and the keyword arguments of ``Client.execute`` the targeting options ask for
+    (``argv``: the command, for a hint when it starts with agents and no target was given)."""
     gid, nid, role, fanout = options.gid, None, None, options.fanout
     selection: dict[str, Any] = {}
     roles = options.role or []
@@ -315,8 +320,9 @@ def _selection(options: argparse.Namespace) -> tuple[Any, Any, Any, bool, dict[s
     if rollout:
         selection["rollout"] = rollout
     if nid is None and not (targets or role or roles or options.hosts):
-        raise Failure("where should it run? -g G -n N, -t G:N[,...], -r ROLE [--fanout], --hosts PATTERN or --all",
-                      Exit.USAGE)
+        hint = f" (to run it on {argv[0]}: -t {argv[0]})" if AGENT_LIST.fullmatch(argv[0]) else ""
+        raise Failure("where should it run? -g G -n N, -t G:N[,...], -r ROLE [--fanout], --hosts PATTERN or --all"
+                      + hint, Exit.USAGE)
     return gid, nid, role, fanout, selection
 
 

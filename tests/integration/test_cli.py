@@ -128,6 +128,8 @@ def test_targeting_flags(fleet):
                        (["-n", "1:2", "--", "true"], "an agent by GID:NID is -t 1:2"),
                        (["-r", "web", "--fanout", "--max-errors", "1", "--", "true"], "--batch"),
                        (["-g", "1", "-n", "1", "--"], "nothing to run"), (["--", "true"], "where should it run"),
+                       (["1:2,1:3", "--", "true"], "where should it run? -g G -n N, -t G:N[,...], -r ROLE [--fanout], "
+                        "--hosts PATTERN or --all (to run it on 1:2,1:3: -t 1:2,1:3)"),
                        (["-t", "1:1", "-r", "web", "--", "true"], "give no -g or -r")):
         ran = ac(bus, "exec", *argv)
         assert ran.code == 2 and said in one_line(ran), (argv, ran.err)
