@@ -488,7 +488,8 @@ def test_a_client_pushing_to_the_keys_it_reads_while_they_do_not_exist_stops_no_
     """A client's user may push to the bus epoch and to the key that says a controller is alive (it reads
     both). Pushed to while they do not exist (a fresh bus, no controller up yet), they are lists, and a
     controller starting then died at once (``WRONGTYPE`` from its first sweep, or from its first heartbeat's
-    ``SET ... GET``). Now each is replaced, with a line naming it."""
+    ``SET ... GET``), and every client's ``cmd`` meanwhile raised ``WRONGTYPE`` for a command it had queued. Now
+    each key is replaced, with a line naming it, and a command sent meanwhile is queued once and answered."""
     grid = make_grid([AgentSpec(1, 1)], acl=True)
     grid.stop_controller(0)
     grid.redis.delete(keys.BUS_EPOCH, keys.CONTROLLER_ALIVE)
@@ -499,8 +500,11 @@ def test_a_client_pushing_to_the_keys_it_reads_while_they_do_not_exist_stops_no_
         assert mallory.rpush(keys.CONTROLLER_ALIVE, "not a heartbeat") == 1
     finally:
         mallory.close()
-    grid.start_controller(0)
     client = grid.client()
+    meanwhile = client.cmd(1, 1, "ping", None)
+    assert grid.redis.llen(keys.CMDS_QUEUE) == 1
+    grid.start_controller(0)
+    assert meanwhile.get_next_result(TIMEOUT).state == "SUCCESS"
     assert client.cmd(1, 1, "ping", None).get_next_result(TIMEOUT).state == "SUCCESS"
     log = grid.log_path("controller-0").read_text()
     assert f"replaced {keys.BUS_EPOCH}: it held another type" in log
