@@ -101,3 +101,24 @@ def test_fails(make_grid):
     assert logs == ["grid-0/logs/agent-1-1.log", "grid-0/logs/controller-0.log", "grid-0/redis/redis.log"], logs
     assert "logs of the grids of failed tests" in output
     assert "controller-0.log (last" in output and "routing" in output.lower(), "the logs' last lines are shown"
+
+
+def test_a_swarm_keeps_its_files_in_memory_where_there_is_room_and_leaves_none(tmp_path, monkeypatch):
+    """Thousands of message DBs made on disk were most of a 5 000-agent grid's start (37 s against 16 s):
+    a swarm's files go to ``SWARM_FOLDER`` (``/dev/shm``) when it has room, else beside the others."""
+    from acgrid import launcher
+
+    memory = tmp_path / "memory"
+    memory.mkdir()
+    monkeypatch.setattr(launcher, "SWARM_FOLDER", memory)
+    with launcher.Grid([launcher.AgentSpec(1, 1, swarm=3), launcher.AgentSpec(2, 1)], log_level="WARNING") as grid:
+        swarm, single = grid.agent_dir("1:1"), grid.agent_dir("2:1")
+        assert swarm.is_relative_to(memory) and (swarm / "swarm" / "1-3").is_dir()  # the third member's files
+        assert single.is_relative_to(grid.workdir) and (single / "agent2.toml").is_file()
+        workdir = grid.workdir
+    assert list(memory.iterdir()) == [] and not workdir.exists()
+
+    monkeypatch.setattr(launcher, "SWARM_FOLDER_SPARE", 1 << 62)  # no room there
+    with launcher.Grid([launcher.AgentSpec(1, 1, swarm=2)], log_level="WARNING") as grid:
+        assert grid.agent_dir("1:1").is_relative_to(grid.workdir)
+    assert list(memory.iterdir()) == []
