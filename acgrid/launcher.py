@@ -102,6 +102,7 @@ class Grid:
         self.workdir: Path | None = None
         self._swarm_workdir: Path | None = None  # in SWARM_FOLDER: where swarms that fit there keep their files
         self._swarm_dirs: dict[str, Path] = {}  # swarm name -> its folder, decided once
+        self._swarm_bytes = 0  # what the swarms placed in SWARM_FOLDER will take there
         self.bus_url = bus_url or ""
         self.redis_server: RedisServer | None = None
         self.controllers: list[subprocess.Popen | None] = []
@@ -251,11 +252,13 @@ class Grid:
         if spec.name not in self._swarm_dirs:
             assert self.workdir is not None  # start() makes it first
             base = self.workdir
-            if SWARM_FOLDER.is_dir() and os.access(SWARM_FOLDER, os.W_OK) and \
-                    shutil.disk_usage(SWARM_FOLDER).free >= spec.swarm * SWARM_BYTES_PER_AGENT + SWARM_FOLDER_SPARE:
+            needed = spec.swarm * SWARM_BYTES_PER_AGENT
+            if SWARM_FOLDER.is_dir() and os.access(SWARM_FOLDER, os.W_OK) and shutil.disk_usage(SWARM_FOLDER).free \
+                    >= self._swarm_bytes + needed + SWARM_FOLDER_SPARE:  # (the swarms placed before: not written yet)
                 if self._swarm_workdir is None:
                     self._swarm_workdir = Path(tempfile.mkdtemp(prefix="ac-grid-swarms-", dir=SWARM_FOLDER))
                 base = self._swarm_workdir
+                self._swarm_bytes += needed
             self._swarm_dirs[spec.name] = base / "agents" / spec.name.replace(":", "-")
         return self._swarm_dirs[spec.name]
 

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,7 +106,8 @@ def test_fails(make_grid):
 
 def test_a_swarm_keeps_its_files_in_memory_where_there_is_room_and_leaves_none(tmp_path, monkeypatch):
     """Thousands of message DBs made on disk were most of a 5 000-agent grid's start (37 s against 16 s):
-    a swarm's files go to ``SWARM_FOLDER`` (``/dev/shm``) when it has room, else beside the others."""
+    a swarm's files go to ``SWARM_FOLDER`` (``/dev/shm``) when it has room, counting the swarms placed there
+    before it, else beside the others."""
     from acgrid import launcher
 
     memory = tmp_path / "memory"
@@ -118,7 +120,10 @@ def test_a_swarm_keeps_its_files_in_memory_where_there_is_room_and_leaves_none(t
         workdir = grid.workdir
     assert list(memory.iterdir()) == [] and not workdir.exists()
 
-    monkeypatch.setattr(launcher, "SWARM_FOLDER_SPARE", 1 << 62)  # no room there
-    with launcher.Grid([launcher.AgentSpec(1, 1, swarm=2)], log_level="WARNING") as grid:
-        assert grid.agent_dir("1:1").is_relative_to(grid.workdir)
+    monkeypatch.setattr(launcher, "SWARM_BYTES_PER_AGENT", 64 << 20)  # (large: the disk's own writes are noise)
+    room = 8 * (64 << 20)  # room for one of the two swarms of 5 below, not for both
+    monkeypatch.setattr(launcher, "SWARM_FOLDER_SPARE", shutil.disk_usage(memory).free - room)
+    with launcher.Grid([launcher.AgentSpec(1, 1, swarm=5), launcher.AgentSpec(2, 1, swarm=5)],
+                       log_level="WARNING") as grid:
+        assert grid.agent_dir("1:1").is_relative_to(memory) and grid.agent_dir("2:1").is_relative_to(grid.workdir)
     assert list(memory.iterdir()) == []
