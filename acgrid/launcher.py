@@ -100,7 +100,7 @@ class Grid:
         self.credentials: dict[str, str] = {}  # the admin user, with acl: every part but agents and clients use it
         self._client_password: str | None = None
         self.workdir: Path | None = None
-        self._swarm_workdir: Path | None = None  # in SWARM_FOLDER: where swarms that fit there keep their files
+        self.swarm_workdir: Path | None = None  # in SWARM_FOLDER: where the swarms that fit there keep their files
         self._swarm_dirs: dict[str, Path] = {}  # swarm name -> its folder, decided once
         self._swarm_bytes = 0  # what the swarms placed in SWARM_FOLDER will take there
         self.bus_url = bus_url or ""
@@ -159,8 +159,8 @@ class Grid:
             self._copy_logs(keep_logs_in)
         if self.workdir is not None and not self.keep_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
-        if self._swarm_workdir is not None and not self.keep_files:
-            shutil.rmtree(self._swarm_workdir, ignore_errors=True)
+        if self.swarm_workdir is not None and not self.keep_files:
+            shutil.rmtree(self.swarm_workdir, ignore_errors=True)
 
     def _copy_logs(self, destination: Path) -> None:
         assert self.workdir is not None  # start() makes it first
@@ -254,10 +254,10 @@ class Grid:
             base = self.workdir
             needed = spec.swarm * SWARM_BYTES_PER_AGENT
             if SWARM_FOLDER.is_dir() and os.access(SWARM_FOLDER, os.W_OK) and shutil.disk_usage(SWARM_FOLDER).free \
-                    >= self._swarm_bytes + needed + SWARM_FOLDER_SPARE:  # (the swarms placed before: not written yet)
-                if self._swarm_workdir is None:
-                    self._swarm_workdir = Path(tempfile.mkdtemp(prefix="ac-grid-swarms-", dir=SWARM_FOLDER))
-                base = self._swarm_workdir
+                    >= self._swarm_bytes + needed + SWARM_FOLDER_SPARE:  # (counting those placed, written or not)
+                if self.swarm_workdir is None:
+                    self.swarm_workdir = Path(tempfile.mkdtemp(prefix="ac-grid-swarms-", dir=SWARM_FOLDER))
+                base = self.swarm_workdir
                 self._swarm_bytes += needed
             self._swarm_dirs[spec.name] = base / "agents" / spec.name.replace(":", "-")
         return self._swarm_dirs[spec.name]

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         with grid:
             members = [name for spec in grid.agent_specs.values() for name in spec.members]
             shown = ", ".join(members[:10]) + (f" and {len(members) - 10} more" if len(members) > 10 else "")
-            print(f"grid up: bus {grid.bus_url}, agents {shown}; files in {grid.workdir}")
+            swarms = f" (swarms' in {grid.swarm_workdir})" if grid.swarm_workdir else ""
+            print(f"grid up: bus {grid.bus_url}, agents {shown}; files in {grid.workdir}{swarms}")
             if grid.topology is not None:
                 master = grid.topology.master()
                 nodes = ", ".join(f"{'master' if node is master else 'replica'} 127.0.0.1:{node.port} (pid "
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, lambda *_: stopped.set())
             with contextlib.suppress(KeyboardInterrupt):
                 stopped.wait()
-            print("stopping")
+            for signum in (signal.SIGINT, signal.SIGTERM):  # another Ctrl-C would leave processes and files behind
+                signal.signal(signum, signal.SIG_IGN)
+            print("stopping (every process, then the files; Ctrl-C again is ignored)")
     except GridError as exc:
         sys.exit(f"ac-grid: {exc}")
 

@@ -28,11 +28,13 @@ def test_ctrl_c_stops_every_process_and_removes_the_files(tmp_path):
         assert "redis-server" in names and names.count("-m agent") == 2 and "-m controller" in names
 
         grid.send_signal(signal.SIGINT)
+        wait_until(lambda: "stopping" in output.read_text(), what="ac-grid stopping")
+        grid.send_signal(signal.SIGINT)  # an impatient second Ctrl-C: before, it left processes and files behind
         assert grid.wait(60) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
         assert not workdir.exists()
-        assert "stopping" in output.read_text()
+        assert "Traceback" not in output.read_text()
     finally:
         if grid.poll() is None:
             grid.kill()
