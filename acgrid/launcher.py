@@ -135,6 +135,9 @@ class Grid:
             for index in range(self.controller_count):
                 self.start_controller(index)
             self.start_agents(list(self.agent_specs.values()))
+        except redis.ConnectionError as exc:  # (the private redis-server was up: a --bus that is not)
+            self.stop()
+            raise GridError(f"cannot reach the bus at {self.bus_url}: {exc}") from None
         except BaseException:
             self.stop()
             raise

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         grid = _grid_from(options)
     except ConfigError as exc:
         sys.exit(f"ac-grid: {exc}")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_once)
     try:
         with grid:
             members = [name for spec in grid.agent_specs.values() for name in spec.members]
@@ -75,15 +77,21 @@ def main(argv: list[str] | None = None) -> None:
                 return
             _print_hints(grid)
             print("press Ctrl-C to stop")
-            stopped = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stopped.set())
             with contextlib.suppress(KeyboardInterrupt):
-                stopped.wait()
-            for signum in (signal.SIGINT, signal.SIGTERM):  # another Ctrl-C would leave processes and files behind
-                signal.signal(signum, signal.SIG_IGN)
+                threading.Event().wait()
             print("stopping (every process, then the files; Ctrl-C again is ignored)")
+    except KeyboardInterrupt:  # while starting, or during the demo: stopped all the same
+        sys.exit("ac-grid: interrupted; every process stopped and the files removed")
     except GridError as exc:
         sys.exit(f"ac-grid: {exc}")
+
+
+def _stop_once(signum: int, frame: object) -> None:
+    """The first Ctrl-C (or SIGTERM) stops the grid; the next ones are ignored, since one arriving while it stops
+    would cut the stop short and leave processes and files behind."""
+    for ignored in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(ignored, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _print_hints(grid: Grid) -> None:

@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,39 @@ def test_a_swarm_keeps_its_files_in_memory_where_there_is_room_and_leaves_none(t
                        log_level="WARNING") as grid:
         assert grid.agent_dir("1:1").is_relative_to(memory) and grid.agent_dir("2:1").is_relative_to(grid.workdir)
     assert list(memory.iterdir()) == []
+
+
+def test_ctrl_c_while_it_starts_stops_what_it_started(tmp_path):
+    """A bus that takes connections and never answers: the grid cannot start. Ctrl-C (twice) then stops it and
+    removes its files, with a line instead of a traceback."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    output, temporary = tmp_path / "ac-grid.out", tmp_path / "tmp"
+    temporary.mkdir()
+    with output.open("w") as stdout:
+        grid = subprocess.Popen([*AC_GRID, "--agents", "1", "--bus", f"redis://127.0.0.1:{silent.getsockname()[1]}/0"],
+                                stdout=stdout, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(temporary)})
+    try:
+        config = wait_until(lambda: next(temporary.glob("ac-grid-*/controller-0.toml"), None),
+                            what="the grid writing its controller's config (then waiting on the silent bus)")
+        grid.send_signal(signal.SIGINT)
+        grid.send_signal(signal.SIGINT)
+        assert grid.wait(60) == 1
+        assert not config.parent.exists()
+        said = output.read_text()
+        assert "ac-grid: interrupted; every process stopped and the files removed" in said and "Traceback" not in said
+    finally:
+        if grid.poll() is None:
+            grid.kill()
+            grid.wait()
+        silent.close()
+
+
+def test_a_bus_it_cannot_reach_is_said_in_one_line(tmp_path):
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    ran = subprocess.run([*AC_GRID, "--agents", "1", "--bus", f"redis://127.0.0.1:{port}/0"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.stderr.startswith(f"ac-grid: cannot reach the bus at redis://127.0.0.1:{port}/0: "), ran.stderr
+    assert list(tmp_path.iterdir()) == [], "its files removed"
