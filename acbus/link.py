@@ -184,8 +184,7 @@ class Bus:
                                       raise_errors=False)
         wrong = [index for index, reply in enumerate(replies) if is_wrong_type(reply)]
         if wrong:  # (``GET`` cannot read it) someone who may push to the key made it a list: it was not ours
-            await self.pipeline([("DEL", entries[index][0]) for index in wrong]
-                                + [("SET", *entries[index], "PX", ttl_ms) for index in wrong])
+            await self.pipeline([("SET", *entries[index], "PX", ttl_ms) for index in wrong])  # (of any type)
             log.warning("%s: replaced %s: it held another type than a heartbeat (made so by a client or an agent "
                         "that may push to it)", self.name, ", ".join(entries[index][0] for index in wrong))
             for index in wrong:
