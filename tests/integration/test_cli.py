@@ -147,6 +147,17 @@ def test_rollout_flags_and_its_progress_in_ac_job(fleet):
            "1 skipped" in job.err_lines
 
 
+def test_batch_wait_holds_the_next_wave_and_max_errors_takes_a_share(fleet):
+    ran = ac(fleet.bus_url, "--jsonl", "exec", "-r", "web", "--fanout", "--batch", "1", "--batch-wait", "1",
+             "--max-errors", "50%", "--shell", "[ $AGENT_NID = 1 ] && exit 1; true")
+    first, second = sorted(map(json.loads, ran.lines), key=lambda job: job["starttime"])
+    assert ran.code == 1 and sorted((first["outcome"], second["outcome"])) == ["failed", "succeeded"], \
+        "one failure of two is within 50 %: the second wave ran"
+    ended = first["starttime"] + first["time"]
+    assert second["starttime"] >= ended + 1000, f"the second wave started {second['starttime'] - ended} ms after " \
+        "the first ended, not the 1 s --batch-wait"
+
+
 def test_shell_stdin_and_help(fleet):
     assert ac(fleet.bus_url, "exec", "-g", "1", "-n", "2", "--shell", "echo a b c | wc -w").lines[1] == "3"
     assert ac(fleet.bus_url, "exec", "-g", "1", "-n", "2", "--", "cat", input="from stdin\n").lines[1] == "from stdin"
